@@ -1,0 +1,187 @@
+"""Tests of tfattn.layers: golden attention numbers, masking, lengths, serialization."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from layer_testing import run_layer_test
+from tfattn.layers import (
+    TokenAndPositionEmbedding,
+    TransformerBlock,
+    scaled_dot_product_attention,
+    sinusoidal_position_encoding,
+)
+
+# Course seed 002, "Task 1": self-attention by hand with scale 1/sqrt(5).
+X = np.array(
+    [[-1.51, -1.57, 0.87, 1.1, -0.74], [0.46, -0.4, -0.64, 0.12, -0.02], [-0.75, 0.44, 1.05, 0.38, -0.16]],
+    np.float32,
+)
+W_Q = np.array(
+    [
+        [1.88, -0.04, -1.51, 0.5, 0.18],
+        [-0.79, 1.06, 0.09, -0.3, 0.55],
+        [0.03, 0.44, 3.06, -1.91, 1.52],
+        [-0.1, -2.17, 0.93, 0.82, -0.35],
+        [0.27, 0.54, -0.42, -0.8, 1.41],
+    ],
+    np.float32,
+)
+W_K = np.array(
+    [
+        [-0.03, 1.33, -1.91, -1.73, 0.73],
+        [1.06, 0.08, 1.01, 0.9, -0.0],
+        [0.17, -0.11, -0.11, -0.49, 0.7],
+        [-0.66, -1.44, -0.56, 0.95, -0.72],
+        [-0.5, -1.2, 1.59, -0.47, -0.34],
+    ],
+    np.float32,
+)
+W_V = np.array(
+    [
+        [-1.55, -1.48, 2.23, 0.57, -1.53],
+        [-1.45, -0.91, -1.69, 0.43, 0.44],
+        [-1.05, 0.19, -0.65, -0.34, 0.12],
+        [-1.29, 1.48, 0.18, 0.24, 0.83],
+        [2.12, 1.09, 0.79, -0.21, -0.95],
+    ],
+    np.float32,
+)
+EXPECTED_Z = np.array(
+    [
+        [-0.3952, 2.8954, -2.4458, -0.9194, 2.6043],
+        [0.5535, 4.1379, -1.5410, -1.2466, 3.0007],
+        [-1.2202, 1.3002, -2.7521, -0.4466, 1.7936],
+    ],
+    np.float32,
+)
+
+
+def test_scaled_dot_product_attention_reproduces_course_matrix():
+    z, weights = scaled_dot_product_attention(X @ W_Q, X @ W_K, X @ W_V, scale=1 / math.sqrt(5))
+    np.testing.assert_allclose(z, EXPECTED_Z, atol=1e-4)
+    np.testing.assert_allclose(tf.reduce_sum(weights, axis=-1), np.ones(3), atol=1e-6)
+    # The default scale is 1/sqrt(depth), the same here.
+    z_default, _ = scaled_dot_product_attention(X @ W_Q, X @ W_K, X @ W_V)
+    np.testing.assert_allclose(z_default, EXPECTED_Z, atol=1e-4)
+
+
+def test_transformer_block_attention_reproduces_course_matrix():
+    block = TransformerBlock(embed_dim=5, num_heads=1, ff_dim=4, key_dim=5)
+    block(X[None])
+    zeros = np.zeros(5, np.float32)
+    block.query_dense.set_weights([W_Q, zeros])
+    block.key_dense.set_weights([W_K, zeros])
+    block.value_dense.set_weights([W_V, zeros])
+    block.output_dense.set_weights([np.eye(5, dtype=np.float32), zeros])
+    # The block's attention sublayer output before the residual is exactly z.
+    q, k, v = (block._split_heads(d(X[None])) for d in (block.query_dense, block.key_dense, block.value_dense))
+    attended, _ = scaled_dot_product_attention(q, k, v)
+    np.testing.assert_allclose(block.output_dense(block._merge_heads(attended))[0], EXPECTED_Z, atol=1e-4)
+    # And the scores the block hands back are the softmax of the course's logits.
+    _, scores = block(X[None], return_attention_scores=True)
+    logits = (X @ W_Q) @ (X @ W_K).T / math.sqrt(5)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(scores[0, 0], expected, atol=1e-5)
+
+
+def test_attention_mask_excludes_keys():
+    q = k = v = tf.random.normal([1, 4, 3], seed=1)
+    mask = tf.constant([[True, True, False, False]])[:, None, :]
+    _, weights = scaled_dot_product_attention(q, k, v, mask=mask)
+    np.testing.assert_allclose(weights[..., 2:], 0.0, atol=1e-7)
+    np.testing.assert_allclose(tf.reduce_sum(weights, -1), 1.0, atol=1e-6)
+
+
+def test_token_and_position_embedding_layer():
+    ids = np.array([[3, 4, 5, 0], [7, 1, 0, 0]], np.int32)
+    layer = run_layer_test(
+        TokenAndPositionEmbedding,
+        {"vocab_size": 10, "max_length": 8, "embed_dim": 6},
+        ids,
+        expected_output_shape=(2, 4, 6),
+        expected_num_trainable_weights=2,
+    )
+    np.testing.assert_array_equal(layer.compute_mask(ids), ids != 0)
+
+
+def test_sinusoidal_embedding_has_fixed_positions():
+    layer = TokenAndPositionEmbedding(10, 8, 6, positional="sinusoidal")
+    out = layer(np.zeros((1, 3), np.int32))
+    assert len(layer.trainable_weights) == 1
+    table = sinusoidal_position_encoding(8, 6)
+    np.testing.assert_allclose(table[0], [0, 1, 0, 1, 0, 1], atol=1e-7)
+    np.testing.assert_allclose(table[1, 0], math.sin(1.0), atol=1e-6)
+    np.testing.assert_allclose(out[0] - layer.token_embeddings[0], table[:3], atol=1e-6)
+
+
+def test_embedding_accepts_any_length_up_to_max_and_rejects_longer():
+    layer = TokenAndPositionEmbedding(vocab_size=20, max_length=8, embed_dim=4)
+    for length in (1, 5, 8):
+        assert layer(np.ones((2, length), np.int32)).shape == (2, length, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="longer than max_length=8"):
+        layer(np.ones((1, 9), np.int32))
+
+
+def test_transformer_block_layer():
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    run_layer_test(
+        TransformerBlock,
+        {"embed_dim": 8, "num_heads": 2, "ff_dim": 16, "dropout": 0.0},
+        x,
+        expected_output_shape=(2, 5, 8),
+        expected_num_trainable_weights=16,
+        # A key bias adds the same amount to every logit of a query row: softmax ignores it.
+        weights_without_gradient=("key/bias",),
+    )
+
+
+def test_transformer_block_scores_shape_and_input_check():
+    block = TransformerBlock(embed_dim=8, num_heads=4, ff_dim=16)
+    y, scores = block(tf.zeros([3, 7, 8]), return_attention_scores=True)
+    assert y.shape == (3, 7, 8) and scores.shape == (3, 4, 7, 7)
+    with pytest.raises(ValueError, match="expected embed_dim=8"):
+        TransformerBlock(embed_dim=8, num_heads=2, ff_dim=4)(tf.zeros([1, 3, 6]))
+
+
+def _encoder(max_length=16):
+    ids = keras.Input(shape=(None,), dtype=tf.int32)
+    x = TokenAndPositionEmbedding(50, max_length, 8)(ids)
+    x = TransformerBlock(8, 2, 16, dropout=0.0)(x)
+    x = TransformerBlock(8, 2, 16, dropout=0.0)(x)
+    return keras.Model(ids, x)
+
+
+def test_padding_does_not_change_real_positions():
+    encoder = _encoder()
+    ids = np.array([[5, 9, 2, 7, 3]], np.int32)
+    padded = np.array([[5, 9, 2, 7, 3, 0, 0, 0, 0, 0]], np.int32)
+    np.testing.assert_allclose(encoder(padded)[:, :5], encoder(ids), atol=1e-5)
+    # Without the mask the padding would leak in: check the test can fail.
+    unmasked = TransformerBlock(8, 2, 16, dropout=0.0)
+    emb = TokenAndPositionEmbedding(50, 16, 8, mask_zero=False)
+    a, b = unmasked(emb(ids)), unmasked(emb(padded))[:, :5]
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_masked_mean_pooling_ignores_padding():
+    ids = keras.Input(shape=(None,), dtype=tf.int32)
+    x = TokenAndPositionEmbedding(50, 16, 8)(ids)
+    x = TransformerBlock(8, 2, 16, dropout=0.0)(x)
+    pooled = keras.Model(ids, keras.layers.GlobalAveragePooling1D()(x))
+    short = np.array([[4, 8, 15]], np.int32)
+    long = np.array([[4, 8, 15, 0, 0, 0, 0]], np.int32)
+    np.testing.assert_allclose(pooled(long), pooled(short), atol=1e-5)
+
+
+def test_model_with_custom_layers_saves_and_loads(tmp_path):
+    encoder = _encoder()
+    ids = np.array([[1, 2, 3, 0]], np.int32)
+    path = tmp_path / "encoder.keras"
+    encoder.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_allclose(restored(ids), encoder(ids), atol=1e-6)
+    assert isinstance(restored.layers[1], TokenAndPositionEmbedding)

@@ -1,0 +1,15 @@
+"""Datasets for the text models: loaders that return `TextExamples`, and train/validation splits."""
+
+from tfattn.data.agnews import AGNEWS_LABELS, clean_agnews_text, load_agnews, read_agnews_csv
+from tfattn.data.examples import DataError, TextExamples, split_examples, stratified_split
+
+__all__ = [
+    "DataError",
+    "TextExamples",
+    "stratified_split",
+    "split_examples",
+    "AGNEWS_LABELS",
+    "clean_agnews_text",
+    "read_agnews_csv",
+    "load_agnews",
+]

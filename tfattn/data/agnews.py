@@ -1,0 +1,169 @@
+"""AG News topic classification: read the official CSV or the TFDS copy into `TextExamples`.
+
+The official CSV (Zhang, Zhao & LeCun 2015) has no header and three quoted columns: class index
+1..4, title, description. Its text carries scraping artefacts that `clean_agnews_text` repairs.
+"""
+
+import csv
+import html
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from tfattn.data.examples import DataError, TextExamples
+
+__all__ = ["AGNEWS_LABELS", "clean_agnews_text", "read_agnews_csv", "load_agnews"]
+
+# Official class index i (1..4) is label i - 1 here; TFDS "ag_news_subset" uses the same order.
+AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+
+_TFDS_NAMES = ("tfds:ag_news_subset", "ag_news_subset")
+_EXPECTED_COLUMNS = 3
+
+# In the CSV an entity's "&" was replaced by a space: "NASCAR #39;s", "M amp;S", "up to  #36;2".
+# Taking that one space back for the "&" restores "NASCAR's", "M&S", "up to $2". Named entities
+# are listed rather than matched as any "word;", which would also catch "Rises;" or "not;".
+_BARE_ENTITY = re.compile(
+    r" ?(?<![&\w])((?:#\d+|quot|amp|lt|gt|nbsp|hellip|[lr]squo|[lr]dquo|[mn]dash);)"
+)
+# Markup arrives escaped ("&lt;A HREF=...&gt;CAL.N&lt;/A&gt;"); after unescaping only the link
+# text is worth keeping. Requiring a letter or "/" after "<" leaves comparisons like "a < b" alone.
+_HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+
+
+def clean_agnews_text(text: str) -> str:
+    """Turn one AG News title or description into plain single-spaced text.
+
+    - "\\$" is an escaped dollar sign and becomes "$"; any other backslash stood for a line
+      break ("word\\word", " \\ ", "\\\\") and becomes a space;
+    - entities that lost their "&" ("#39;", "quot;", "amp;", "hellip;", ...) get it back, then all
+      HTML entities are unescaped and HTML tags removed;
+    - runs of whitespace collapse to one space and the ends are stripped.
+    """
+    text = text.replace("\\$", "$").replace("\\", " ")
+    text = _BARE_ENTITY.sub(r"&\1", text)
+    text = _HTML_TAG.sub(" ", html.unescape(text))
+    return " ".join(text.split())
+
+
+def read_agnews_csv(path) -> TextExamples:
+    """Read an AG News CSV in the official format; raise `DataError` on any bad row.
+
+    No row is skipped: a wrong column count, a label that is not 1..4, or a row whose title and
+    description are both empty after cleaning stops the read with the row and line named.
+    """
+    path = Path(path)
+    content = _read_utf8(path)
+
+    texts = []
+    labels = []
+    reader = csv.reader(io.StringIO(content, newline=""))
+    row_number = 0
+    try:
+        for row_number, fields in enumerate(reader, start=1):
+            where = f"{path}, row {row_number} (line {reader.line_num})"
+            if len(fields) != _EXPECTED_COLUMNS:
+                raise DataError(
+                    f"{where}: found {len(fields)} columns, expected {_EXPECTED_COLUMNS} "
+                    "(class index, title, description)"
+                )
+            label_field, title, description = fields
+            labels.append(_parse_label(label_field, where))
+            text = clean_agnews_text(f"{title} {description}")
+            if not text:
+                raise DataError(f"{where}: title and description are both empty")
+            texts.append(text)
+    except csv.Error as error:
+        raise DataError(f"{path}, row {row_number + 1} (line {reader.line_num}): {error}") from None
+
+    if not texts:
+        raise DataError(
+            f"{path}: no rows (expected AG News CSV rows: class index, title, description)"
+        )
+    return TextExamples(
+        texts=texts,
+        labels=np.asarray(labels, dtype=np.int64),
+        label_names=list(AGNEWS_LABELS),
+        source=str(path),
+    )
+
+
+def load_agnews(source, split: str = "train") -> TextExamples:
+    """Load AG News from a CSV path, or from TFDS when `source` is "tfds:ag_news_subset".
+
+    `split` only applies to TFDS (any TFDS split string, e.g. "train[:10%]"); a CSV is one split.
+    """
+    if isinstance(source, os.PathLike) or Path(source).exists():
+        return read_agnews_csv(source)
+    if source in _TFDS_NAMES:
+        return _load_tfds_agnews(split)
+    raise DataError(
+        f"{source}: no such file (expected an AG News CSV path or 'tfds:ag_news_subset')"
+    )
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        bad = raw[error.start:error.end]
+        raise DataError(
+            f"{path}, line {line}: not valid UTF-8 (byte {bad.hex(' ')} at offset {error.start})"
+        ) from None
+    # A byte-order mark from spreadsheet exports would otherwise stick to the first label.
+    return content.removeprefix("\ufeff")
+
+
+def _parse_label(field: str, where: str) -> int:
+    value = field.strip()
+    if not value.isascii() or not value.isdigit():
+        raise DataError(f"{where}: label {field!r} is not an integer")
+    index = int(value)
+    if not 1 <= index <= len(AGNEWS_LABELS):
+        raise DataError(f"{where}: label {field!r} is outside 1..{len(AGNEWS_LABELS)}")
+    return index - 1
+
+
+def _load_tfds_agnews(split: str) -> TextExamples:
+    try:
+        # Imported here: tensorflow_datasets is slow to import and only this path needs it.
+        import tensorflow_datasets as tfds
+
+        dataset = tfds.load("ag_news_subset", split=split)
+        records = [
+            (record["title"], record["description"], record["label"])
+            for record in tfds.as_numpy(dataset)
+        ]
+    except Exception as error:
+        raise DataError(
+            f"could not load TFDS dataset 'ag_news_subset' (split {split!r}): "
+            f"{_one_line(error)}; offline? pass a local CSV path instead"
+        ) from error
+
+    texts = [
+        clean_agnews_text(f"{title.decode('utf-8')} {description.decode('utf-8')}")
+        for title, description, _ in records
+    ]
+    return TextExamples(
+        texts=texts,
+        labels=np.asarray([label for _, _, label in records], dtype=np.int64),
+        label_names=list(AGNEWS_LABELS),
+        source=f"tfds:ag_news_subset[{split}]",
+    )
+
+
+def _one_line(error: Exception, limit: int = 200) -> str:
+    """The first line of an exception's message, shortened, for a one-line error report."""
+    lines = str(error).strip().splitlines()
+    reason = lines[0].strip() if lines else type(error).__name__
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."

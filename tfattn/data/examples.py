@@ -1,0 +1,106 @@
+"""Labelled text examples in memory, their validation errors, and a seeded stratified split.
+
+Every loader in `tfattn.data` returns a `TextExamples`, so models and pipelines only ever see
+one shape of data: a list of strings, 0-based integer labels, and the class names.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["DataError", "TextExamples", "stratified_split", "split_examples"]
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file (and row/line where known) in one line."""
+
+
+# eq=False: the generated __eq__ would compare numpy arrays element-wise and fail on `bool()`.
+@dataclass(frozen=True, eq=False)
+class TextExamples:
+    """Texts with 0-based class ids into `label_names`; `source` says where they came from."""
+
+    texts: list[str]
+    labels: np.ndarray
+    label_names: list[str]
+    source: str
+
+    def __post_init__(self):
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1:
+            raise DataError(
+                f"{self.source}: labels must be one-dimensional, got shape {labels.shape}"
+            )
+        # A float label such as 1.5 would be truncated silently by astype, so refuse it.
+        if labels.size and not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{self.source}: labels must be integers, got dtype {labels.dtype}")
+        labels = labels.astype(np.int64)
+        # Frozen fields are set through object.__setattr__; the read-only array keeps it frozen.
+        labels.flags.writeable = False
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "texts", list(self.texts))
+        object.__setattr__(self, "label_names", list(self.label_names))
+
+        if len(self.texts) != len(labels):
+            raise DataError(f"{self.source}: {len(self.texts)} texts but {len(labels)} labels")
+        out_of_range = np.flatnonzero((labels < 0) | (labels >= len(self.label_names)))
+        if out_of_range.size:
+            first = int(out_of_range[0])
+            raise DataError(
+                f"{self.source}, example {first}: label {int(labels[first])} is outside "
+                f"0..{len(self.label_names) - 1} (classes {self.label_names})"
+            )
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices) -> "TextExamples":
+        """The examples at `indices`, in that order, with the same label names and source."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return TextExamples(
+            texts=[self.texts[i] for i in indices],
+            labels=self.labels[indices],
+            label_names=self.label_names,
+            source=self.source,
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of examples per class name, in label order, including classes with none."""
+        counts = np.bincount(self.labels, minlength=len(self.label_names))
+        return {name: int(count) for name, count in zip(self.label_names, counts)}
+
+
+def stratified_split(labels, validation_fraction: float = 0.1, seed: int = 0):
+    """Split example indices into (train, validation), keeping each class's proportion.
+
+    Each class sends round(validation_fraction * its size) examples to validation, at least one
+    and at most all but one when it has two or more, so every class appears on both sides.
+    The same labels and seed always give the same split. Returns two sorted int64 arrays.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    validation_parts = []
+    # np.unique sorts the classes, so the random draws happen in a fixed order.
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = len(members)
+        n_validation = round(validation_fraction * count)
+        if count >= 2:
+            n_validation = min(max(n_validation, 1), count - 1)
+        validation_parts.append(rng.permutation(members)[:n_validation])
+
+    is_validation = np.zeros(len(labels), dtype=bool)
+    for part in validation_parts:
+        is_validation[part] = True
+    return (
+        np.flatnonzero(~is_validation).astype(np.int64),
+        np.flatnonzero(is_validation).astype(np.int64),
+    )
+
+
+def split_examples(examples: TextExamples, validation_fraction: float = 0.1, seed: int = 0):
+    """Split `examples` into (train, validation) `TextExamples` with `stratified_split`."""
+    train_indices, validation_indices = stratified_split(examples.labels, validation_fraction, seed)
+    return examples.subset(train_indices), examples.subset(validation_indices)

@@ -1,0 +1,323 @@
+"""Transformer building blocks as tf-keras layers: embeddings with positions, self-attention blocks.
+
+Everything here is a plain `tf_keras` layer (the Keras that TF-Hub, transformers TF and Model
+Garden use), registered for deserialization under the package name "tfattn".
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+__all__ = [
+    "scaled_dot_product_attention",
+    "sinusoidal_position_encoding",
+    "TokenAndPositionEmbedding",
+    "TransformerBlock",
+]
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
+    """Softmax attention: `softmax(q @ k^T * scale) @ v`.
+
+    Args:
+        q: queries, `[..., query_len, depth]`.
+        k: keys, `[..., key_len, depth]`.
+        v: values, `[..., key_len, value_depth]`.
+        mask: optional boolean tensor broadcastable to `[..., query_len, key_len]`;
+            `True` marks the keys a query may attend to.
+        scale: multiplier of the logits; defaults to `1 / sqrt(depth)`.
+
+    Returns:
+        `(outputs, weights)`: outputs `[..., query_len, value_depth]` and the attention
+        weights `[..., query_len, key_len]` (each row sums to 1).
+
+    Example:
+    >>> x = tf.random.normal([2, 7, 16])
+    >>> out, weights = scaled_dot_product_attention(x, x, x)
+    >>> out.shape, weights.shape
+    (TensorShape([2, 7, 16]), TensorShape([2, 7, 7]))
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    logits = tf.matmul(q, k, transpose_b=True)
+    # Softmax in float32: masked logits and float16 do not mix (the mask value would overflow).
+    logits = tf.cast(logits, tf.float32) * scale
+    if mask is not None:
+        logits = tf.where(tf.cast(mask, tf.bool), logits, tf.constant(-1e9, tf.float32))
+    weights = tf.cast(tf.nn.softmax(logits, axis=-1), v.dtype)
+    return tf.matmul(weights, v), weights
+
+
+def sinusoidal_position_encoding(max_length, depth):
+    """The fixed sine/cosine position table of "Attention Is All You Need", `[max_length, depth]`."""
+    positions = np.arange(max_length)[:, None]
+    rates = 1.0 / np.power(10000.0, (2 * (np.arange(depth) // 2)) / depth)
+    angles = positions * rates[None, :]
+    table = np.zeros((max_length, depth), dtype=np.float32)
+    table[:, 0::2] = np.sin(angles[:, 0::2])
+    table[:, 1::2] = np.cos(angles[:, 1::2])
+    return table
+
+
+@keras.saving.register_keras_serializable(package="tfattn")
+class TokenAndPositionEmbedding(keras.layers.Layer):
+    """Token embedding plus a position embedding, for inputs of any length up to `max_length`.
+
+    Unlike the classic Keras-examples version, the input does not have to be padded to exactly
+    `max_length`: positions are taken for the actual sequence length, so batches padded to
+    their own longest text work. Token id 0 is padding: with `mask_zero=True` the layer
+    emits a padding mask that downstream layers (TransformerBlock, pooling) honour.
+
+    Args:
+        vocab_size: number of token ids (id 0 is padding, id 1 usually out-of-vocabulary).
+        max_length: longest sequence the layer accepts.
+        embed_dim: size of the output vectors.
+        positional: `"learned"` (a trainable table) or `"sinusoidal"` (a fixed table).
+        mask_zero: emit a mask that is False where the token id is 0.
+        embeddings_initializer: initializer of the token (and learned position) tables.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Example:
+    >>> layer = TokenAndPositionEmbedding(vocab_size=100, max_length=16, embed_dim=8)
+    >>> ids = tf.constant([[5, 9, 2, 0, 0]])
+    >>> layer(ids).shape
+    TensorShape([1, 5, 8])
+    >>> layer.compute_mask(ids).numpy()
+    array([[ True,  True,  True, False, False]])
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        max_length,
+        embed_dim,
+        positional="learned",
+        mask_zero=True,
+        embeddings_initializer="uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if positional not in ("learned", "sinusoidal"):
+            raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {positional!r}")
+        self.vocab_size = int(vocab_size)
+        self.max_length = int(max_length)
+        self.embed_dim = int(embed_dim)
+        self.positional = positional
+        self.mask_zero = bool(mask_zero)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.supports_masking = self.mask_zero
+
+    def _fresh_initializer(self):
+        # One initializer instance per table: a reused unseeded instance repeats its values.
+        return self.embeddings_initializer.__class__.from_config(self.embeddings_initializer.get_config())
+
+    def build(self, input_shape):
+        self.token_embeddings = self.add_weight(
+            name="token_embeddings",
+            shape=(self.vocab_size, self.embed_dim),
+            initializer=self._fresh_initializer(),
+        )
+        if self.positional == "learned":
+            self.position_embeddings = self.add_weight(
+                name="position_embeddings",
+                shape=(self.max_length, self.embed_dim),
+                initializer=self._fresh_initializer(),
+            )
+        else:
+            self.position_embeddings = tf.constant(
+                sinusoidal_position_encoding(self.max_length, self.embed_dim)
+            )
+        super().build(input_shape)
+
+    def call(self, token_ids):
+        token_ids = tf.cast(token_ids, tf.int32)
+        length = tf.shape(token_ids)[-1]
+        tf.debugging.assert_less_equal(
+            length,
+            self.max_length,
+            message=f"{self.name}: input is longer than max_length={self.max_length}; truncate it",
+        )
+        tokens = tf.gather(self.token_embeddings, token_ids)
+        positions = tf.cast(self.position_embeddings[:length], tokens.dtype)
+        return tokens + positions
+
+    def compute_mask(self, token_ids, mask=None):
+        if not self.mask_zero:
+            return None
+        return tf.not_equal(token_ids, 0)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape).concatenate([self.embed_dim])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocab_size": self.vocab_size,
+                "max_length": self.max_length,
+                "embed_dim": self.embed_dim,
+                "positional": self.positional,
+                "mask_zero": self.mask_zero,
+                "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfattn")
+class TransformerBlock(keras.layers.Layer):
+    """Post-norm transformer encoder block: multi-head self-attention, then a feed-forward net.
+
+    `x -> LayerNorm(x + Dropout(SelfAttention(x))) -> LayerNorm(. + Dropout(FFN(.)))`.
+    Attention is computed by `scaled_dot_product_attention`, one call for all heads. Padded
+    positions (from the incoming Keras mask, or an explicit `padding_mask`) are never
+    attended to, so appending padding leaves the outputs at real positions unchanged.
+
+    Args:
+        embed_dim: size of the input and output vectors.
+        num_heads: number of attention heads.
+        ff_dim: hidden size of the feed-forward net.
+        dropout: dropout rate after attention and after the feed-forward net.
+        key_dim: size of each head's queries and keys (and values);
+            defaults to `embed_dim // num_heads`.
+        activation: activation of the feed-forward hidden layer.
+        layer_norm_epsilon: epsilon of both layer norms.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call args:
+        inputs: `[batch, seq, embed_dim]`.
+        padding_mask: optional `[batch, seq]`, True at real tokens. Defaults to the Keras
+            mask that arrives with `inputs`.
+        training: whether dropout is active.
+        return_attention_scores: also return the attention weights
+            `[batch, num_heads, query, key]`.
+
+    Example:
+    >>> block = TransformerBlock(embed_dim=8, num_heads=2, ff_dim=16)
+    >>> x = tf.random.normal([3, 5, 8])
+    >>> y, scores = block(x, return_attention_scores=True)
+    >>> y.shape, scores.shape
+    (TensorShape([3, 5, 8]), TensorShape([3, 2, 5, 5]))
+    """
+
+    def __init__(
+        self,
+        embed_dim,
+        num_heads,
+        ff_dim,
+        dropout=0.1,
+        key_dim=None,
+        activation="relu",
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.num_heads = int(num_heads)
+        self.ff_dim = int(ff_dim)
+        self.dropout = float(dropout)
+        self.key_dim = int(key_dim) if key_dim is not None else self.embed_dim // self.num_heads
+        if self.key_dim < 1:
+            raise ValueError(
+                f"key_dim must be >= 1 (embed_dim={embed_dim}, num_heads={num_heads})"
+            )
+        self.activation = keras.activations.get(activation)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"{self.name}: inputs have {input_shape[-1]} features, expected embed_dim={self.embed_dim}"
+            )
+        projection = self.num_heads * self.key_dim
+        self.query_dense = keras.layers.Dense(projection, name="query", dtype=self.dtype_policy)
+        self.key_dense = keras.layers.Dense(projection, name="key", dtype=self.dtype_policy)
+        self.value_dense = keras.layers.Dense(projection, name="value", dtype=self.dtype_policy)
+        self.output_dense = keras.layers.Dense(self.embed_dim, name="attention_output", dtype=self.dtype_policy)
+        self.ff_hidden = keras.layers.Dense(
+            self.ff_dim, activation=self.activation, name="ff_hidden", dtype=self.dtype_policy
+        )
+        self.ff_output = keras.layers.Dense(self.embed_dim, name="ff_output", dtype=self.dtype_policy)
+        self.attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, name="attention_layer_norm", dtype=self.dtype_policy
+        )
+        self.ff_layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, name="ff_layer_norm", dtype=self.dtype_policy
+        )
+        self.attention_dropout = keras.layers.Dropout(self.dropout)
+        self.ff_dropout = keras.layers.Dropout(self.dropout)
+
+        input_shape = tf.TensorShape(input_shape)
+        sublayer_input_shapes = {
+            self.query_dense: input_shape,
+            self.key_dense: input_shape,
+            self.value_dense: input_shape,
+            self.output_dense: input_shape[:-1].concatenate([projection]),
+            self.ff_hidden: input_shape,
+            self.ff_output: input_shape[:-1].concatenate([self.ff_dim]),
+            self.attention_layer_norm: input_shape,
+            self.ff_layer_norm: input_shape,
+        }
+        for sublayer, shape in sublayer_input_shapes.items():
+            # Scoped so weights read "block_0/query/kernel", not a bare "kernel".
+            with tf.name_scope(sublayer.name):
+                sublayer.build(shape)
+        super().build(input_shape)
+
+    def _split_heads(self, x):
+        # [batch, seq, heads * key_dim] -> [batch, heads, seq, key_dim]
+        batch, length = tf.shape(x)[0], tf.shape(x)[1]
+        x = tf.reshape(x, [batch, length, self.num_heads, self.key_dim])
+        return tf.transpose(x, [0, 2, 1, 3])
+
+    def _merge_heads(self, x):
+        batch, length = tf.shape(x)[0], tf.shape(x)[2]
+        x = tf.transpose(x, [0, 2, 1, 3])
+        return tf.reshape(x, [batch, length, self.num_heads * self.key_dim])
+
+    def call(self, inputs, padding_mask=None, mask=None, training=None, return_attention_scores=False):
+        if padding_mask is None:
+            padding_mask = mask
+        attention_mask = None
+        if padding_mask is not None:
+            # [batch, key] -> [batch, 1 (heads), 1 (queries), key]
+            attention_mask = tf.cast(padding_mask, tf.bool)[:, None, None, :]
+
+        q = self._split_heads(self.query_dense(inputs))
+        k = self._split_heads(self.key_dense(inputs))
+        v = self._split_heads(self.value_dense(inputs))
+        attended, scores = scaled_dot_product_attention(q, k, v, mask=attention_mask)
+        attention_output = self.output_dense(self._merge_heads(attended))
+        attention_output = self.attention_dropout(attention_output, training=training)
+        x = self.attention_layer_norm(inputs + attention_output)
+
+        ff = self.ff_output(self.ff_hidden(x))
+        ff = self.ff_dropout(ff, training=training)
+        outputs = self.ff_layer_norm(x + ff)
+        if return_attention_scores:
+            return outputs, scores
+        return outputs
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "embed_dim": self.embed_dim,
+                "num_heads": self.num_heads,
+                "ff_dim": self.ff_dim,
+                "dropout": self.dropout,
+                "key_dim": self.key_dim,
+                "activation": keras.activations.serialize(self.activation),
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config

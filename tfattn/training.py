@@ -1,0 +1,116 @@
+"""Training plumbing shared by every task: device strategy, precision, callbacks, run folders."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import tensorflow as tf
+import tf_keras as keras
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def get_strategy(name="default"):
+    """The `tf.distribute` strategy to build, compile and fit models under.
+
+    Args:
+        name: `"default"` (one device), `"mirrored"` (every local GPU; without GPUs every
+            logical CPU device, which is how tests exercise it) or `"multiworker"` (several
+            hosts, configured by the `TF_CONFIG` environment variable).
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if not devices:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def set_mixed_precision(enabled):
+    """float16 compute with float32 weights on GPU (bfloat16 on CPU), or plain float32."""
+    if not enabled:
+        policy = "float32"
+    elif tf.config.list_physical_devices("GPU"):
+        policy = "mixed_float16"
+    else:
+        policy = "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+class Throughput(keras.callbacks.Callback):
+    """Records examples/s of every epoch (`history` gets an `examples_per_second` column)."""
+
+    def __init__(self, examples_per_epoch):
+        super().__init__()
+        self.examples_per_epoch = examples_per_epoch
+        self.epoch_seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        self.epoch_seconds.append(seconds)
+        if logs is not None:
+            logs["examples_per_second"] = self.examples_per_epoch / seconds
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once `seconds` of wall time have passed (checked after every batch)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() - self._start >= self.seconds:
+            self.model.stop_training = True
+
+
+def standard_callbacks(run_dir, examples_per_epoch, patience=2, monitor="val_accuracy", time_budget=None):
+    """Resume (`BackupAndRestore`), best-weights checkpoint, early stop, TensorBoard, CSV log,
+    throughput, and an optional wall-time budget, all writing under `run_dir`."""
+    run_dir = Path(run_dir)
+    callbacks = [
+        Throughput(examples_per_epoch),
+        # Saved after every epoch and removed when fit() completes: rerunning the same
+        # command after an interruption continues from the last finished epoch.
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "checkpoints" / "best.weights.h5"),
+            monitor=monitor,
+            save_best_only=True,
+            save_weights_only=True,
+        ),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs")),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+    ]
+    if time_budget:
+        callbacks.append(TimeBudget(time_budget))
+    return callbacks
+
+
+def fit_verbosity():
+    """Keras progress bars on a terminal, one line per epoch in logs and CI."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def write_json(path, payload):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
