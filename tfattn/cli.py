@@ -1,0 +1,173 @@
+"""The `tfattn` command line: train, evaluate, predict, plot attention and export models.
+
+    tfattn train agnews --data train.csv --run-dir runs/agnews
+    tfattn evaluate --run runs/agnews [--data test.csv]
+    tfattn predict --run runs/agnews "Stocks fell sharply on Monday"
+    tfattn attention --run runs/agnews "Stocks fell sharply" --out attention.png
+    tfattn export --run runs/agnews --out exported/agnews
+"""
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+
+# TensorFlow's C++ start-up chatter buries the command's own output; keep warnings and errors.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfattn.data import DataError  # noqa: E402  (after the log-level setting)
+
+
+def _add_config_arguments(parser, config_class, skip=()):
+    """One `--option` per config field, typed from its default, so the CLI and the config
+    dataclass cannot drift apart."""
+    defaults = config_class()
+    for field in fields(config_class):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif default is None:
+            parser.add_argument(flag, type=float if field.name == "time_budget" else int, default=None)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
+
+
+def _config_from_args(config_class, args):
+    return config_class(**{f.name: getattr(args, f.name) for f in fields(config_class) if hasattr(args, f.name)})
+
+
+def _cmd_train(args):
+    if args.task == "agnews":
+        from tfattn.tasks.agnews import AGNewsConfig, train
+
+        train(_config_from_args(AGNewsConfig, args))
+
+
+def _texts_from(args):
+    texts = list(args.texts)
+    if args.file:
+        with open(args.file, encoding="utf-8") as handle:
+            texts += [line.rstrip("\n") for line in handle if line.strip()]
+    if not texts:
+        raise SystemExit("error: give texts as arguments or --file")
+    return texts
+
+
+def _cmd_evaluate(args):
+    from tfattn.data import load_agnews
+    from tfattn.evaluation import write_evaluation
+    from tfattn.tasks.agnews import AGNewsConfig, load_splits
+    from tfattn.tasks.runs import evaluate_texts, load_run
+
+    model, _, config = load_run(args.run)
+    if args.data:
+        examples, prefix = load_agnews(args.data, split="test"), args.prefix or "test"
+    else:
+        _, examples = load_splits(AGNewsConfig.from_dict(config))
+        prefix = args.prefix or "validation"
+    report = evaluate_texts(model, examples)
+    paths = write_evaluation(report, args.run, prefix=prefix, config={"data": examples.source, "run": str(args.run)})
+    print(report.format_text())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+def _cmd_predict(args):
+    from tfattn.tasks.runs import load_run, predict_proba
+
+    model, label_names, _ = load_run(args.run)
+    texts = _texts_from(args)
+    for text, probabilities in zip(texts, predict_proba(model, texts)):
+        best = int(probabilities.argmax())
+        print(f"{label_names[best]}\t{probabilities[best]:.3f}\t{text}")
+
+
+def _cmd_attention(args):
+    from tfattn.attention import extract_attention, plot_attention
+    from tfattn.tasks.runs import load_run
+
+    model, _, _ = load_run(args.run)
+    maps = extract_attention(model, _texts_from(args))
+    for index, text_attention in enumerate(maps):
+        out = args.out if len(maps) == 1 else f"{os.path.splitext(args.out)[0]}_{index}.png"
+        plot_attention(
+            text_attention.attention,
+            text_attention.tokens,
+            out,
+            layers=args.layers,
+            heads=args.heads,
+            title=text_attention.text[:80],
+        )
+        print(f"wrote {out}")
+
+
+def _cmd_export(args):
+    from tfattn.export import export_text_classifier
+    from tfattn.tasks.runs import load_run
+
+    model, label_names, _ = load_run(args.run)
+    path = export_text_classifier(model, label_names, args.out, overwrite=args.overwrite)
+    print(f"exported SavedModel to {path} (signature serving_default: texts -> probabilities, label, label_names)")
+
+
+def build_parser():
+    from tfattn.tasks.agnews import AGNewsConfig
+    from tfattn.training import STRATEGIES
+
+    parser = argparse.ArgumentParser(prog="tfattn", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model on a task")
+    tasks = train.add_subparsers(dest="task", required=True)
+    agnews = tasks.add_parser(
+        "agnews",
+        help="AG News topics, from-scratch transformer",
+        description="--data takes an AG News CSV (official format) or tfds:ag_news_subset.",
+    )
+    _add_config_arguments(agnews, AGNewsConfig, skip=("strategy",))
+    agnews.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy")
+    train.set_defaults(func=_cmd_train)
+
+    run_help = "a run folder written by 'tfattn train'"
+    evaluate = commands.add_parser("evaluate", help="accuracy, macro-F1, report and confusion matrix")
+    evaluate.add_argument("--run", required=True, help=run_help)
+    evaluate.add_argument("--data", help="evaluate on this whole file (default: the run's validation split)")
+    evaluate.add_argument("--prefix", help="file name prefix of the written report")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    for name, func, help_text in (
+        ("predict", _cmd_predict, "label and probability of each text"),
+        ("attention", _cmd_attention, "plot attention maps of texts to PNG"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--run", required=True, help=run_help)
+        sub.add_argument("texts", nargs="*", help="texts (or use --file)")
+        sub.add_argument("--file", help="a UTF-8 file with one text per line")
+        sub.set_defaults(func=func)
+        if name == "attention":
+            sub.add_argument("--out", default="attention.png", help="PNG path")
+            sub.add_argument("--layers", type=int, nargs="+", default=[0], help="layer indices")
+            sub.add_argument("--heads", type=int, nargs="+", default=None, help="head indices (default all)")
+
+    export = commands.add_parser("export", help="SavedModel that serves raw strings")
+    export.add_argument("--run", required=True, help=run_help)
+    export.add_argument("--out", required=True, help="export folder")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    export.set_defaults(func=_cmd_export)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataError, FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""SavedModel export of text classifiers: a serving signature from raw strings to labels.
+
+The exported folder loads with plain `tf.saved_model.load` (no tfattn import) and serves
+`serving_default(texts: string[batch]) -> {probabilities, label, label_names}`.
+"""
+
+import shutil
+import uuid
+from pathlib import Path
+
+import tensorflow as tf
+
+
+class _TextClassifierModule(tf.Module):
+    def __init__(self, text_model, label_names):
+        super().__init__()
+        self.model = text_model
+        self.label_names = tf.constant(list(label_names))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
+    def serve(self, texts):
+        probabilities = tf.cast(self.model(texts, training=False), tf.float32)
+        batch = tf.shape(texts)[0]
+        return {
+            "probabilities": probabilities,
+            "label": tf.gather(self.label_names, tf.argmax(probabilities, axis=-1)),
+            # Repeated per row so every output has the batch dimension first (TF Serving rule).
+            "label_names": tf.tile(self.label_names[None, :], [batch, 1]),
+        }
+
+
+def export_text_classifier(text_model, label_names, export_dir, overwrite=False):
+    """Write `text_model` as a SavedModel serving raw strings.
+
+    The model is saved to a temporary sibling folder first and renamed into place, so an
+    interrupted export never leaves a half-written model at `export_dir`.
+
+    Args:
+        text_model: a Keras model mapping strings `[batch]` to probabilities `[batch, classes]`.
+        label_names: class names in output order.
+        export_dir: destination folder.
+        overwrite: replace an existing `export_dir` (otherwise it is an error).
+
+    Returns:
+        The export folder as a `Path`.
+    """
+    export_dir = Path(export_dir)
+    if export_dir.exists() and not overwrite:
+        raise FileExistsError(f"{export_dir} already exists; pass overwrite=True (--overwrite) to replace it")
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = export_dir.with_name(f".{export_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    module = _TextClassifierModule(text_model, label_names)
+    try:
+        tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
+        if export_dir.exists():
+            shutil.rmtree(export_dir)
+        staging.rename(export_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return export_dir
