@@ -77,9 +77,8 @@ def create_optimizer(
         A `tf_keras.optimizers.AdamW`.
 
     Example:
-    >>> optimizer = create_optimizer(3e-5, total_steps=1000)
-    >>> optimizer.learning_rate.warmup_steps
-    100
+    >>> optimizer = create_optimizer(3e-5, total_steps=1000)  # 100 warmup steps
+    >>> model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     """
     schedule = WarmupLinearDecay(
         peak_learning_rate=learning_rate,

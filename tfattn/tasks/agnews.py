@@ -75,8 +75,12 @@ def load_splits(config):
     return split_examples(examples, config.validation_fraction, config.seed)
 
 
-def train(config):
+def train(config, callbacks=()):
     """Train, evaluate on the validation split and save everything under `config.run_dir`.
+
+    Args:
+        config: an `AGNewsConfig`.
+        callbacks: extra Keras callbacks, run after the standard ones.
 
     Returns:
         The validation `ClassificationReport`.
@@ -134,7 +138,8 @@ def train(config):
         epochs=config.epochs,
         callbacks=standard_callbacks(
             run_dir, len(train_examples), patience=config.patience, time_budget=config.time_budget
-        ),
+        )
+        + list(callbacks),
         verbose=fit_verbosity(),
     )
 
