@@ -76,6 +76,16 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def backup_dir(run_dir):
+    return Path(run_dir) / "backup"
+
+
+def is_resuming(run_dir):
+    """True when an interrupted fit left a `BackupAndRestore` checkpoint in `run_dir`."""
+    folder = backup_dir(run_dir)
+    return folder.is_dir() and any(folder.iterdir())
+
+
 def standard_callbacks(run_dir, examples_per_epoch, patience=2, monitor="val_accuracy", time_budget=None):
     """Resume (`BackupAndRestore`), best-weights checkpoint, early stop, TensorBoard, CSV log,
     throughput, and an optional wall-time budget, all writing under `run_dir`."""
@@ -84,7 +94,7 @@ def standard_callbacks(run_dir, examples_per_epoch, patience=2, monitor="val_acc
         Throughput(examples_per_epoch),
         # Saved after every epoch and removed when fit() completes: rerunning the same
         # command after an interruption continues from the last finished epoch.
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.BackupAndRestore(str(backup_dir(run_dir))),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "checkpoints" / "best.weights.h5"),
             monitor=monitor,
@@ -93,7 +103,7 @@ def standard_callbacks(run_dir, examples_per_epoch, patience=2, monitor="val_acc
         ),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=is_resuming(run_dir)),
     ]
     if time_budget:
         callbacks.append(TimeBudget(time_budget))

@@ -21,6 +21,7 @@ from tfattn.tasks.runs import evaluate_texts, save_run_model
 from tfattn.training import (
     fit_verbosity,
     get_strategy,
+    is_resuming,
     set_mixed_precision,
     standard_callbacks,
     write_json,
@@ -97,7 +98,10 @@ def train(config, callbacks=()):
 
     # A resumed run must reuse the vocabulary its checkpoint was trained with.
     vocab_path = run_dir / "vocab.txt"
-    saved_vocabulary = vocab_path.read_text(encoding="utf-8").split("\n") if vocab_path.exists() else None
+    resuming = is_resuming(run_dir) and vocab_path.exists()
+    saved_vocabulary = vocab_path.read_text(encoding="utf-8").split("\n") if resuming else None
+    if resuming:
+        print(f"resuming the interrupted run in {run_dir}")
     vectorizer = build_vectorizer(train_examples.texts, config.vocab_size, vocabulary=saved_vocabulary)
     # The first two entries are padding and [UNK], which set_vocabulary adds back itself.
     vocab_path.write_text("\n".join(vectorizer.get_vocabulary()[2:]), encoding="utf-8")
