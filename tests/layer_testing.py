@@ -1,7 +1,6 @@
 """One shared check per layer, keras-hub style: output shape, a training step, config round trip."""
 
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 
 

@@ -7,7 +7,8 @@ import pytest
 import tf_keras as keras
 
 from tfattn.cli import main
-from tfattn.tasks.agnews import AGNewsConfig, load_splits, train
+from tfattn.tasks.config import TrainConfig, load_splits
+from tfattn.tasks.trainer import train
 from tfattn.training import get_strategy
 
 SMALL_MODEL = ["--embed-dim", "16", "--ff-dim", "32", "--vocab-size", "2000", "--batch-size", "32"]
@@ -30,7 +31,7 @@ def test_train_writes_a_complete_run_folder(trained_run):
     assert list((trained_run / "backup").iterdir()) == []
     metrics = json.loads((trained_run / "validation_metrics.json").read_text())
     assert metrics["num_examples"] == 40 and 0.0 <= metrics["accuracy"] <= 1.0
-    assert metrics["config"]["limit"] == 400
+    assert metrics["config"]["limit"] == 400 and metrics["config"]["max_length"] == 256
     with open(trained_run / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and float(rows[-1]["examples_per_second"]) > 0
@@ -57,12 +58,12 @@ def test_predict_evaluate_attention_export(trained_run, tmp_path, capsys):
 @pytest.mark.slow
 def test_mirrored_strategy_trains_over_two_cpu_devices(agnews_csv, tmp_path):
     assert get_strategy("mirrored").num_replicas_in_sync == 2
-    config = AGNewsConfig(
+    config = TrainConfig(
         data=str(agnews_csv), run_dir=str(tmp_path / "run"), limit=200, epochs=1,
         embed_dim=16, ff_dim=32, vocab_size=1000, batch_size=32, strategy="mirrored",
     )
     report = train(config)
-    assert report.num_examples == len(load_splits(config)[1]) == 19
+    assert report.num_examples == len(load_splits(config.resolve())[1]) == 19
     assert keras.models.load_model(tmp_path / "run" / "model.keras").output_shape == (None, 4)
 
 
@@ -78,7 +79,7 @@ class _InterruptAfterEpoch(keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_from_last_epoch(agnews_csv, tmp_path):
-    config = AGNewsConfig(
+    config = TrainConfig(
         data=str(agnews_csv), run_dir=str(tmp_path / "run"), limit=200, epochs=3, patience=5,
         embed_dim=16, ff_dim=32, vocab_size=1000, batch_size=32,
     )

@@ -1,6 +1,5 @@
 """Tests for AG News loading, text cleaning, `TextExamples` and the stratified split."""
 
-import os
 import re
 from pathlib import Path
 

@@ -33,7 +33,9 @@ def extract_attention(model, texts, batch_size=32):
     """Per-layer attention weights and token strings for each text.
 
     Args:
-        model: a text model from `tfattn.networks.build_text_classifier` (or one loaded back).
+        model: a strings-in model of either family: the from-scratch transformer
+            (`tfattn.networks.build_text_classifier`) or a pretrained one
+            (`tfattn.pretrained.PretrainedTextClassifier`), e.g. from `load_run`.
         texts: a string or a list of strings.
         batch_size: texts per forward pass.
 
@@ -42,15 +44,25 @@ def extract_attention(model, texts, batch_size=32):
     """
     if isinstance(texts, str):
         texts = [texts]
-    vectorizer = vectorizer_of(model)
-    token_model = token_model_of(model)
-    embedding = next(l for l in token_model.layers if isinstance(l, TokenAndPositionEmbedding))
-    blocks = [l for l in token_model.layers if isinstance(l, TransformerBlock)]
-    vocabulary = np.array(vectorizer.get_vocabulary())
-
+    forward = _pretrained_forward(model) if hasattr(model, "preprocessor") else _scratch_forward(model)
     results = []
     for start in range(0, len(texts), batch_size):
         batch = list(texts[start : start + batch_size])
+        tokens, scores = forward(batch)  # tokens per text; scores [batch, layers, heads, q, k]
+        for row, text in enumerate(batch):
+            length = len(tokens[row])
+            results.append(TextAttention(text, tokens[row], scores[row, :, :, :length, :length]))
+    return results
+
+
+def _scratch_forward(model):
+    vectorizer = vectorizer_of(model)
+    token_model = token_model_of(model)
+    embedding = next(layer for layer in token_model.layers if isinstance(layer, TokenAndPositionEmbedding))
+    blocks = [layer for layer in token_model.layers if isinstance(layer, TransformerBlock)]
+    vocabulary = np.array(vectorizer.get_vocabulary())
+
+    def forward(batch):
         token_ids = vectorizer(tf.constant(batch))[:, : embedding.max_length]
         x = embedding(token_ids)
         mask = embedding.compute_mask(token_ids)
@@ -58,15 +70,22 @@ def extract_attention(model, texts, batch_size=32):
         for block in blocks:
             x, scores = block(x, padding_mask=mask, training=False, return_attention_scores=True)
             layer_scores.append(scores)
-        scores = tf.stack(layer_scores, axis=1).numpy()  # [batch, layers, heads, q, k]
         ids = token_ids.numpy()
-        for row, text in enumerate(batch):
-            length = int(np.count_nonzero(ids[row]))
-            results.append(
-                TextAttention(
-                    text=text,
-                    tokens=vocabulary[ids[row, :length]].tolist(),
-                    attention=scores[row, :, :, :length, :length],
-                )
-            )
-    return results
+        tokens = [vocabulary[row[row != 0]].tolist() for row in ids]
+        return tokens, tf.stack(layer_scores, axis=1).numpy()
+
+    return forward
+
+
+def _pretrained_forward(model):
+    vocabulary = np.array(model.preprocessor.vocabulary)
+
+    def forward(batch):
+        features = model.preprocessor(tf.constant(batch))
+        _, attentions = model.classifier(features, training=False, output_attentions=True)
+        mask = features["attention_mask"].numpy().astype(bool)
+        ids = features["input_ids"].numpy()
+        tokens = [vocabulary[row[keep]].tolist() for row, keep in zip(ids, mask)]
+        return tokens, tf.stack(attentions, axis=1).numpy()
+
+    return forward

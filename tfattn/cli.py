@@ -1,6 +1,7 @@
 """The `tfattn` command line: train, evaluate, predict, plot attention and export models.
 
     tfattn train agnews --data train.csv --run-dir runs/agnews
+    tfattn train math --data train.jsonl --backbone path/to/bert [--freeze]
     tfattn evaluate --run runs/agnews [--data test.csv]
     tfattn predict --run runs/agnews "Stocks fell sharply on Monday"
     tfattn attention --run runs/agnews "Stocks fell sharply" --out attention.png
@@ -11,6 +12,7 @@ import argparse
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 # TensorFlow's C++ start-up chatter buries the command's own output; keep warnings and errors.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,9 +32,18 @@ def _add_config_arguments(parser, config_class, skip=()):
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif default is None:
-            parser.add_argument(flag, type=float if field.name == "time_budget" else int, default=None)
+            parser.add_argument(flag, type=_optional_field_types(config_class)[field.name], default=None)
         else:
             parser.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
+
+
+def _optional_field_types(config_class):
+    """The runtime type inside `Optional[...]` of each field (for fields defaulting to None)."""
+    import typing
+
+    hints = typing.get_type_hints(config_class)
+    return {name: next(t for t in typing.get_args(hint) if t is not type(None)) for name, hint in hints.items()
+            if typing.get_origin(hint) is typing.Union}
 
 
 def _config_from_args(config_class, args):
@@ -40,10 +51,10 @@ def _config_from_args(config_class, args):
 
 
 def _cmd_train(args):
-    if args.task == "agnews":
-        from tfattn.tasks.agnews import AGNewsConfig, train
+    from tfattn.tasks.config import TrainConfig
+    from tfattn.tasks.trainer import train
 
-        train(_config_from_args(AGNewsConfig, args))
+    train(_config_from_args(TrainConfig, args))
 
 
 def _texts_from(args):
@@ -57,16 +68,21 @@ def _texts_from(args):
 
 
 def _cmd_evaluate(args):
-    from tfattn.data import load_agnews
+    from tfattn.data import read_labelled_texts
     from tfattn.evaluation import write_evaluation
-    from tfattn.tasks.agnews import AGNewsConfig, load_splits
+    from tfattn.tasks.config import TrainConfig, load_examples, load_splits
     from tfattn.tasks.runs import evaluate_texts, load_run
 
-    model, _, config = load_run(args.run)
+    model, label_names, config = load_run(args.run)
+    config = TrainConfig.from_dict(config)
     if args.data:
-        examples, prefix = load_agnews(args.data, split="test"), args.prefix or "test"
+        prefix = args.prefix or "test"
+        if config.task == "agnews":
+            examples = load_examples(TrainConfig(task="agnews", data=args.data))
+        else:
+            examples = read_labelled_texts(args.data, config.text_column, config.label_column, label_names=label_names)
     else:
-        _, examples = load_splits(AGNewsConfig.from_dict(config))
+        _, examples = load_splits(config)
         prefix = args.prefix or "validation"
     report = evaluate_texts(model, examples)
     paths = write_evaluation(report, args.run, prefix=prefix, config={"data": examples.source, "run": str(args.run)})
@@ -85,21 +101,25 @@ def _cmd_predict(args):
 
 
 def _cmd_attention(args):
-    from tfattn.attention import extract_attention, plot_attention
+    from tfattn.attention import extract_attention
+    from tfattn.plotting import plot_attention, plot_attention_comparison
     from tfattn.tasks.runs import load_run
 
-    model, _, _ = load_run(args.run)
-    maps = extract_attention(model, _texts_from(args))
-    for index, text_attention in enumerate(maps):
+    texts = _texts_from(args)
+    maps = extract_attention(load_run(args.run)[0], texts)
+    baseline = extract_attention(load_run(args.compare)[0], texts) if args.compare else [None] * len(maps)
+    for index, (after, before) in enumerate(zip(maps, baseline)):
         out = args.out if len(maps) == 1 else f"{os.path.splitext(args.out)[0]}_{index}.png"
-        plot_attention(
-            text_attention.attention,
-            text_attention.tokens,
-            out,
-            layers=args.layers,
-            heads=args.heads,
-            title=text_attention.text[:80],
-        )
+        title = after.text[:80]
+        if before is None:
+            plot_attention(after.attention, after.tokens, out, layers=args.layers, heads=args.heads, title=title)
+        elif before.tokens != after.tokens:
+            raise ValueError(f"{args.compare} and {args.run} tokenize differently; --compare needs the same tokenizer")
+        else:
+            plot_attention_comparison(
+                before.attention, after.attention, after.tokens, out, layer=args.layers[0], heads=args.heads,
+                labels=(Path(args.compare).name, Path(args.run).name), title=title,
+            )
         print(f"wrote {out}")
 
 
@@ -113,7 +133,7 @@ def _cmd_export(args):
 
 
 def build_parser():
-    from tfattn.tasks.agnews import AGNewsConfig
+    from tfattn.tasks.config import TASKS, TrainConfig
     from tfattn.training import STRATEGIES
 
     parser = argparse.ArgumentParser(prog="tfattn", description=__doc__.split("\n")[0])
@@ -121,13 +141,21 @@ def build_parser():
 
     train = commands.add_parser("train", help="train a model on a task")
     tasks = train.add_subparsers(dest="task", required=True)
-    agnews = tasks.add_parser(
-        "agnews",
-        help="AG News topics, from-scratch transformer",
-        description="--data takes an AG News CSV (official format) or tfds:ag_news_subset.",
-    )
-    _add_config_arguments(agnews, AGNewsConfig, skip=("strategy",))
-    agnews.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy")
+    descriptions = {
+        "agnews": "AG News topics. --data: an AG News CSV (official format) or tfds:ag_news_subset.",
+        "math": "Math-problem topics. --data: a .jsonl/.csv/.xlsx file; columns via --text-column/--label-column "
+        "(default problem/subject; the course's xlsx uses 'Задача'/'Тема').",
+    }
+    for task in TASKS:
+        sub = tasks.add_parser(
+            task,
+            help=descriptions[task].split(".")[0],
+            description=descriptions[task] + " Without --backbone: the from-scratch transformer; with "
+            "--backbone NAME_OR_FOLDER: a pretrained Hugging Face BERT, fine-tuned (or frozen with --freeze).",
+        )
+        _add_config_arguments(sub, TrainConfig, skip=("task", "strategy", "run_dir"))
+        sub.add_argument("--run-dir", default=f"runs/{task}", help=f"run folder (default runs/{task})")
+        sub.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy")
     train.set_defaults(func=_cmd_train)
 
     run_help = "a run folder written by 'tfattn train'"
@@ -150,6 +178,9 @@ def build_parser():
             sub.add_argument("--out", default="attention.png", help="PNG path")
             sub.add_argument("--layers", type=int, nargs="+", default=[0], help="layer indices")
             sub.add_argument("--heads", type=int, nargs="+", default=None, help="head indices (default all)")
+            sub.add_argument(
+                "--compare", metavar="RUN", help="another run (e.g. the frozen backbone) drawn above, same layer"
+            )
 
     export = commands.add_parser("export", help="SavedModel that serves raw strings")
     export.add_argument("--run", required=True, help=run_help)

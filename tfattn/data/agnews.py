@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfattn.data.examples import DataError, TextExamples
+from tfattn.data.examples import DataError, TextExamples, read_utf8_text
 
 __all__ = ["AGNEWS_LABELS", "clean_agnews_text", "read_agnews_csv", "load_agnews"]
 
@@ -56,7 +56,7 @@ def read_agnews_csv(path) -> TextExamples:
     description are both empty after cleaning stops the read with the row and line named.
     """
     path = Path(path)
-    content = _read_utf8(path)
+    content = read_utf8_text(path)
 
     texts = []
     labels = []
@@ -103,25 +103,6 @@ def load_agnews(source, split: str = "train") -> TextExamples:
     raise DataError(
         f"{source}: no such file (expected an AG News CSV path or 'tfds:ag_news_subset')"
     )
-
-
-def _read_utf8(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
-    try:
-        content = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        bad = raw[error.start:error.end]
-        raise DataError(
-            f"{path}, line {line}: not valid UTF-8 (byte {bad.hex(' ')} at offset {error.start})"
-        ) from None
-    # A byte-order mark from spreadsheet exports would otherwise stick to the first label.
-    return content.removeprefix("\ufeff")
 
 
 def _parse_label(field: str, where: str) -> int:

@@ -1,14 +1,16 @@
-"""Labelled text examples in memory, their validation errors, and a seeded stratified split.
+"""Labelled text examples in memory, their validation errors, a seeded stratified split,
+and the strict UTF-8 file reading shared by the loaders.
 
 Every loader in `tfattn.data` returns a `TextExamples`, so models and pipelines only ever see
 one shape of data: a list of strings, 0-based integer labels, and the class names.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataError", "TextExamples", "stratified_split", "split_examples"]
+__all__ = ["DataError", "TextExamples", "read_utf8_text", "stratified_split", "split_examples"]
 
 
 class DataError(ValueError):
@@ -104,3 +106,24 @@ def split_examples(examples: TextExamples, validation_fraction: float = 0.1, see
     """Split `examples` into (train, validation) `TextExamples` with `stratified_split`."""
     train_indices, validation_indices = stratified_split(examples.labels, validation_fraction, seed)
     return examples.subset(train_indices), examples.subset(validation_indices)
+
+
+def read_utf8_text(path) -> str:
+    """The file decoded as UTF-8, minus any byte-order mark; `DataError` names the bad line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        bad = raw[error.start:error.end]
+        raise DataError(
+            f"{path}, line {line}: not valid UTF-8 (byte {bad.hex(' ')} at offset {error.start})"
+        ) from None
+    # A byte-order mark from spreadsheet exports would otherwise stick to the first label.
+    return content.removeprefix("\ufeff")

