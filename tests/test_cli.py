@@ -35,6 +35,7 @@ def test_train_writes_a_complete_run_folder(trained_run):
     with open(trained_run / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and float(rows[-1]["examples_per_second"]) > 0
+    assert 0.0 <= float(rows[-1]["val_macro_f1"]) <= 1.0
 
 
 @pytest.mark.slow

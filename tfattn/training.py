@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -61,6 +62,56 @@ class Throughput(keras.callbacks.Callback):
             logs["examples_per_second"] = self.examples_per_epoch / seconds
 
 
+class ValidationMacroF1(keras.callbacks.Callback):
+    """Adds `val_macro_f1` to the epoch logs (and so to history.csv) from one pass over
+    `validation_data`, an unshuffled dataset of `(features, class ids)`."""
+
+    def __init__(self, validation_data, num_classes):
+        super().__init__()
+        self.validation_data = validation_data
+        self.num_classes = num_classes
+
+    def on_epoch_end(self, epoch, logs=None):
+        from sklearn.metrics import f1_score
+
+        labels = np.concatenate([y for _, y in self.validation_data.as_numpy_iterator()])
+        predictions = self.model.predict(self.validation_data, verbose=0).argmax(axis=-1)
+        if logs is not None:
+            logs["val_macro_f1"] = f1_score(
+                labels, predictions, labels=list(range(self.num_classes)), average="macro", zero_division=0
+            )
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """A line every `every_seconds` (batch, loss, accuracy, examples/s, epoch ETA): progress for
+    logs and CI, where Keras progress bars are unreadable and per-epoch lines come too rarely."""
+
+    def __init__(self, batches_per_epoch, batch_size, every_seconds=30.0):
+        super().__init__()
+        self.batches_per_epoch = batches_per_epoch
+        self.batch_size = batch_size
+        self.every_seconds = every_seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._start = self._last = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if now - self._last < self.every_seconds:
+            return
+        self._last = now
+        done = batch + 1
+        rate = done * self.batch_size / (now - self._start)
+        eta = (self.batches_per_epoch - done) * self.batch_size / rate
+        metrics = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
+        print(
+            f"epoch {self._epoch + 1} batch {done}/{self.batches_per_epoch}  {metrics}  "
+            f"{rate:.1f} examples/s  epoch ETA {eta / 60:.1f} min",
+            flush=True,
+        )
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stops training once `seconds` of wall time have passed (checked after every batch)."""
 
@@ -86,12 +137,24 @@ def is_resuming(run_dir):
     return folder.is_dir() and any(folder.iterdir())
 
 
-def standard_callbacks(run_dir, examples_per_epoch, patience=2, monitor="val_accuracy", time_budget=None):
-    """Resume (`BackupAndRestore`), best-weights checkpoint, early stop, TensorBoard, CSV log,
-    throughput, and an optional wall-time budget, all writing under `run_dir`."""
+def standard_callbacks(
+    run_dir,
+    examples_per_epoch,
+    validation_data,
+    num_classes,
+    batches_per_epoch,
+    batch_size,
+    patience=2,
+    monitor="val_accuracy",
+    time_budget=None,
+):
+    """Throughput and validation macro-F1 columns, resume (`BackupAndRestore`), best-weights
+    checkpoint, early stop, TensorBoard, CSV log, progress lines when not on a terminal, and an
+    optional wall-time budget, all writing under `run_dir`."""
     run_dir = Path(run_dir)
     callbacks = [
         Throughput(examples_per_epoch),
+        ValidationMacroF1(validation_data, num_classes),
         # Saved after every epoch and removed when fit() completes: rerunning the same
         # command after an interruption continues from the last finished epoch.
         keras.callbacks.BackupAndRestore(str(backup_dir(run_dir))),
@@ -105,13 +168,15 @@ def standard_callbacks(run_dir, examples_per_epoch, patience=2, monitor="val_acc
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=is_resuming(run_dir)),
     ]
+    if not sys.stdout.isatty():
+        callbacks.append(ProgressLog(batches_per_epoch, batch_size))
     if time_budget:
         callbacks.append(TimeBudget(time_budget))
     return callbacks
 
 
 def fit_verbosity():
-    """Keras progress bars on a terminal, one line per epoch in logs and CI."""
+    """Keras progress bars on a terminal; in logs and CI one line per epoch plus `ProgressLog`."""
     return 1 if sys.stdout.isatty() else 2
 
 

@@ -26,8 +26,8 @@ __all__ = [
     "BertPreprocessor",
     "bert_preprocessor_from_pretrained",
     "normalize_bert_text",
-    "split_bert_words",
     "read_vocabulary",
+    "split_bert_words",
 ]
 
 # The tokens BertTokenizerFast registers as special: it finds them in the raw text.
@@ -149,7 +149,8 @@ class BertPreprocessor(keras.layers.Layer):
 
         # Later duplicates win, as in Hugging Face's vocabulary dict.
         token_ids = {token: index for index, token in enumerate(self.vocabulary)}
-        missing = [token for token in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if token not in token_ids]
+        required = ("[CLS]", "[SEP]", "[PAD]", "[UNK]")
+        missing = [token for token in required if token not in token_ids]
         if missing:
             raise ValueError(f"the vocabulary lacks the special tokens {missing}")
         self.cls_id = token_ids["[CLS]"]
@@ -177,23 +178,25 @@ class BertPreprocessor(keras.layers.Layer):
         # unlike deleting the NUL now, the swap cannot join the halves of a special token.
         texts = tf.strings.regex_replace(texts, r"\x00", "\x01")
         # Special tokens are found in the raw text, before normalization could alter them.
-        segments = tf_text.regex_split(texts, self._special_pattern, self._special_pattern)
-        pieces = segments.flat_values
-        matches = tf.equal(pieces[:, None], tf.constant(self._special_tokens)[None, :])
+        chunks = tf_text.regex_split(texts, self._special_pattern, self._special_pattern)
+        chunk_texts = chunks.flat_values
+        matches = tf.equal(chunk_texts[:, None], tf.constant(self._special_tokens)[None, :])
         is_special = tf.reduce_any(matches, axis=1)
-        special_ids = tf.gather(tf.constant(self._special_ids, tf.int32), tf.argmax(matches, axis=1))
+        special_ids = tf.gather(
+            tf.constant(self._special_ids, tf.int32), tf.argmax(matches, axis=1)
+        )
 
         words = split_bert_words(
-            normalize_bert_text(tf.where(is_special, "", pieces), self.lower_case)
+            normalize_bert_text(tf.where(is_special, "", chunk_texts), self.lower_case)
         )
         word_strings = words.flat_values
         too_long = tf.strings.length(word_strings, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
         word_ids = self._wordpiece.tokenize(tf.where(too_long, "", word_strings))
         word_ids = _replace_rows(word_ids, too_long, tf.fill(tf.shape(too_long), self.unk_id))
 
-        piece_ids = words.with_flat_values(word_ids).merge_dims(1, 2)
-        piece_ids = _replace_rows(piece_ids, is_special, special_ids)
-        return segments.with_flat_values(piece_ids).merge_dims(1, 2)
+        chunk_ids = words.with_flat_values(word_ids).merge_dims(1, 2)
+        chunk_ids = _replace_rows(chunk_ids, is_special, special_ids)
+        return chunks.with_flat_values(chunk_ids).merge_dims(1, 2)
 
     def call(self, texts):
         return self._pack([self.tokenize(texts)])
@@ -202,7 +205,8 @@ class BertPreprocessor(keras.layers.Layer):
         """BERT inputs from a list of tokenized segments (one now; a pair would be two).
 
         The segments share `max_length` minus the special tokens round-robin, then become
-        `[CLS] A [SEP] (B [SEP])` with token types 0 for A and 1 for B.
+        `[CLS] A [SEP] (B [SEP])` with token types 0 for A and 1 for B. For one segment this is
+        Hugging Face's truncation; pairs need checking against its "longest_first" split.
         """
         budget = self.max_length - (len(segments) + 1)
         segments = tf_text.RoundRobinTrimmer(budget).trim(segments)
@@ -210,10 +214,11 @@ class BertPreprocessor(keras.layers.Layer):
             segments, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id
         )
         shape = [None, self.max_length] if self.pad_to_max_length else None
+        token_type_ids = tf.cast(token_type_ids, tf.int32)
         return {
             "input_ids": input_ids.to_tensor(default_value=self.pad_id, shape=shape),
             "attention_mask": tf.ones_like(input_ids).to_tensor(default_value=0, shape=shape),
-            "token_type_ids": tf.cast(token_type_ids, tf.int32).to_tensor(default_value=0, shape=shape),
+            "token_type_ids": token_type_ids.to_tensor(default_value=0, shape=shape),
         }
 
     def get_config(self):
@@ -240,7 +245,10 @@ def bert_preprocessor_from_pretrained(folder, max_length=128, **kwargs):
     lower_case = config.get("do_lower_case", True)
     strip_accents = config.get("strip_accents")
     if strip_accents is not None and strip_accents != lower_case:
-        raise ValueError(f"{config_file}: strip_accents={strip_accents} with do_lower_case={lower_case} is not supported")
+        raise ValueError(
+            f"{config_file}: strip_accents={strip_accents} with do_lower_case={lower_case} "
+            "is not supported"
+        )
     if not config.get("tokenize_chinese_chars", True):
         raise ValueError(f"{config_file}: tokenize_chinese_chars=false is not supported")
     kwargs.setdefault("lower_case", lower_case)

@@ -135,7 +135,8 @@ def train(config, callbacks=()):
         family.encode(train_examples.texts), train_examples.labels, config.batch_size, shuffle=True, seed=config.seed
     )
     validation_data = make_dataset(family.encode(validation_examples.texts), validation_examples.labels, config.batch_size)
-    total_steps = count_batches(train_data) * config.epochs
+    batches_per_epoch = count_batches(train_data)
+    total_steps = batches_per_epoch * config.epochs
 
     strategy = get_strategy(config.strategy)
     with strategy.scope():
@@ -153,7 +154,14 @@ def train(config, callbacks=()):
         validation_data=validation_data,
         epochs=config.epochs,
         callbacks=standard_callbacks(
-            run_dir, len(train_examples), patience=config.patience, time_budget=config.time_budget
+            run_dir,
+            len(train_examples),
+            validation_data,
+            len(label_names),
+            batches_per_epoch,
+            config.batch_size,
+            patience=config.patience,
+            time_budget=config.time_budget,
         )
         + list(callbacks),
         verbose=fit_verbosity(),
