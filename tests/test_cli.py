@@ -107,6 +107,13 @@ def test_bad_label_error_names_file_and_row(tmp_path, capsys):
     assert "bad.csv" in error and "row 2" in error and "9" in error
 
 
+def test_unreachable_backbone_is_a_one_line_error(agnews_csv, tmp_path, capsys):
+    argv = ["train", "agnews", "--data", str(agnews_csv), "--limit", "40", "--run-dir", str(tmp_path / "r")]
+    assert main(argv + ["--backbone", "no-such-org/no-such-bert"]) == 2
+    error = capsys.readouterr().err
+    assert "no-such-org/no-such-bert" in error and "local checkpoint folder" in error and "Traceback" not in error
+
+
 def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

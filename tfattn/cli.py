@@ -194,7 +194,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataError, FileNotFoundError, FileExistsError, ValueError) as error:
+    # Bad input (data, paths, checkpoints, options) ends in one line; bugs keep their traceback.
+    except (DataError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -69,8 +69,11 @@ def tokenize_texts(tokenizer, texts, max_length=128):
     ready for `tfattn.data.pipelines.make_dataset`, which pads each batch to its own longest row.
     """
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    lengths = np.array([len(ids) for ids in encoded["input_ids"]], np.int64)
     return {
-        name: tf.ragged.constant(encoded[name], dtype=tf.int32)
+        name: tf.RaggedTensor.from_row_lengths(
+            np.fromiter((i for row in encoded[name] for i in row), np.int32, count=int(lengths.sum())), lengths
+        )
         for name in FEATURE_NAMES
         if name in encoded
     }
