@@ -11,12 +11,12 @@ from typing import Optional
 
 import numpy as np
 
-from tfattn.data import DataError, load_agnews, read_labelled_texts, split_examples
+from tfattn.data import MATH_TOPICS, DataError, load_agnews, read_labelled_texts, split_examples
 
 # task name -> (default data source, default text column, default label column)
 TASKS = {
     "agnews": ("tfds:ag_news_subset", None, None),
-    "math": (None, "problem", "subject"),
+    "math": (None, MATH_TOPICS["text_column"], MATH_TOPICS["label_column"]),
 }
 
 SCRATCH_DEFAULTS = {"max_length": 256, "batch_size": 64, "epochs": 10, "learning_rate": 1e-3}

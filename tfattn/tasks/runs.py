@@ -12,15 +12,19 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tfattn.layers  # noqa: F401  (registers the custom layers for load_model)
+from tfattn.data import load_label_map, save_label_map
 from tfattn.evaluation import classification_metrics
-from tfattn.training import read_json, write_json
+from tfattn.training import read_json
 
 MODEL_FILE = "model.keras"
 PRETRAINED_DIR = "model"
 
 
+LABEL_MAP_FILE = "labels.json"
+
+
 def write_labels(run_dir, label_names):
-    write_json(Path(run_dir) / "labels.json", list(label_names))
+    save_label_map(label_names, Path(run_dir) / LABEL_MAP_FILE)
 
 
 def load_run(run_dir):
@@ -37,7 +41,7 @@ def load_run(run_dir):
         model = load_pretrained_text_classifier(run_dir / PRETRAINED_DIR, config["max_length"])
     else:
         raise FileNotFoundError(f"{run_dir}: no saved model; did the training run finish?")
-    return model, read_json(run_dir / "labels.json"), config
+    return model, load_label_map(run_dir / LABEL_MAP_FILE), config
 
 
 def predict_proba(text_model, texts, batch_size=64):
