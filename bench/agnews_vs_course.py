@@ -17,6 +17,7 @@ import csv
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -215,6 +216,16 @@ def run_course(train_examples, validation_examples, seconds=None, epochs=None):
     }
 
 
+def git_state():
+    """The repo's HEAD commit and whether `tfattn/` differs from it: the package changes often,
+    so a result must say which code produced it."""
+
+    def git(*arguments):
+        return subprocess.run(["git", *arguments], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "tfattn_modified": bool(git("status", "--porcelain", "--", "tfattn"))}
+
+
 def format_table(ours, course):
     header = ("pipeline", "epochs run", "train wall s", "examples/s (steady)", "val accuracy", "macro-F1")
     rows = [
@@ -286,6 +297,7 @@ def main(argv=None):
         {
             "command": shlex.join([sys.executable, *sys.argv]),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git": git_state(),
             "tensorflow_version": tf.__version__,
             "tf_keras_version": keras.__version__,
             "python_version": platform.python_version(),

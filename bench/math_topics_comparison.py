@@ -38,11 +38,12 @@ def run_configs(data, runs, backbone):
     common = dict(task="math", data=data)
     return {
         "from-scratch transformer": TrainConfig(run_dir=str(runs / "scratch"), **common),
+        # all-MiniLM-L6-v2 was trained as a sentence encoder with mean pooling, as the course uses.
         "MiniLM frozen": TrainConfig(
-            run_dir=str(runs / "frozen"), backbone=backbone, freeze=True, epochs=3, **common
+            run_dir=str(runs / "frozen"), backbone=backbone, freeze=True, pooling="mean", epochs=3, **common
         ),
         "MiniLM fine-tuned": TrainConfig(
-            run_dir=str(runs / "finetuned"), backbone=backbone, epochs=3, learning_rate=5e-5, **common
+            run_dir=str(runs / "finetuned"), backbone=backbone, pooling="mean", epochs=4, learning_rate=1e-4, **common
         ),
     }
 
