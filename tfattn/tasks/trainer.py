@@ -12,6 +12,8 @@ A *family* knows how to tokenize, build, wrap for raw strings and save one kind 
 from dataclasses import asdict
 from pathlib import Path
 
+import tf_keras as keras
+
 from tfattn.data.pipelines import count_batches, encode_texts, make_dataset
 from tfattn.evaluation import write_evaluation
 from tfattn.networks import build_text_classifier, build_token_classifier, build_vectorizer
@@ -120,6 +122,8 @@ def train(config, callbacks=()):
     if is_resuming(run_dir):
         print(f"resuming the interrupted run in {run_dir}")
     write_json(run_dir / "config.json", asdict(config))
+    # Same seed, same initial weights, dropout masks and shuffles (up to nondeterministic kernels).
+    keras.utils.set_random_seed(config.seed)
     set_mixed_precision(config.mixed_precision)
     train_examples, validation_examples = load_splits(config)
     label_names = train_examples.label_names
