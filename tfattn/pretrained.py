@@ -120,6 +120,7 @@ class TransformerClassifier(keras.Model):
             self.classifier = keras.layers.Dense(
                 num_classes, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="classifier"
             )
+        self._freeze_unused_pooler()
 
     @classmethod
     def from_pretrained_backbone(cls, name_or_path, num_classes, pooling="cls", dropout=0.1, head="dense"):
@@ -146,6 +147,14 @@ class TransformerClassifier(keras.Model):
 
     def unfreeze_backbone(self):
         self.encoder.trainable = True
+        self._freeze_unused_pooler()
+
+    def _freeze_unused_pooler(self):
+        # Our dense head reads the last hidden states; BERT's pooler would get no gradient
+        # (and TF would warn on every step), so it stays out of training.
+        main_layer = getattr(self.backbone, self.backbone.base_model_prefix, None)
+        if self.head == "dense" and getattr(main_layer, "pooler", None) is not None:
+            main_layer.pooler.trainable = False
 
     def _backbone_outputs(self, features, training, output_attentions):
         inputs = {name: features[name] for name in FEATURE_NAMES if name in features}
