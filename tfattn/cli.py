@@ -20,6 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tfattn.data import DataError  # noqa: E402  (after the log-level setting)
 
 
+# Config fields that take one of a few words.
+FIELD_CHOICES = {"pooling": ("cls", "mean"), "head": ("dense", "auto"), "positional": ("learned", "sinusoidal")}
+
+
 def _add_config_arguments(parser, config_class, skip=()):
     """One `--option` per config field, typed from its default, so the CLI and the config
     dataclass cannot drift apart."""
@@ -34,7 +38,9 @@ def _add_config_arguments(parser, config_class, skip=()):
         elif default is None:
             parser.add_argument(flag, type=_optional_field_types(config_class)[field.name], default=None)
         else:
-            parser.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
+            parser.add_argument(
+                flag, type=type(default), default=default, choices=FIELD_CHOICES.get(field.name), help=f"default: {default}"
+            )
 
 
 def _optional_field_types(config_class):
