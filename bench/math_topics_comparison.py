@@ -43,7 +43,14 @@ def run_configs(data, runs, backbone):
             run_dir=str(runs / "frozen"), backbone=backbone, freeze=True, pooling="mean", epochs=3, **common
         ),
         "MiniLM fine-tuned": TrainConfig(
-            run_dir=str(runs / "finetuned"), backbone=backbone, pooling="mean", epochs=4, learning_rate=1e-4, **common
+            run_dir=str(runs / "finetuned"),
+            backbone=backbone,
+            pooling="mean",
+            # 14.5% of the problems run past 128 word pieces; their endings often name the topic.
+            max_length=256,
+            epochs=5,
+            learning_rate=1e-4,
+            **common,
         ),
     }
 

@@ -33,9 +33,10 @@ def extract_attention(model, texts, batch_size=32):
     """Per-layer attention weights and token strings for each text.
 
     Args:
-        model: a strings-in model of either family: the from-scratch transformer
-            (`tfattn.networks.build_text_classifier`) or a pretrained one
-            (`tfattn.pretrained.PretrainedTextClassifier`), e.g. from `load_run`.
+        model: a strings-in model of any family: the from-scratch transformer
+            (`tfattn.networks.build_text_classifier`), a pretrained one
+            (`tfattn.pretrained.PretrainedTextClassifier`) or a TF-Hub one
+            (`tfattn.hub.HubBertClassifier`), e.g. from `load_run`.
         texts: a string or a list of strings.
         batch_size: texts per forward pass.
 
@@ -44,7 +45,12 @@ def extract_attention(model, texts, batch_size=32):
     """
     if isinstance(texts, str):
         texts = [texts]
-    forward = _pretrained_forward(model) if hasattr(model, "preprocessor") else _scratch_forward(model)
+    if hasattr(model, "attention_maps"):  # TF-Hub models: `tfattn.hub.HubBertClassifier`
+        forward = model.attention_maps
+    elif hasattr(model, "preprocessor"):
+        forward = _pretrained_forward(model)
+    else:
+        forward = _scratch_forward(model)
     results = []
     for start in range(0, len(texts), batch_size):
         batch = list(texts[start : start + batch_size])

@@ -6,6 +6,10 @@
     tfattn predict --run runs/agnews "Stocks fell sharply on Monday"
     tfattn attention --run runs/agnews "Stocks fell sharply" --out attention.png
     tfattn export --run runs/agnews --out exported/agnews
+    tfattn export-hub --from path/to/hf_bert --out hub/bert
+    tfattn train agnews --hub-preprocess hub/bert/preprocess --hub-encoder hub/bert/encoder [--freeze-epochs 1]
+    tfattn train ner --data conll2003/train.txt --backbone path/to/bert --run-dir runs/ner
+    tfattn ner --run runs/ner "Dmitry flew from Moscow to Berlin."
 """
 
 import argparse
@@ -23,6 +27,25 @@ from tfattn.data import DataError  # noqa: E402  (after the log-level setting)
 # Config fields that take one of a few words.
 FIELD_CHOICES = {"pooling": ("cls", "mean"), "head": ("dense", "auto"), "positional": ("learned", "sinusoidal")}
 
+# Help for the config fields whose default (None) says nothing by itself.
+FIELD_HELP = {
+    "data": "training data file (agnews also takes tfds:ag_news_subset)",
+    "text_column": "text column of a csv/jsonl/xlsx file",
+    "label_column": "label column of a csv/jsonl/xlsx file",
+    "limit": "train on a subset of this many examples (smoke tests)",
+    "backbone": "a pretrained Hugging Face BERT: hub name or local checkpoint folder",
+    "hub_preprocess": "a TF-Hub BERT preprocess model: URL or SavedModel folder (see export-hub)",
+    "hub_encoder": "the matching TF-Hub BERT encoder: URL or SavedModel folder",
+    "freeze_epochs": "TF-Hub models: epochs on a frozen encoder before fine-tuning (default 1)",
+    "validation_data": "NER validation file (default: valid.txt beside --data)",
+    "validation_limit": "score on the first this many validation sentences",
+    "max_length": "longest input in tokens (default 256 from scratch, 128 pretrained)",
+    "batch_size": "default 64 from scratch, 32 pretrained",
+    "epochs": "default 10 from scratch, 3 pretrained (fine-tuning epochs for TF-Hub models)",
+    "learning_rate": "peak AdamW learning rate (default 1e-3 from scratch and frozen, 3e-5 fine-tuning)",
+    "time_budget": "stop training after this many seconds",
+}
+
 
 def _add_config_arguments(parser, config_class, skip=()):
     """One `--option` per config field, typed from its default, so the CLI and the config
@@ -36,7 +59,9 @@ def _add_config_arguments(parser, config_class, skip=()):
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif default is None:
-            parser.add_argument(flag, type=_optional_field_types(config_class)[field.name], default=None)
+            parser.add_argument(
+                flag, type=_optional_field_types(config_class)[field.name], default=None, help=FIELD_HELP.get(field.name)
+            )
         else:
             parser.add_argument(
                 flag, type=type(default), default=default, choices=FIELD_CHOICES.get(field.name), help=f"default: {default}"
@@ -61,6 +86,25 @@ def _cmd_train(args):
     from tfattn.tasks.trainer import train
 
     train(_config_from_args(TrainConfig, args))
+
+
+def _cmd_train_ner(args):
+    from tfattn.tasks.ner import NerConfig, train_ner
+
+    train_ner(_config_from_args(NerConfig, args))
+
+
+def _cmd_ner(args):
+    import json
+
+    from tfattn.tasks.runs import load_run
+
+    tagger = load_run(args.run)[0]
+    if not hasattr(tagger, "attention_maps") or not hasattr(tagger, "tokenizer"):
+        raise ValueError(f"{args.run} is not an NER run (train one with 'tfattn train ner')")
+    texts = _texts_from(args)
+    for text, entities in zip(texts, tagger(texts)):
+        print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
 
 
 def _texts_from(args):
@@ -133,9 +177,26 @@ def _cmd_export(args):
     from tfattn.export import export_text_classifier
     from tfattn.tasks.runs import load_run
 
-    model, label_names, _ = load_run(args.run)
+    model, label_names, config = load_run(args.run)
+    if config.get("task") == "ner":
+        from tfattn.tasks.ner import export_entity_tagger
+
+        path = export_entity_tagger(model, args.out, overwrite=args.overwrite)
+        print(f"exported SavedModel to {path} (signature serving_default: input_ids, attention_mask, token_type_ids "
+              "-> probabilities, label_ids, scores; tokenizer/ and tagger.json beside it)")
+        return
     path = export_text_classifier(model, label_names, args.out, overwrite=args.overwrite)
     print(f"exported SavedModel to {path} (signature serving_default: texts -> probabilities, label, label_names)")
+
+
+def _cmd_export_hub(args):
+    from tfattn.hub import export_hub_bert
+
+    preprocess_dir, encoder_dir = export_hub_bert(
+        getattr(args, "from"), args.out, seq_length=args.seq_length, overwrite=args.overwrite
+    )
+    print(f"wrote TF-Hub BERT SavedModels: {preprocess_dir} (strings -> input_word_ids, input_mask, "
+          f"input_type_ids) and {encoder_dir} (-> pooled_output, sequence_output, encoder_outputs, attention_probs)")
 
 
 def build_parser():
@@ -157,11 +218,24 @@ def build_parser():
             task,
             help=descriptions[task].split(".")[0],
             description=descriptions[task] + " Without --backbone: the from-scratch transformer; with "
-            "--backbone NAME_OR_FOLDER: a pretrained Hugging Face BERT, fine-tuned (or frozen with --freeze).",
+            "--backbone NAME_OR_FOLDER: a pretrained Hugging Face BERT, fine-tuned (or frozen with --freeze); "
+            "with --hub-preprocess and --hub-encoder: a TF-Hub BERT pair, frozen for --freeze-epochs, then fine-tuned.",
         )
         _add_config_arguments(sub, TrainConfig, skip=("task", "strategy", "run_dir"))
         sub.add_argument("--run-dir", default=f"runs/{task}", help=f"run folder (default runs/{task})")
         sub.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy")
+    from tfattn.tasks.ner import NerConfig
+
+    ner_train = tasks.add_parser(
+        "ner",
+        help="CoNLL-2003 named entities",
+        description="Named entities (CoNLL-2003). --data: a CoNLL file (2 or 4 columns) or hf:conll2003; "
+        "--validation-data defaults to valid.txt beside it. --backbone: a Hugging Face BERT name or folder.",
+    )
+    _add_config_arguments(ner_train, NerConfig, skip=("task", "strategy", "run_dir"))
+    ner_train.add_argument("--run-dir", default="runs/ner", help="run folder (default runs/ner)")
+    ner_train.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy")
+    ner_train.set_defaults(func=_cmd_train_ner)
     train.set_defaults(func=_cmd_train)
 
     run_help = "a run folder written by 'tfattn train'"
@@ -173,6 +247,7 @@ def build_parser():
 
     for name, func, help_text in (
         ("predict", _cmd_predict, "label and probability of each text"),
+        ("ner", _cmd_ner, "named entities of each text, one JSON line per text (NER runs)"),
         ("attention", _cmd_attention, "plot attention maps of texts to PNG"),
     ):
         sub = commands.add_parser(name, help=help_text)
@@ -193,6 +268,15 @@ def build_parser():
     export.add_argument("--out", required=True, help="export folder")
     export.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     export.set_defaults(func=_cmd_export)
+
+    export_hub = commands.add_parser(
+        "export-hub", help="TF-Hub BERT preprocess + encoder SavedModels from a Hugging Face BERT folder"
+    )
+    export_hub.add_argument("--from", required=True, metavar="HF_BERT_FOLDER", help="local checkpoint folder with vocab.txt")
+    export_hub.add_argument("--out", required=True, help="folder to hold preprocess/ and encoder/")
+    export_hub.add_argument("--seq-length", type=int, default=128, help="preprocess output length (default 128)")
+    export_hub.add_argument("--overwrite", action="store_true", help="replace existing folders")
+    export_hub.set_defaults(func=_cmd_export_hub)
     return parser
 
 

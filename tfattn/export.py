@@ -44,14 +44,27 @@ def export_text_classifier(text_model, label_names, export_dir, overwrite=False)
     Returns:
         The export folder as a `Path`.
     """
+    module = _TextClassifierModule(text_model, label_names)
+    return write_atomically(
+        export_dir,
+        lambda staging: tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve}),
+        overwrite,
+    )
+
+
+def write_atomically(export_dir, write, overwrite=False):
+    """Run `write(staging_folder)`, then rename the staging folder to `export_dir`.
+
+    An interrupted export never leaves a half-written folder at `export_dir`. Without
+    `overwrite`, an existing `export_dir` is an error. Returns `export_dir` as a `Path`.
+    """
     export_dir = Path(export_dir)
     if export_dir.exists() and not overwrite:
         raise FileExistsError(f"{export_dir} already exists; pass overwrite=True (--overwrite) to replace it")
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = export_dir.with_name(f".{export_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    module = _TextClassifierModule(text_model, label_names)
     try:
-        tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
+        write(staging)
         if export_dir.exists():
             shutil.rmtree(export_dir)
         staging.rename(export_dir)

@@ -48,6 +48,21 @@ def load_backbone(name_or_path, **kwargs):
     return _load(TFAutoModel, name_or_path, "model", **kwargs)
 
 
+def load_token_classifier(name_or_path, label_names=None):
+    """A `TFAutoModelForTokenClassification`; with `label_names`, a new head of that many labels
+    (its id2label/label2id set from them), else the checkpoint's own head."""
+    from transformers import TFAutoModelForTokenClassification
+
+    kwargs = {}
+    if label_names is not None:
+        kwargs = dict(
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: index for index, name in enumerate(label_names)},
+        )
+    return _load(TFAutoModelForTokenClassification, name_or_path, "model", **kwargs)
+
+
 def load_tokenizer(name_or_path):
     """The fast (Rust) tokenizer of a checkpoint."""
     from transformers import AutoTokenizer

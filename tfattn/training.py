@@ -134,7 +134,7 @@ def backup_dir(run_dir):
 def is_resuming(run_dir):
     """True when an interrupted fit left a `BackupAndRestore` checkpoint in `run_dir`."""
     folder = backup_dir(run_dir)
-    return folder.is_dir() and any(folder.iterdir())
+    return folder.is_dir() and any(path.is_file() for path in folder.rglob("*"))
 
 
 def standard_callbacks(
@@ -147,17 +147,28 @@ def standard_callbacks(
     patience=2,
     monitor="val_accuracy",
     time_budget=None,
+    phase=None,
+    append_history=None,
+    validation_callback=None,
 ):
     """Throughput and validation macro-F1 columns, resume (`BackupAndRestore`), best-weights
     checkpoint, early stop, TensorBoard, CSV log, progress lines when not on a terminal, and an
-    optional wall-time budget, all writing under `run_dir`."""
+    optional wall-time budget, all writing under `run_dir`.
+
+    A run trained in phases (e.g. frozen, then fine-tuned) names each `phase`: it gets its own
+    backup folder. history.csv is appended to when `append_history` (default: when resuming).
+    `validation_callback` puts the monitored validation metrics into the epoch logs; by default
+    `ValidationMacroF1` over `validation_data`."""
     run_dir = Path(run_dir)
+    backup = backup_dir(run_dir) / phase if phase else backup_dir(run_dir)
+    if append_history is None:
+        append_history = is_resuming(run_dir)
     callbacks = [
         Throughput(examples_per_epoch),
-        ValidationMacroF1(validation_data, num_classes),
+        validation_callback or ValidationMacroF1(validation_data, num_classes),
         # Saved after every epoch and removed when fit() completes: rerunning the same
         # command after an interruption continues from the last finished epoch.
-        keras.callbacks.BackupAndRestore(str(backup_dir(run_dir))),
+        keras.callbacks.BackupAndRestore(str(backup)),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "checkpoints" / "best.weights.h5"),
             monitor=monitor,
@@ -166,7 +177,7 @@ def standard_callbacks(
         ),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=is_resuming(run_dir)),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append_history),
     ]
     if not sys.stdout.isatty():
         callbacks.append(ProgressLog(batches_per_epoch, batch_size))

@@ -173,6 +173,11 @@ class BertPreprocessor(keras.layers.Layer):
 
     def tokenize(self, texts):
         """Wordpiece ids of strings `[batch]`, without `[CLS]`/`[SEP]`: int32 RaggedTensor."""
+        return self.tokenize_words(texts).merge_dims(1, 2)
+
+    def tokenize_words(self, texts):
+        """Wordpiece ids grouped by word, `[batch, (words), (pieces)]` int32, as the
+        `tokenize` of TF-Hub BERT preprocessors returns them."""
         texts = tf.convert_to_tensor(texts, tf.string)
         # regex_split stops at a NUL byte. The normalizer drops U+0001 just like NUL, and
         # unlike deleting the NUL now, the swap cannot join the halves of a special token.
@@ -194,32 +199,55 @@ class BertPreprocessor(keras.layers.Layer):
         word_ids = self._wordpiece.tokenize(tf.where(too_long, "", word_strings))
         word_ids = _replace_rows(word_ids, too_long, tf.fill(tf.shape(too_long), self.unk_id))
 
-        chunk_ids = words.with_flat_values(word_ids).merge_dims(1, 2)
-        chunk_ids = _replace_rows(chunk_ids, is_special, special_ids)
-        return chunks.with_flat_values(chunk_ids).merge_dims(1, 2)
+        # [chunks, (words), (pieces)]; a special-token chunk becomes one word of one piece.
+        chunk_words = words.with_flat_values(word_ids)
+        special_words = tf.RaggedTensor.from_row_lengths(
+            tf.boolean_mask(special_ids, is_special)[:, None],
+            tf.cast(is_special, chunk_words.row_splits.dtype),
+        )
+        chunk_words = tf.concat([special_words, chunk_words], axis=1)
+        return chunks.with_flat_values(chunk_words).merge_dims(1, 2)
 
     def call(self, texts):
-        return self._pack([self.tokenize(texts)])
+        return self.pack([self.tokenize(texts)])
 
-    def _pack(self, segments):
-        """BERT inputs from a list of tokenized segments (one now; a pair would be two).
+    def pack(self, segments, seq_length=None):
+        """BERT inputs from a list of tokenized segments: one text, or two for a pair.
 
-        The segments share `max_length` minus the special tokens round-robin, then become
+        Segments may be `[batch, (pieces)]` or `[batch, (words), (pieces)]`. They share
+        `seq_length` (default `max_length`) minus the special tokens round-robin, then become
         `[CLS] A [SEP] (B [SEP])` with token types 0 for A and 1 for B. For one segment this is
-        Hugging Face's truncation; pairs need checking against its "longest_first" split.
+        Hugging Face's truncation; for pairs it is TF-Hub's (round-robin), not Hugging Face's
+        "longest_first". Rows are padded to `seq_length` when `pad_to_max_length` or when
+        `seq_length` is given, else to the batch's longest row.
         """
-        budget = self.max_length - (len(segments) + 1)
+        pad_to = seq_length
+        if seq_length is None:
+            seq_length = self.max_length
+            pad_to = seq_length if self.pad_to_max_length else None
+        segments = [
+            segment.merge_dims(1, 2) if segment.ragged_rank == 2 else segment for segment in segments
+        ]
+        budget = seq_length - (len(segments) + 1)
         segments = tf_text.RoundRobinTrimmer(budget).trim(segments)
         input_ids, token_type_ids = tf_text.combine_segments(
             segments, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id
         )
-        shape = [None, self.max_length] if self.pad_to_max_length else None
-        token_type_ids = tf.cast(token_type_ids, tf.int32)
-        return {
-            "input_ids": input_ids.to_tensor(default_value=self.pad_id, shape=shape),
-            "attention_mask": tf.ones_like(input_ids).to_tensor(default_value=0, shape=shape),
-            "token_type_ids": token_type_ids.to_tensor(default_value=0, shape=shape),
+        features = {
+            "input_ids": input_ids.to_tensor(default_value=self.pad_id),
+            "attention_mask": tf.ones_like(input_ids).to_tensor(default_value=0),
+            "token_type_ids": tf.cast(token_type_ids, tf.int32).to_tensor(default_value=0),
         }
+        if pad_to is not None:
+            width = tf.shape(features["input_ids"])[1]
+            padding = [[0, 0], [0, pad_to - width]]
+            features = {
+                name: tf.pad(value, padding, constant_values=self.pad_id if name == "input_ids" else 0)
+                for name, value in features.items()
+            }
+            if isinstance(pad_to, int):
+                features = {name: tf.ensure_shape(value, [None, pad_to]) for name, value in features.items()}
+        return features
 
     def get_config(self):
         config = super().get_config()

@@ -1,6 +1,7 @@
-"""Datasets for the text models: loaders that return `TextExamples`, and train/validation splits."""
+"""Datasets for the models: loaders of `TextExamples` (`TaggedSentences` for NER), and splits."""
 
 from tfattn.data.agnews import AGNEWS_LABELS, clean_agnews_text, load_agnews, read_agnews_csv
+from tfattn.data.conll import NER_LABELS, TaggedSentences, load_conll, read_conll
 from tfattn.data.examples import DataError, TextExamples, split_examples, stratified_split
 from tfattn.data.topics import (
     COURSE_TOPICS,
@@ -26,4 +27,8 @@ __all__ = [
     "load_math_topics",
     "save_label_map",
     "load_label_map",
+    "NER_LABELS",
+    "TaggedSentences",
+    "read_conll",
+    "load_conll",
 ]

@@ -39,9 +39,16 @@ def _to_dense(row):
     return row.to_tensor() if isinstance(row, tf.RaggedTensor) else row
 
 
+def _token_ids(features):
+    """The token ids among `features`: the tensor itself, or a dict's `input_ids` (Hugging Face
+    names) or `input_word_ids` (TF-Hub names)."""
+    if not isinstance(features, dict):
+        return features
+    return features["input_ids"] if "input_ids" in features else features["input_word_ids"]
+
+
 def _sequence_length(features):
-    ids = features["input_ids"] if isinstance(features, dict) else features
-    return tf.shape(ids)[0]
+    return tf.shape(_token_ids(features))[0]
 
 
 def make_dataset(
@@ -57,7 +64,8 @@ def make_dataset(
 
     Args:
         features: ragged int ids `[n, (len)]`, or a dict of such (e.g. Hugging Face
-            `input_ids` / `attention_mask`); padded with 0.
+            `input_ids` / `attention_mask`, or TF-Hub `input_word_ids` / `input_mask`);
+            padded with 0.
         labels: `[n]` class ids, or ragged `[n, (len)]` per-token labels padded with
             `label_padding` (ignored by tfattn's token-level losses and metrics).
         batch_size: examples per batch.
@@ -89,8 +97,7 @@ def make_dataset(
     padding_values = (feature_padding, label_pad)
 
     if bucket_by_length:
-        ids = features["input_ids"] if isinstance(features, dict) else features
-        boundaries = length_bucket_boundaries(ids.row_lengths().numpy())
+        boundaries = length_bucket_boundaries(_token_ids(features).row_lengths().numpy())
         dataset = dataset.bucket_by_sequence_length(
             element_length_func=lambda x, y: _sequence_length(x),
             bucket_boundaries=boundaries,

@@ -1,8 +1,9 @@
 """What defines a text-classification run (`TrainConfig`), the tasks it can run, and their splits.
 
-One config serves both model families: without `backbone` the from-scratch transformer is
+One config serves every model family: without `backbone` the from-scratch transformer is
 trained; with `backbone` (a Hugging Face name or a local checkpoint folder) a pretrained one
-is fine-tuned, or trained frozen with `freeze`. Fields left at None take the family's default
+is fine-tuned, or trained frozen with `freeze`; with `hub_preprocess` and `hub_encoder` a
+TF-Hub BERT pair is trained frozen for `freeze_epochs`, then fine-tuned. Fields left at None take the family's default
 (see `resolve`), and the resolved values are what a run saves as `config.json`.
 """
 
@@ -41,6 +42,11 @@ class TrainConfig:
     freeze: bool = False
     pooling: str = "cls"
     head: str = "dense"
+    # TF-Hub BERT pair (URL or SavedModel folder), instead of backbone; trained frozen for
+    # freeze_epochs (default 1) at the frozen learning rate, then fine-tuned for `epochs`
+    hub_preprocess: Optional[str] = None
+    hub_encoder: Optional[str] = None
+    freeze_epochs: Optional[int] = None
     # from-scratch model
     vocab_size: int = 20000
     embed_dim: int = 64
@@ -68,16 +74,35 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
+    @property
+    def pretrained(self):
+        """True for a pretrained model (Hugging Face backbone or TF-Hub pair)."""
+        return bool(self.backbone or self.hub_encoder)
+
+    @property
+    def model_description(self):
+        if self.hub_encoder:
+            return f"TF-Hub {self.hub_encoder}"
+        return (self.backbone or "from-scratch transformer") + (" (frozen)" if self.backbone and self.freeze else "")
+
     def resolve(self):
         """A copy with every None default filled in for this task and model family."""
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         data, text_column, label_column = TASKS[self.task]
-        family = PRETRAINED_DEFAULTS if self.backbone else SCRATCH_DEFAULTS
+        if bool(self.hub_preprocess) != bool(self.hub_encoder):
+            raise ValueError("a TF-Hub model needs both hub_preprocess and hub_encoder (--hub-preprocess, --hub-encoder)")
+        if self.hub_encoder and self.backbone:
+            raise ValueError("choose one pretrained model: a backbone or a TF-Hub pair, not both")
+        if self.freeze_epochs and not self.hub_encoder:
+            raise ValueError("freeze_epochs (--freeze-epochs) applies to TF-Hub models; use --freeze for a backbone")
+        family = PRETRAINED_DEFAULTS if self.pretrained else SCRATCH_DEFAULTS
         values = {name: getattr(self, name) if getattr(self, name) is not None else default
                   for name, default in family.items()}
-        if self.backbone and self.freeze and self.learning_rate is None:
+        if self.pretrained and self.freeze and self.learning_rate is None:
             values["learning_rate"] = FROZEN_LEARNING_RATE
+        if self.hub_encoder:
+            values["freeze_epochs"] = 1 if self.freeze_epochs is None else self.freeze_epochs
         return replace(
             self,
             data=self.data or data,

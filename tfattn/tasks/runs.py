@@ -1,7 +1,8 @@
 """Run folders: what a training run leaves behind, and loading it back for evaluate/predict/export.
 
 A run folder holds `config.json`, `labels.json`, the model (`model.keras` for the from-scratch
-transformer, `model/` with a Hugging Face backbone folder for a pretrained one), `history.csv`,
+transformer, `model/` with a Hugging Face backbone folder for a pretrained one, `hub_model/`
+with TF-Hub handles and weights for a TF-Hub pair), `history.csv`,
 TensorBoard `logs/`, `checkpoints/`, and evaluation files.
 """
 
@@ -18,6 +19,7 @@ from tfattn.training import read_json
 
 MODEL_FILE = "model.keras"
 PRETRAINED_DIR = "model"
+HUB_MODEL_DIR = "hub_model"
 
 
 LABEL_MAP_FILE = "labels.json"
@@ -28,17 +30,27 @@ def write_labels(run_dir, label_names):
 
 
 def load_run(run_dir):
-    """`(text_model, label_names, config)` of a finished run; text_model maps strings to probabilities."""
+    """`(model, label_names, config)` of a finished run: for text classification a strings-in
+    model of class probabilities, for NER (`task` "ner") a `tfattn.tasks.ner.EntityTagger`."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir}: no config.json; is this a tfattn run folder?")
     config = read_json(run_dir / "config.json")
+    if config.get("task") == "ner":
+        from tfattn.tasks.ner import EntityTagger
+
+        tagger = EntityTagger.from_run(run_dir)
+        return tagger, tagger.label_names, config
     if (run_dir / MODEL_FILE).exists():
         model = keras.models.load_model(run_dir / MODEL_FILE)
     elif (run_dir / PRETRAINED_DIR).is_dir():
         from tfattn.pretrained import load_pretrained_text_classifier
 
         model = load_pretrained_text_classifier(run_dir / PRETRAINED_DIR, config["max_length"])
+    elif (run_dir / HUB_MODEL_DIR).is_dir():
+        from tfattn.hub import load_hub_classifier
+
+        model = load_hub_classifier(run_dir / HUB_MODEL_DIR)
     else:
         raise FileNotFoundError(f"{run_dir}: no saved model; did the training run finish?")
     return model, load_label_map(run_dir / LABEL_MAP_FILE), config

@@ -1,4 +1,4 @@
-"""The training loop every text-classification run goes through, for both model families.
+"""The training loop every text-classification run goes through, for every model family.
 
 `train(config)`: load and split the task's data, tokenize it once, build and compile the model
 under the chosen `tf.distribute` strategy with AdamW + warmup, `model.fit` on length-bucketed
@@ -6,10 +6,13 @@ under the chosen `tf.distribute` strategy with AdamW + warmup, `model.fit` on le
 Rerunning the same config after an interruption resumes from the last finished epoch.
 
 A *family* knows how to tokenize, build, wrap for raw strings and save one kind of model:
-`ScratchFamily` (the from-scratch transformer) and `PretrainedFamily` (a Hugging Face backbone).
+`ScratchFamily` (the from-scratch transformer), `PretrainedFamily` (a Hugging Face backbone) and
+`HubFamily` (a TF-Hub preprocess + encoder pair). A family trains in one or more *phases*:
+TF-Hub models first train their head on a frozen encoder, then fine-tune everything, each phase
+compiled afresh with its own AdamW + warmup schedule.
 """
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import tf_keras as keras
@@ -18,8 +21,8 @@ from tfattn.data.pipelines import count_batches, encode_texts, make_dataset
 from tfattn.evaluation import write_evaluation
 from tfattn.networks import build_text_classifier, build_token_classifier, build_vectorizer
 from tfattn.optimization import create_optimizer
-from tfattn.tasks.config import load_splits
-from tfattn.tasks.runs import MODEL_FILE, PRETRAINED_DIR, evaluate_texts, write_labels
+from tfattn.tasks.config import FROZEN_LEARNING_RATE, load_splits
+from tfattn.tasks.runs import HUB_MODEL_DIR, MODEL_FILE, PRETRAINED_DIR, evaluate_texts, write_labels
 from tfattn.training import (
     fit_verbosity,
     get_strategy,
@@ -30,12 +33,33 @@ from tfattn.training import (
 )
 
 
-class ScratchFamily:
-    """The from-scratch transformer: a TextVectorization vocabulary learned from the training texts."""
+@dataclass(frozen=True)
+class Phase:
+    """Part of a run with one optimizer schedule; `trainable`: whether a pretrained encoder
+    trains in it (families without a separate encoder ignore it)."""
+
+    name: str
+    epochs: int
+    learning_rate: float
+    trainable: bool = True
+
+
+class Family:
+    """What every family shares: its config and run folder, and by default one training phase."""
 
     def __init__(self, config, run_dir):
         self.config = config
         self.run_dir = run_dir
+
+    def phases(self):
+        return [Phase("train", self.config.epochs, self.config.learning_rate)]
+
+    def set_phase(self, model, phase):
+        """Prepare `model` for `phase`, before it is compiled for it."""
+
+
+class ScratchFamily(Family):
+    """The from-scratch transformer: a TextVectorization vocabulary learned from the training texts."""
 
     def prepare(self, train_texts):
         # A resumed run must reuse the vocabulary its checkpoint was trained with.
@@ -70,12 +94,8 @@ class ScratchFamily:
         return text_model
 
 
-class PretrainedFamily:
+class PretrainedFamily(Family):
     """A Hugging Face checkpoint (name or folder) with a classification head."""
-
-    def __init__(self, config, run_dir):
-        self.config = config
-        self.run_dir = run_dir
 
     def prepare(self, train_texts):
         from tfattn.pretrained import load_tokenizer
@@ -106,6 +126,53 @@ class PretrainedFamily:
         return load_pretrained_text_classifier(self.run_dir / PRETRAINED_DIR, self.config.max_length)
 
 
+class HubFamily(Family):
+    """A TF-Hub BERT preprocess + encoder pair (URLs or SavedModel folders, e.g. `tfattn export-hub`)."""
+
+    def prepare(self, train_texts):
+        from tfattn.hub import load_hub_layer
+
+        self.preprocessor = load_hub_layer(self.config.hub_preprocess, "preprocess model")
+
+    def encode(self, texts):
+        from tfattn.hub import preprocess_in_chunks
+
+        return preprocess_in_chunks(self.preprocessor, texts)
+
+    def build_model(self, num_classes):
+        from tfattn.hub import HubBertClassifier
+
+        c = self.config
+        return HubBertClassifier(c.hub_preprocess, c.hub_encoder, num_classes, dropout=c.dropout)
+
+    def phases(self):
+        c = self.config
+        if c.freeze:
+            return [Phase("frozen", c.epochs, c.learning_rate, trainable=False)]
+        fine_tuned = Phase("fine-tuned", c.epochs, c.learning_rate, trainable=True)
+        if not c.freeze_epochs:
+            return [fine_tuned]
+        return [Phase("frozen", c.freeze_epochs, FROZEN_LEARNING_RATE, trainable=False), fine_tuned]
+
+    def set_phase(self, model, phase):
+        if phase.trainable:
+            model.unfreeze_encoder()
+        else:
+            model.freeze_encoder()
+
+    def save_text_model(self, model):
+        """Save the handles and weights; the model itself takes raw strings."""
+        from tfattn.hub import save_hub_classifier
+
+        save_hub_classifier(model, self.run_dir / HUB_MODEL_DIR)
+        return model
+
+
+def _family_of(config, run_dir):
+    family_class = HubFamily if config.hub_encoder else PretrainedFamily if config.backbone else ScratchFamily
+    return family_class(config, run_dir)
+
+
 def train(config, callbacks=()):
     """Train, evaluate on the validation split and save everything under `config.run_dir`.
 
@@ -129,47 +196,70 @@ def train(config, callbacks=()):
     label_names = train_examples.label_names
     print(
         f"{config.task}: {len(train_examples)} training / {len(validation_examples)} validation examples "
-        f"from {train_examples.source}; model: {config.backbone or 'from-scratch transformer'}"
-        + (" (frozen)" if config.backbone and config.freeze else "")
+        f"from {train_examples.source}; model: {config.model_description}"
     )
 
-    family = (PretrainedFamily if config.backbone else ScratchFamily)(config, run_dir)
+    family = _family_of(config, run_dir)
     family.prepare(train_examples.texts)
     train_data = make_dataset(
         family.encode(train_examples.texts), train_examples.labels, config.batch_size, shuffle=True, seed=config.seed
     )
     validation_data = make_dataset(family.encode(validation_examples.texts), validation_examples.labels, config.batch_size)
     batches_per_epoch = count_batches(train_data)
-    total_steps = batches_per_epoch * config.epochs
 
     strategy = get_strategy(config.strategy)
     with strategy.scope():
         model = family.build_model(len(label_names))
-        model.compile(
-            optimizer=create_optimizer(
-                config.learning_rate, total_steps, warmup_fraction=config.warmup_fraction, weight_decay=config.weight_decay
-            ),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            jit_compile=config.jit_compile,
+    phases = family.phases()
+    first_epoch = 0
+    for index, phase in enumerate(phases):
+        last_epoch = first_epoch + phase.epochs
+        # A finished phase of a multi-phase run is not redone on resume: its weights are kept.
+        phase_weights = run_dir / "phases" / phase.name / "weights"
+        if len(phases) > 1 and phase_weights.with_suffix(".index").exists():
+            print(f"phase {phase.name!r} already finished; loading its weights")
+            model(next(iter(train_data))[0])  # build the variables before loading them
+            model.load_weights(str(phase_weights))
+            first_epoch = last_epoch
+            continue
+        if len(phases) > 1:
+            print(f"phase {phase.name!r}: epochs {first_epoch + 1}-{last_epoch}, learning rate {phase.learning_rate:g}")
+        family.set_phase(model, phase)
+        with strategy.scope():
+            model.compile(
+                optimizer=create_optimizer(
+                    phase.learning_rate,
+                    batches_per_epoch * phase.epochs,
+                    warmup_fraction=config.warmup_fraction,
+                    weight_decay=config.weight_decay,
+                ),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+                jit_compile=config.jit_compile,
+            )
+        model.fit(
+            train_data,
+            validation_data=validation_data,
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            callbacks=standard_callbacks(
+                run_dir,
+                len(train_examples),
+                validation_data,
+                len(label_names),
+                batches_per_epoch,
+                config.batch_size,
+                patience=config.patience,
+                time_budget=config.time_budget,
+                phase=phase.name if len(phases) > 1 else None,
+                append_history=index > 0 or is_resuming(run_dir),
+            )
+            + list(callbacks),
+            verbose=fit_verbosity(),
         )
-    model.fit(
-        train_data,
-        validation_data=validation_data,
-        epochs=config.epochs,
-        callbacks=standard_callbacks(
-            run_dir,
-            len(train_examples),
-            validation_data,
-            len(label_names),
-            batches_per_epoch,
-            config.batch_size,
-            patience=config.patience,
-            time_budget=config.time_budget,
-        )
-        + list(callbacks),
-        verbose=fit_verbosity(),
-    )
+        if len(phases) > 1 and index < len(phases) - 1:
+            model.save_weights(str(phase_weights))
+        first_epoch = last_epoch
 
     text_model = family.save_text_model(model)
     write_labels(run_dir, label_names)
