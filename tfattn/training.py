@@ -160,6 +160,8 @@ def standard_callbacks(
     `validation_callback` puts the monitored validation metrics into the epoch logs; by default
     `ValidationMacroF1` over `validation_data`."""
     run_dir = Path(run_dir)
+    # Keras's "auto" mode would minimize any metric whose name lacks "acc", e.g. an F1 score.
+    mode = "min" if monitor.endswith("loss") else "max"
     backup = backup_dir(run_dir) / phase if phase else backup_dir(run_dir)
     if append_history is None:
         append_history = is_resuming(run_dir)
@@ -172,10 +174,11 @@ def standard_callbacks(
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "checkpoints" / "best.weights.h5"),
             monitor=monitor,
+            mode=mode,
             save_best_only=True,
             save_weights_only=True,
         ),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append_history),
     ]
