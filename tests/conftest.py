@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
 
 # Must happen before TensorFlow initializes its devices: lets MirroredStrategy run on one CPU.
 _cpus = tf.config.list_physical_devices("CPU")
@@ -26,28 +27,48 @@ def shared_data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def _shared_file(relative: str) -> Path:
+    path = shared_data_dir() / relative
+    if not path.is_file():
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def agnews_csv() -> Path:
-    path = shared_data_dir() / "ag_news" / "train.csv"
-    if not path.is_file():
-        pytest.skip(f"real AG News data not found at {path}")
-    return path
+    return _shared_file("ag_news/train.csv")
 
 
 @pytest.fixture(scope="session")
 def math_topics_jsonl() -> Path:
-    path = shared_data_dir() / "math_topics" / "train.jsonl"
-    if not path.is_file():
-        pytest.skip(f"real MATH topics data not found at {path}")
-    return path
+    return _shared_file("math_topics/train.jsonl")
 
 
 @pytest.fixture(scope="session")
 def conll_train() -> Path:
-    path = shared_data_dir() / "conll2003" / "train.txt"
-    if not path.is_file():
-        pytest.skip(f"real CoNLL-2003 data not found at {path}")
-    return path
+    return _shared_file("conll2003/train.txt")
+
+
+@pytest.fixture(scope="session")
+def conll_valid() -> Path:
+    return _shared_file("conll2003/valid.txt")
+
+
+class InterruptTraining(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt as `epoch` begins (`when="begin"`) or ends (`when="end"`), to
+    test that a rerun resumes."""
+
+    def __init__(self, epoch, when="end"):
+        super().__init__()
+        self.epoch, self.when = epoch, when
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.when == "begin" and epoch == self.epoch:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.when == "end" and epoch == self.epoch:
+            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import tf_keras as keras
+from conftest import InterruptTraining
 
 from tfattn.cli import main
 from tfattn.tasks.config import TrainConfig, load_splits
@@ -68,16 +69,6 @@ def test_mirrored_strategy_trains_over_two_cpu_devices(agnews_csv, tmp_path):
     assert keras.models.load_model(tmp_path / "run" / "model.keras").output_shape == (None, 4)
 
 
-class _InterruptAfterEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.slow
 def test_interrupted_training_resumes_from_last_epoch(agnews_csv, tmp_path):
     config = TrainConfig(
@@ -85,7 +76,7 @@ def test_interrupted_training_resumes_from_last_epoch(agnews_csv, tmp_path):
         embed_dim=16, ff_dim=32, vocab_size=1000, batch_size=32,
     )
     with pytest.raises(KeyboardInterrupt):
-        train(config, callbacks=[_InterruptAfterEpoch(1)])
+        train(config, callbacks=[InterruptTraining(1)])
     assert list((tmp_path / "run" / "backup").iterdir())  # a checkpoint to resume from
     train(config)
     with open(tmp_path / "run" / "history.csv") as handle:

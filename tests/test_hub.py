@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras as keras
+from conftest import InterruptTraining
 
 from tfattn.attention import extract_attention
 from tfattn.cli import main
@@ -170,16 +171,6 @@ def test_cli_reports_unreachable_hub_handle_in_one_line(agnews_csv, tmp_path, ca
     assert "bert_en_uncased_preprocess" in error and "Traceback" not in error and error.count("\n") == 1
 
 
-class _InterruptAtEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.slow
 def test_two_phase_training_resumes_without_redoing_the_frozen_phase(hub_dirs, agnews_csv, tmp_path, capsys):
     run_dir = tmp_path / "run"
@@ -188,7 +179,7 @@ def test_two_phase_training_resumes_without_redoing_the_frozen_phase(hub_dirs, a
         hub_preprocess=str(hub_dirs[0]), hub_encoder=str(hub_dirs[1]), freeze_epochs=1, patience=5,
     )
     with pytest.raises(KeyboardInterrupt):
-        train(config, callbacks=[_InterruptAtEpoch(1)])  # stops as the fine-tuning phase begins
+        train(config, callbacks=[InterruptTraining(1, when="begin")])  # stops as the fine-tuning phase begins
     assert (run_dir / "phases" / "frozen" / "weights.index").exists()
     capsys.readouterr()
     report = train(config)

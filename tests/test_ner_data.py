@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import shared_data_dir
 from tfattn.data import NER_LABELS, DataError, TaggedSentences, load_conll, read_conll
 from tfattn.ner import (
     IGNORE_INDEX,
@@ -95,14 +94,6 @@ def assert_one_line_error(error: pytest.ExceptionInfo, path: Path, line: int | N
     assert message.startswith(str(path))
     if line is not None:
         assert f"{path}, line {line}:" in message, message
-
-
-@pytest.fixture(scope="module")
-def conll_valid() -> Path:
-    path = shared_data_dir() / "conll2003" / "valid.txt"
-    if not path.is_file():
-        pytest.skip(f"real CoNLL-2003 data not found at {path}")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -189,6 +189,20 @@ def standard_callbacks(
     return callbacks
 
 
+def start_run(run_dir, config, seed, mixed_precision=False):
+    """Create the run folder, save `config` (a dict) as its config.json, say whether an
+    interrupted run is being resumed, and seed Keras (same seed, same initial weights, dropout
+    masks and shuffles, up to nondeterministic kernels). Returns the folder as a `Path`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_resuming(run_dir):
+        print(f"resuming the interrupted run in {run_dir}")
+    write_json(run_dir / "config.json", config)
+    keras.utils.set_random_seed(seed)
+    set_mixed_precision(mixed_precision)
+    return run_dir
+
+
 def fit_verbosity():
     """Keras progress bars on a terminal; in logs and CI one line per epoch plus `ProgressLog`."""
     return 1 if sys.stdout.isatty() else 2

@@ -25,14 +25,7 @@ from tfattn.data.pipelines import count_batches, make_dataset
 from tfattn.export import write_atomically
 from tfattn.ner import IGNORE_INDEX, entity_scores, format_entity_report, group_entities, tokenize_and_align, word_predictions
 from tfattn.optimization import create_optimizer
-from tfattn.training import (
-    fit_verbosity,
-    get_strategy,
-    is_resuming,
-    set_mixed_precision,
-    standard_callbacks,
-    write_json,
-)
+from tfattn.training import fit_verbosity, get_strategy, standard_callbacks, start_run, write_json
 
 MODEL_DIR = "model"
 FEATURE_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -171,13 +164,7 @@ def train_ner(config, callbacks=()):
     from tfattn.pretrained import load_token_classifier, load_tokenizer
 
     config = config.resolve()
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_resuming(run_dir):
-        print(f"resuming the interrupted run in {run_dir}")
-    write_json(run_dir / "config.json", asdict(config))
-    keras.utils.set_random_seed(config.seed)
-    set_mixed_precision(config.mixed_precision)
+    run_dir = start_run(config.run_dir, asdict(config), config.seed, config.mixed_precision)
 
     train_sentences = _first(load_conll(config.data, "train"), config.limit)
     validation_sentences = _first(load_conll(config.validation_data, "validation"), config.validation_limit)

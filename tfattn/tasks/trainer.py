@@ -13,9 +13,7 @@ compiled afresh with its own AdamW + warmup schedule.
 """
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-import tf_keras as keras
 
 from tfattn.data.pipelines import count_batches, encode_texts, make_dataset
 from tfattn.evaluation import write_evaluation
@@ -27,9 +25,8 @@ from tfattn.training import (
     fit_verbosity,
     get_strategy,
     is_resuming,
-    set_mixed_precision,
     standard_callbacks,
-    write_json,
+    start_run,
 )
 
 
@@ -184,14 +181,7 @@ def train(config, callbacks=()):
         The validation `ClassificationReport`.
     """
     config = config.resolve()
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_resuming(run_dir):
-        print(f"resuming the interrupted run in {run_dir}")
-    write_json(run_dir / "config.json", asdict(config))
-    # Same seed, same initial weights, dropout masks and shuffles (up to nondeterministic kernels).
-    keras.utils.set_random_seed(config.seed)
-    set_mixed_precision(config.mixed_precision)
+    run_dir = start_run(config.run_dir, asdict(config), config.seed, config.mixed_precision)
     train_examples, validation_examples = load_splits(config)
     label_names = train_examples.label_names
     print(
