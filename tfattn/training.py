@@ -5,7 +5,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -62,24 +61,40 @@ class Throughput(keras.callbacks.Callback):
             logs["examples_per_second"] = self.examples_per_epoch / seconds
 
 
-class ValidationMacroF1(keras.callbacks.Callback):
-    """Adds `val_macro_f1` to the epoch logs (and so to history.csv) from one pass over
-    `validation_data`, an unshuffled dataset of `(features, class ids)`."""
+class MacroF1(keras.metrics.Metric):
+    """Macro-averaged F1 of class predictions, accumulated over batches through a confusion
+    matrix; classes never seen nor predicted score 0, as scikit-learn's `zero_division=0`.
 
-    def __init__(self, validation_data, num_classes):
-        super().__init__()
-        self.validation_data = validation_data
-        self.num_classes = num_classes
+    As a compile metric it adds `macro_f1` and `val_macro_f1` to the epoch logs from the
+    passes Keras makes anyway, so validation costs no second forward pass.
+    """
 
-    def on_epoch_end(self, epoch, logs=None):
-        from sklearn.metrics import f1_score
+    def __init__(self, num_classes, name="macro_f1", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = int(num_classes)
+        self.confusion = self.add_weight(
+            name="confusion", shape=(self.num_classes, self.num_classes), initializer="zeros", dtype=tf.float64
+        )
 
-        labels = np.concatenate([y for _, y in self.validation_data.as_numpy_iterator()])
-        predictions = self.model.predict(self.validation_data, verbose=0).argmax(axis=-1)
-        if logs is not None:
-            logs["val_macro_f1"] = f1_score(
-                labels, predictions, labels=list(range(self.num_classes)), average="macro", zero_division=0
-            )
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
+        predictions = tf.reshape(tf.argmax(y_pred, axis=-1, output_type=tf.int32), [-1])
+        self.confusion.assign_add(
+            tf.math.confusion_matrix(labels, predictions, self.num_classes, weights=sample_weight, dtype=tf.float64)
+        )
+
+    def result(self):
+        true_positives = tf.linalg.diag_part(self.confusion)
+        # Rows are true classes, columns predictions: F1 = 2 TP / (actual + predicted).
+        denominators = tf.reduce_sum(self.confusion, axis=0) + tf.reduce_sum(self.confusion, axis=1)
+        f1 = tf.math.divide_no_nan(2.0 * true_positives, denominators)
+        return tf.cast(tf.reduce_mean(f1), tf.float32)
+
+    def reset_state(self):
+        self.confusion.assign(tf.zeros_like(self.confusion))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
 
 
 class ProgressLog(keras.callbacks.Callback):
@@ -140,8 +155,6 @@ def is_resuming(run_dir):
 def standard_callbacks(
     run_dir,
     examples_per_epoch,
-    validation_data,
-    num_classes,
     batches_per_epoch,
     batch_size,
     patience=2,
@@ -151,23 +164,22 @@ def standard_callbacks(
     append_history=None,
     validation_callback=None,
 ):
-    """Throughput and validation macro-F1 columns, resume (`BackupAndRestore`), best-weights
-    checkpoint, early stop, TensorBoard, CSV log, progress lines when not on a terminal, and an
-    optional wall-time budget, all writing under `run_dir`.
+    """Throughput column, resume (`BackupAndRestore`), best-weights checkpoint and early stop on
+    `monitor`, TensorBoard, CSV log, progress lines when not on a terminal, and an optional
+    wall-time budget, all writing under `run_dir`.
 
     A run trained in phases (e.g. frozen, then fine-tuned) names each `phase`: it gets its own
     backup folder. history.csv is appended to when `append_history` (default: when resuming).
-    `validation_callback` puts the monitored validation metrics into the epoch logs; by default
-    `ValidationMacroF1` over `validation_data`."""
+    `validation_callback`, if given, puts the monitored metrics into the epoch logs, for those
+    that are not compile metrics (e.g. entity F1); it runs before the checkpoint and early stop.
+    """
     run_dir = Path(run_dir)
     # Keras's "auto" mode would minimize any metric whose name lacks "acc", e.g. an F1 score.
     mode = "min" if monitor.endswith("loss") else "max"
     backup = backup_dir(run_dir) / phase if phase else backup_dir(run_dir)
     if append_history is None:
         append_history = is_resuming(run_dir)
-    callbacks = [
-        Throughput(examples_per_epoch),
-        validation_callback or ValidationMacroF1(validation_data, num_classes),
+    callbacks = [Throughput(examples_per_epoch)] + ([validation_callback] if validation_callback else []) + [
         # Saved after every epoch and removed when fit() completes: rerunning the same
         # command after an interruption continues from the last finished epoch.
         keras.callbacks.BackupAndRestore(str(backup)),

@@ -198,8 +198,6 @@ def train_ner(config, callbacks=()):
         callbacks=standard_callbacks(
             run_dir,
             len(train_sentences),
-            validation_data=None,
-            num_classes=len(label_names),
             batches_per_epoch=batches_per_epoch,
             batch_size=config.batch_size,
             patience=config.patience,

@@ -22,6 +22,7 @@ from tfattn.optimization import create_optimizer
 from tfattn.tasks.config import FROZEN_LEARNING_RATE, load_splits
 from tfattn.tasks.runs import HUB_MODEL_DIR, MODEL_FILE, PRETRAINED_DIR, evaluate_texts, write_labels
 from tfattn.training import (
+    MacroF1,
     fit_verbosity,
     get_strategy,
     is_resuming,
@@ -224,7 +225,7 @@ def train(config, callbacks=()):
                     weight_decay=config.weight_decay,
                 ),
                 loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
+                metrics=["accuracy", MacroF1(len(label_names))],
                 jit_compile=config.jit_compile,
             )
         model.fit(
@@ -235,8 +236,6 @@ def train(config, callbacks=()):
             callbacks=standard_callbacks(
                 run_dir,
                 len(train_examples),
-                validation_data,
-                len(label_names),
                 batches_per_epoch,
                 config.batch_size,
                 patience=config.patience,
