@@ -187,6 +187,9 @@ def export_hub_bert(checkpoint, out_dir, seq_length=128, overwrite=False):
     from tfattn.wordpiece import bert_preprocessor_from_pretrained
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    for folder in (out_dir / PREPROCESS_DIR, out_dir / ENCODER_DIR):
+        if folder.exists() and not overwrite:  # before the slow model loading
+            raise FileExistsError(f"{folder} already exists; pass overwrite=True (--overwrite) to replace it")
     if not (checkpoint / "vocab.txt").is_file():
         raise HubLoadError(f"{checkpoint}: no vocab.txt; export-hub needs a WordPiece (BERT-family) checkpoint folder")
     preprocessor = bert_preprocessor_from_pretrained(checkpoint, max_length=seq_length)
