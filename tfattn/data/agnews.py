@@ -115,21 +115,40 @@ def _parse_label(field: str, where: str) -> int:
     return index - 1
 
 
-def _load_tfds_agnews(split: str) -> TextExamples:
-    try:
-        # Imported here: tensorflow_datasets is slow to import and only this path needs it.
-        import tensorflow_datasets as tfds
+# Where TFDS downloads ag_news_subset from. Offline, its download retries take minutes before
+# failing, so an unprepared dataset with this host unresolvable fails at once instead.
+TFDS_DOWNLOAD_HOST = "drive.google.com"
 
+
+def _host_resolves(host: str) -> bool:
+    import socket
+
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
+def _load_tfds_agnews(split: str) -> TextExamples:
+    # Imported here: tensorflow_datasets is slow to import and only this path needs it.
+    import tensorflow_datasets as tfds
+
+    where = f"could not load TFDS dataset 'ag_news_subset' (split {split!r})"
+    builder = tfds.builder("ag_news_subset")
+    if not builder.is_prepared() and not _host_resolves(TFDS_DOWNLOAD_HOST):
+        raise DataError(
+            f"{where}: not prepared in {builder.data_dir} and {TFDS_DOWNLOAD_HOST} cannot be reached; "
+            "offline? pass a local CSV path instead"
+        )
+    try:
         dataset = tfds.load("ag_news_subset", split=split)
         records = [
             (record["title"], record["description"], record["label"])
             for record in tfds.as_numpy(dataset)
         ]
     except Exception as error:
-        raise DataError(
-            f"could not load TFDS dataset 'ag_news_subset' (split {split!r}): "
-            f"{_one_line(error)}; offline? pass a local CSV path instead"
-        ) from error
+        raise DataError(f"{where}: {_one_line(error)}; offline? pass a local CSV path instead") from error
 
     texts = [
         clean_agnews_text(f"{title.decode('utf-8')} {description.decode('utf-8')}")
