@@ -1,11 +1,13 @@
-"""Training plumbing: the streaming macro-F1 metric and the monitor direction of callbacks."""
+"""Training plumbing: the streaming macro-F1 metric, best-epoch keeping that survives a resume, and
+the stop on a non-finite loss."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as keras
 from sklearn.metrics import f1_score
 
-from tfattn.training import MacroF1, standard_callbacks
+from tfattn.training import KeepBest, MacroF1, StopOnNonFiniteLoss, TrainingDiverged, check_finite_weights
 
 
 def test_macro_f1_matches_scikit_learn_over_batches():
@@ -32,10 +34,46 @@ def test_macro_f1_is_a_validation_column_of_fit():
     np.testing.assert_allclose(history["val_macro_f1"][0], expected, rtol=1e-5)
 
 
-def test_callbacks_maximize_scores_and_minimize_losses(tmp_path):
-    def modes(monitor):
-        callbacks = standard_callbacks(tmp_path, 10, 1, 10, monitor=monitor)
-        return {type(c).__name__: c.monitor_op for c in callbacks if hasattr(c, "monitor_op")}
+def _keep_best_run(tmp_path, monitor, values, patience=2, resume_after=None):
+    """Feed `values` of `monitor` to a KeepBest, one per epoch, with the model's single weight
+    set to the epoch index; a new KeepBest (as in a resumed process) takes over after epoch
+    `resume_after`. Returns (epochs run, the weight restored at the end)."""
+    model = keras.Sequential([keras.layers.Dense(1, use_bias=False, input_shape=(1,))])
+    callback = KeepBest(tmp_path / "best", monitor=monitor, patience=patience)
+    callback.set_model(model)
+    ran = []
+    for epoch, value in enumerate(values):
+        if resume_after is not None and epoch == resume_after + 1:
+            callback = KeepBest(tmp_path / "best", monitor=monitor, patience=patience)
+            callback.set_model(model)
+        model.set_weights([np.full((1, 1), epoch, np.float32)])
+        ran.append(epoch)
+        callback.on_epoch_end(epoch, {monitor: value})
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return ran, float(model.get_weights()[0][0, 0])
 
-    assert set(modes("val_entity_f1").values()) == {np.greater}
-    assert set(modes("val_loss").values()) == {np.less}
+
+def test_keep_best_maximizes_scores_and_minimizes_losses(tmp_path):
+    # A score is best when highest (epoch 1); patience 2 stops after epochs 2 and 3 fail to beat it.
+    assert _keep_best_run(tmp_path / "f1", "val_entity_f1", [0.5, 0.7, 0.6, 0.65, 0.9]) == ([0, 1, 2, 3], 1.0)
+    # A loss is best when lowest.
+    assert _keep_best_run(tmp_path / "loss", "val_loss", [0.9, 0.5, 0.7, 0.4]) == ([0, 1, 2, 3], 3.0)
+
+
+def test_keep_best_decides_the_same_after_a_resume(tmp_path):
+    values = [0.5, 0.7, 0.6, 0.65, 0.9]
+    uninterrupted = _keep_best_run(tmp_path / "a", "val_accuracy", values)
+    # A fresh callback after epoch 2 reads the state on disk: same stop, same restored weights.
+    assert _keep_best_run(tmp_path / "b", "val_accuracy", values, resume_after=2) == uninterrupted == ([0, 1, 2, 3], 1.0)
+
+
+def test_non_finite_loss_stops_fit_naming_epoch_and_batch(tmp_path):
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(1,))])
+    model.compile(optimizer=keras.optimizers.SGD(1e30), loss="mse")  # diverges within a few batches
+    x = np.ones((64, 1), np.float32) * 1e10
+    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf) at epoch 1, batch \d+; stopped without saving"):
+        model.fit(x, x, batch_size=8, epochs=2, verbose=0, callbacks=[StopOnNonFiniteLoss(tmp_path / "backup")])
+    with pytest.raises(TrainingDiverged, match="holds NaN or infinite values"):
+        check_finite_weights(model)

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfattn.layers import TokenAndPositionEmbedding, TransformerBlock
-from tfattn.networks import token_model_of, vectorizer_of
+from tfattn.layers import FitTokenIds, TokenAndPositionEmbedding, TransformerBlock
+from tfattn.networks import fit_token_ids_of, token_model_of, vectorizer_of
 from tfattn.plotting import plot_attention
 
 __all__ = ["TextAttention", "extract_attention", "plot_attention"]
@@ -67,9 +67,10 @@ def _scratch_forward(model):
     embedding = next(layer for layer in token_model.layers if isinstance(layer, TokenAndPositionEmbedding))
     blocks = [layer for layer in token_model.layers if isinstance(layer, TransformerBlock)]
     vocabulary = np.array(vectorizer.get_vocabulary())
+    fit = fit_token_ids_of(model) or FitTokenIds(embedding.max_length)
 
     def forward(batch):
-        token_ids = vectorizer(tf.constant(batch))[:, : embedding.max_length]
+        token_ids = fit(vectorizer(tf.constant(batch)))
         x = embedding(token_ids)
         mask = embedding.compute_mask(token_ids)
         layer_scores = []

@@ -15,13 +15,17 @@
 import argparse
 import os
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
-# TensorFlow's C++ start-up chatter buries the command's own output; keep warnings and errors.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tfattn.data import DataError
+from tfattn.run_manifest import RunFinished
+from tfattn.tasks.config import NUMERIC_OPTIONS
 
-from tfattn.data import DataError  # noqa: E402  (after the log-level setting)
+STRATEGIES = ("default", "mirrored", "multiworker")  # tfattn.training.get_strategy's names
+# `tfattn attention` writes one PNG per text; more than this many needs an explicit --limit.
+MAX_ATTENTION_FILES = 20
 
 
 # Config fields that take one of a few words.
@@ -47,9 +51,16 @@ FIELD_HELP = {
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage block would bury the message)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_config_arguments(parser, config_class, skip=()):
-    """One `--option` per config field, typed from its default, so the CLI and the config
-    dataclass cannot drift apart."""
+    """One `--option` per config field, typed from its default and range-checked as it is
+    parsed (`NUMERIC_OPTIONS`), so the CLI and the config dataclass cannot drift apart."""
     defaults = config_class()
     for field in fields(config_class):
         if field.name in skip:
@@ -58,14 +69,35 @@ def _add_config_arguments(parser, config_class, skip=()):
         default = getattr(defaults, field.name)
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif default is None:
-            parser.add_argument(
-                flag, type=_optional_field_types(config_class)[field.name], default=None, help=FIELD_HELP.get(field.name)
-            )
-        else:
-            parser.add_argument(
-                flag, type=type(default), default=default, choices=FIELD_CHOICES.get(field.name), help=f"default: {default}"
-            )
+            continue
+        value_type = _optional_field_types(config_class)[field.name] if default is None else type(default)
+        if field.name in NUMERIC_OPTIONS:
+            value_type = _checked(field.name)
+        help_text = FIELD_HELP.get(field.name) if default is None else f"default: {default}"
+        parser.add_argument(flag, type=value_type, default=default, choices=FIELD_CHOICES.get(field.name), help=help_text)
+
+
+def _checked(name):
+    """An argparse type that parses and range-checks the numeric option `name`."""
+    def parse(text):
+        try:
+            return NUMERIC_OPTIONS[name].check(name, text)
+        except ValueError as error:
+            # argparse already prefixes "argument --name:"; keep what follows the flag.
+            raise argparse.ArgumentTypeError(str(error).split(" ", 1)[1]) from None
+
+    parse.__name__ = NUMERIC_OPTIONS[name].kind.__name__
+    return parse
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _optional_field_types(config_class):
@@ -85,13 +117,13 @@ def _cmd_train(args):
     from tfattn.tasks.config import TrainConfig
     from tfattn.tasks.trainer import train
 
-    train(_config_from_args(TrainConfig, args))
+    train(_config_from_args(TrainConfig, args), overwrite=args.overwrite)
 
 
 def _cmd_train_ner(args):
     from tfattn.tasks.ner import NerConfig, train_ner
 
-    train_ner(_config_from_args(NerConfig, args))
+    train_ner(_config_from_args(NerConfig, args), overwrite=args.overwrite)
 
 
 def _cmd_ner(args):
@@ -156,6 +188,13 @@ def _cmd_attention(args):
     from tfattn.tasks.runs import load_run
 
     texts = _texts_from(args)
+    if args.limit:
+        texts = texts[: args.limit]
+    elif len(texts) > MAX_ATTENTION_FILES:
+        raise ValueError(
+            f"{len(texts)} texts would write {len(texts)} PNG files; pass --limit N to plot the first N "
+            f"(up to {MAX_ATTENTION_FILES} are plotted without it)"
+        )
     maps = extract_attention(load_run(args.run)[0], texts)
     baseline = extract_attention(load_run(args.compare)[0], texts) if args.compare else [None] * len(maps)
     for index, (after, before) in enumerate(zip(maps, baseline)):
@@ -201,9 +240,11 @@ def _cmd_export_hub(args):
 
 def build_parser():
     from tfattn.tasks.config import TASKS, TrainConfig
-    from tfattn.training import STRATEGIES
 
-    parser = argparse.ArgumentParser(prog="tfattn", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser(prog="tfattn", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show TensorFlow's start-up logs and repeated framework warnings"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model on a task")
@@ -224,6 +265,7 @@ def build_parser():
         _add_config_arguments(sub, TrainConfig, skip=("task", "strategy", "run_dir"))
         sub.add_argument("--run-dir", default=f"runs/{task}", help=f"run folder (default runs/{task})")
         sub.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy")
+        sub.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     from tfattn.tasks.ner import NerConfig
 
     ner_train = tasks.add_parser(
@@ -235,6 +277,7 @@ def build_parser():
     _add_config_arguments(ner_train, NerConfig, skip=("task", "strategy", "run_dir"))
     ner_train.add_argument("--run-dir", default="runs/ner", help="run folder (default runs/ner)")
     ner_train.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy")
+    ner_train.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ner_train.set_defaults(func=_cmd_train_ner)
     train.set_defaults(func=_cmd_train)
 
@@ -259,6 +302,7 @@ def build_parser():
             sub.add_argument("--out", default="attention.png", help="PNG path")
             sub.add_argument("--layers", type=int, nargs="+", default=[0], help="layer indices")
             sub.add_argument("--heads", type=int, nargs="+", default=None, help="head indices (default all)")
+            sub.add_argument("--limit", type=_positive_int, help=f"plot only the first N texts (needed above {MAX_ATTENTION_FILES})")
             sub.add_argument(
                 "--compare", metavar="RUN", help="another run (e.g. the frozen backbone) drawn above, same layer"
             )
@@ -274,16 +318,33 @@ def build_parser():
     )
     export_hub.add_argument("--from", required=True, metavar="HF_BERT_FOLDER", help="local checkpoint folder with vocab.txt")
     export_hub.add_argument("--out", required=True, help="folder to hold preprocess/ and encoder/")
-    export_hub.add_argument("--seq-length", type=int, default=128, help="preprocess output length (default 128)")
+    export_hub.add_argument("--seq-length", type=_positive_int, default=128, help="preprocess output length (default 128)")
     export_hub.add_argument("--overwrite", action="store_true", help="replace existing folders")
     export_hub.set_defaults(func=_cmd_export_hub)
     return parser
 
 
+OVERWRITE_HELP = "replace what the run folder holds (another run, or this one finished) and train again"
+
+
+def _one_line_warnings(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = "--verbose" in argv
+    from tfattn.quiet import start_tensorflow
+
+    start_tensorflow(verbose)
+    if not verbose:
+        warnings.formatwarning = _one_line_warnings
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except RunFinished as finished:
+        print(finished)
+        return 0
     # Bad input (data, paths, checkpoints, options) ends in one line; bugs keep their traceback.
     except (DataError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

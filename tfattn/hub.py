@@ -15,9 +15,11 @@ Example:
     model(tf.constant(["Stocks fell sharply on Monday"]))  # [1, 4] probabilities
 """
 
+import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -73,6 +75,9 @@ def resolve_hub_handle(handle, what="module"):
 def load_hub_layer(handle, what="module", **kwargs):
     """`hub.KerasLayer` of a handle checked by `resolve_hub_handle`; kwargs go to KerasLayer."""
     import tensorflow_hub as hub
+    # BERT preprocess models use tensorflow_text ops (e.g. RoundRobinTrim), which exist in a
+    # process only once tensorflow_text is imported.
+    import tensorflow_text  # noqa: F401
 
     return hub.KerasLayer(resolve_hub_handle(handle, what), **kwargs)
 
@@ -270,8 +275,10 @@ class HubBertClassifier(keras.Model):
             )
         return probabilities, outputs["attention_probs"]
 
+    @functools.cached_property
     def vocabulary(self):
-        """The preprocess model's tokens by id, from its `assets/vocab.txt` (None if it has none)."""
+        """The preprocess model's tokens by id, from its `assets/vocab.txt` (None if it has none);
+        read once."""
         vocab_file = Path(resolve_hub_handle(self.preprocess_handle, "preprocess model")) / "assets" / "vocab.txt"
         if not vocab_file.is_file():
             return None
@@ -284,7 +291,7 @@ class HubBertClassifier(keras.Model):
         attention `[batch, layers, heads, seq, seq]`, as `tfattn.attention` reads every family."""
         features = self.preprocess(texts)
         _, attentions = self(features, training=False, output_attentions=True)
-        vocabulary = self.vocabulary()
+        vocabulary = self.vocabulary
         ids = features["input_word_ids"].numpy()
         mask = features["input_mask"].numpy().astype(bool)
         tokens = [
@@ -323,13 +330,25 @@ def load_hub_classifier(directory):
 
 
 
-def preprocess_in_chunks(preprocessor, texts, chunk_size=512):
+def preprocess_in_chunks(preprocessor, texts, chunk_size=512, what="texts"):
     """TF-Hub inputs of many texts as a dict of ragged `[n, (length)]` int32 tensors (padding
-    removed), for `tfattn.data.pipelines.make_dataset` to batch by length."""
+    removed), for `tfattn.data.pipelines.make_dataset` to batch by length.
+
+    Warns with a count about texts with no token besides `[CLS] [SEP]` (their outputs stay
+    finite: the encoder pools over those two). The preprocess model truncates by itself, so
+    truncated texts cannot be counted here.
+    """
+    from tfattn.data.pipelines import warn_about_lengths
+
     parts = {name: [] for name in HUB_FEATURE_NAMES}
+    all_lengths = []
     for start in range(0, len(texts), chunk_size):
         features = preprocessor(tf.constant(list(texts[start : start + chunk_size])))
         lengths = tf.reduce_sum(tf.cast(features["input_mask"], tf.int32), axis=1)
+        all_lengths.append(lengths.numpy())
         for name in HUB_FEATURE_NAMES:
             parts[name].append(tf.RaggedTensor.from_tensor(features[name], lengths=lengths))
+    if all_lengths:
+        lengths = np.concatenate(all_lengths)
+        warn_about_lengths(lengths, lengths.max() + 1, 2, what=what, filler="[CLS] [SEP] only")
     return {name: tf.concat(pieces, axis=0) for name, pieces in parts.items()}

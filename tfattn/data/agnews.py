@@ -6,14 +6,14 @@ The official CSV (Zhang, Zhao & LeCun 2015) has no header and three quoted colum
 
 import csv
 import html
-import io
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from tfattn.data.examples import DataError, TextExamples, read_utf8_text
+from tfattn.data.examples import DataError, TextExamples, iter_utf8_lines
+from tfattn.hosts import host_resolves
 
 __all__ = ["AGNEWS_LABELS", "clean_agnews_text", "read_agnews_csv", "load_agnews"]
 
@@ -56,11 +56,9 @@ def read_agnews_csv(path) -> TextExamples:
     description are both empty after cleaning stops the read with the row and line named.
     """
     path = Path(path)
-    content = read_utf8_text(path)
-
     texts = []
     labels = []
-    reader = csv.reader(io.StringIO(content, newline=""))
+    reader = csv.reader(iter_utf8_lines(path))
     row_number = 0
     try:
         for row_number, fields in enumerate(reader, start=1):
@@ -120,23 +118,13 @@ def _parse_label(field: str, where: str) -> int:
 TFDS_DOWNLOAD_HOST = "drive.google.com"
 
 
-def _host_resolves(host: str) -> bool:
-    import socket
-
-    try:
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
-
-
 def _load_tfds_agnews(split: str) -> TextExamples:
     # Imported here: tensorflow_datasets is slow to import and only this path needs it.
     import tensorflow_datasets as tfds
 
     where = f"could not load TFDS dataset 'ag_news_subset' (split {split!r})"
     builder = tfds.builder("ag_news_subset")
-    if not builder.is_prepared() and not _host_resolves(TFDS_DOWNLOAD_HOST):
+    if not builder.is_prepared() and not host_resolves(TFDS_DOWNLOAD_HOST):
         raise DataError(
             f"{where}: not prepared in {builder.data_dir} and {TFDS_DOWNLOAD_HOST} cannot be reached; "
             "offline? pass a local CSV path instead"

@@ -5,12 +5,17 @@ Every loader in `tfattn.data` returns a `TextExamples`, so models and pipelines 
 one shape of data: a list of strings, 0-based integer labels, and the class names.
 """
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataError", "TextExamples", "read_utf8_text", "stratified_split", "split_examples"]
+__all__ = ["DataError", "TextExamples", "iter_utf8_lines", "read_utf8_text", "stratified_split", "split_examples"]
+
+# Python's csv module refuses fields over 131,072 characters; a long text is data like any
+# other (it is truncated to the model's length when tokenized), so accept any size.
+csv.field_size_limit(2**31 - 1)
 
 
 class DataError(ValueError):
@@ -106,6 +111,25 @@ def split_examples(examples: TextExamples, validation_fraction: float = 0.1, see
     """Split `examples` into (train, validation) `TextExamples` with `stratified_split`."""
     train_indices, validation_indices = stratified_split(examples.labels, validation_fraction, seed)
     return examples.subset(train_indices), examples.subset(validation_indices)
+
+
+def iter_utf8_lines(path):
+    """The file's lines, decoded as UTF-8 while they are read (memory stays bounded by the
+    longest line), line endings kept as in the file for `csv.reader`, a leading byte-order mark
+    dropped; `DataError` names the file and, for bad UTF-8, the line."""
+    path = Path(path)
+    try:
+        handle = open(path, encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    with handle:
+        try:
+            yield from handle
+        except UnicodeDecodeError:
+            read_utf8_text(path)  # rereads the bytes to name the bad line, and raises
+            raise
 
 
 def read_utf8_text(path) -> str:

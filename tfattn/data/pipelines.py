@@ -4,26 +4,59 @@ Texts are tokenized once, up front, into ragged token ids; the pipelines then ca
 group examples of similar length (so little compute is spent on padding) and prefetch.
 """
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def encode_texts(vectorizer, texts, max_length, chunk_size=2048):
-    """Token ids of `texts` through a `TextVectorization` layer, truncated to `max_length`.
+def encode_texts(vectorizer, texts, max_length, chunk_size=2048, what="texts"):
+    """Token ids of `texts` through a `TextVectorization` layer, as `FitTokenIds` gives them to
+    the model: truncated to `max_length`, and one `[UNK]` for a text with no token. Warns with
+    counts (`what` names the texts) when any text was truncated or had no token.
 
     Returns a `tf.RaggedTensor` `[num_texts, (length)]` of int32 ids without padding.
     """
-    pieces = []
+    from tfattn.layers import FitTokenIds
+
+    fit = FitTokenIds(max_length)
+    pieces, lengths = [], []
     for start in range(0, len(texts), chunk_size):
         ids = vectorizer(tf.constant(texts[start : start + chunk_size]))
-        ids = tf.cast(ids[:, :max_length], tf.int32)
+        if not isinstance(ids, tf.RaggedTensor):  # a vectorizer built without ragged=True
+            ids = tf.RaggedTensor.from_tensor(ids, padding=0)
+        lengths.append(ids.row_lengths().numpy())
         # TextVectorization pads with id 0 and never emits 0 for a real token.
-        pieces.append(tf.RaggedTensor.from_tensor(ids, padding=0))
+        pieces.append(tf.RaggedTensor.from_tensor(fit(ids), padding=0))
+    warn_about_lengths(np.concatenate(lengths) if lengths else np.zeros(0, np.int64), max_length, what=what)
     if not pieces:
         return tf.ragged.constant([], dtype=tf.int32, ragged_rank=1)
     return tf.concat(pieces, axis=0)
+
+
+def warn_about_lengths(lengths, max_length, num_special_tokens=0, what="texts", filler="[UNK]"):
+    """Warn, with counts, about texts longer than `max_length` tokens (they are truncated) and
+    texts with no token besides the `num_special_tokens` every text gets (they read as `filler`).
+
+    `lengths`: each text's token count before truncation, special tokens included.
+    """
+    lengths = np.asarray(lengths)
+    truncated = int(np.sum(lengths > max_length))
+    empty = int(np.sum(lengths <= num_special_tokens))
+    if truncated:
+        warnings.warn(
+            f"{truncated} of {len(lengths)} {what} are longer than max_length={max_length} tokens and were "
+            "truncated; raise --max-length to keep more",
+            stacklevel=2,
+        )
+    if empty:
+        warnings.warn(
+            f"{empty} of {len(lengths)} {what} have no token (empty, whitespace or punctuation only); "
+            f"each is read as {filler}",
+            stacklevel=2,
+        )
 
 
 def length_bucket_boundaries(lengths, num_buckets=8):

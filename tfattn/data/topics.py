@@ -7,14 +7,13 @@ Class ids come either from the file (its sorted label strings) or from a label m
 """
 
 import csv
-import io
 import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from tfattn.data.examples import DataError, TextExamples, read_utf8_text
+from tfattn.data.examples import DataError, TextExamples, iter_utf8_lines, read_utf8_text
 
 __all__ = [
     "MATH_TOPICS",
@@ -145,7 +144,7 @@ def _jsonl_records(path: Path, text_column: str, label_column: str):
     records = []
     # Split on "\n" only: str.splitlines would also break at U+2028 inside JSON strings, and
     # "\n" is what read_utf8_text counts when it names a line.
-    for line_number, line in enumerate(read_utf8_text(path).split("\n"), start=1):
+    for line_number, line in enumerate(_split_on_newline(iter_utf8_lines(path)), start=1):
         # A blank line holds no record (editors often leave one at the end).
         if not line.strip():
             continue
@@ -170,7 +169,7 @@ def _jsonl_records(path: Path, text_column: str, label_column: str):
 
 def _csv_records(path: Path, text_column: str, label_column: str):
     """(where, text value, label value) for each data row under the header row."""
-    reader = csv.reader(io.StringIO(read_utf8_text(path), newline=""))
+    reader = csv.reader(iter_utf8_lines(path))
     records = []
     row_number = 0  # the last row read; the header is row 1
     try:
@@ -192,6 +191,18 @@ def _csv_records(path: Path, text_column: str, label_column: str):
     except csv.Error as error:
         raise DataError(f"{path}, row {row_number + 1} (line {reader.line_num}): {error}") from None
     return records
+
+
+def _split_on_newline(lines):
+    """Lines as "\n" ends them: the file reader also ends a line at a lone "\r", which JSON
+    lines may not break at, and line numbers must match what `read_utf8_text` counts."""
+    pending = ""
+    for piece in lines:
+        pending += piece
+        if pending.endswith("\n"):
+            yield pending[:-1]
+            pending = ""
+    yield pending
 
 
 def _xlsx_records(path: Path, text_column: str, label_column: str, sheet):

@@ -12,6 +12,7 @@ Word-level predictions come from each word's first sub-token (`tfattn.ner`).
 """
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Optional
@@ -25,7 +26,18 @@ from tfattn.data.pipelines import count_batches, make_dataset
 from tfattn.export import write_atomically
 from tfattn.ner import IGNORE_INDEX, entity_scores, format_entity_report, group_entities, tokenize_and_align, word_predictions
 from tfattn.optimization import create_optimizer
-from tfattn.training import fit_verbosity, get_strategy, standard_callbacks, start_run, write_json
+from tfattn.run_manifest import TRAINED, finish_run, set_status
+from tfattn.training import (
+    EpochOrder,
+    check_finite_weights,
+    fit_phase,
+    fit_verbosity,
+    get_strategy,
+    standard_callbacks,
+    start_run,
+    with_epoch_length,
+    write_json,
+)
 
 MODEL_DIR = "model"
 FEATURE_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -63,7 +75,12 @@ class NerConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def resolve(self):
-        """A copy with the validation source filled in; errors for what is missing."""
+        """A copy with the validation source filled in; errors for what is missing or out of range."""
+        from tfattn.tasks.config import check_numeric_options
+
+        check_numeric_options(self)
+        if self.max_length < 3:
+            raise ValueError(f"--max-length must be at least 3 ([CLS], a token, [SEP]), got {self.max_length}")
         if not self.data:
             raise ValueError("NER training needs --data: a CoNLL file (e.g. ../shared/data/conll2003/train.txt)")
         if not self.backbone:
@@ -120,10 +137,11 @@ def token_dataset(encoded, batch_size, shuffle=False, seed=0):
     return make_dataset(features, _ragged(encoded["labels"]), batch_size, shuffle=shuffle, seed=seed)
 
 
-def predict_word_tags(classifier, encoded, batch_size=64):
-    """Predicted label ids per word for sentences encoded by `tokenize_and_align`."""
+def predict_word_tags(classifier, encoded, batch_size=64, dataset=None):
+    """Predicted label ids per word for sentences encoded by `tokenize_and_align`; pass
+    `dataset` (`token_dataset(encoded, ...)`, unshuffled) to reuse one built earlier."""
     predictions = []
-    for features, _ in token_dataset(encoded, batch_size):
+    for features, _ in dataset if dataset is not None else token_dataset(encoded, batch_size):
         predictions.extend(classifier(features, training=False).numpy().argmax(axis=-1))
     return [
         word_predictions(word_ids, row[: len(word_ids)], num_words)
@@ -137,10 +155,11 @@ class ValidationEntityScores(keras.callbacks.Callback):
 
     def __init__(self, encoded, sentences, batch_size):
         super().__init__()
-        self.encoded, self.sentences, self.batch_size = encoded, sentences, batch_size
+        self.encoded, self.sentences = encoded, sentences
+        self.dataset = token_dataset(encoded, batch_size)  # built once, reused every epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        predicted = predict_word_tags(self.model, self.encoded, self.batch_size)
+        predicted = predict_word_tags(self.model, self.encoded, dataset=self.dataset)
         scores = entity_scores(self.sentences.tags, predicted, self.sentences.label_names)
         if logs is not None:
             logs.update(
@@ -155,29 +174,34 @@ def _first(sentences, limit):
     return sentences.subset(range(min(limit, len(sentences)))) if limit else sentences
 
 
-def train_ner(config, callbacks=()):
+def train_ner(config, callbacks=(), overwrite=False):
     """Fine-tune, score on the validation file and save everything under `config.run_dir`.
 
     Returns the validation `entity_scores` dict (overall and per type). Rerunning the same
-    config after an interruption resumes from the last finished epoch.
+    config after an interruption resumes from the last finished epoch; a finished run, or
+    another run in the folder, stops as in `tfattn.tasks.trainer.train` (`overwrite` replaces it).
     """
-    from tfattn.pretrained import load_token_classifier, load_tokenizer
+    from tfattn.pretrained import check_pretrained_source, load_token_classifier, load_tokenizer
 
     config = config.resolve()
-    run_dir = start_run(config.run_dir, asdict(config), config.seed, config.mixed_precision)
-
     train_sentences = _first(load_conll(config.data, "train"), config.limit)
     validation_sentences = _first(load_conll(config.validation_data, "validation"), config.validation_limit)
+    check_pretrained_source(config.backbone)
+    tokenizer = load_tokenizer(config.backbone)
+    run_dir, status = start_run(
+        config.run_dir, asdict(config), [config.data, config.validation_data], config.seed, config.mixed_precision,
+        overwrite=overwrite,
+    )
     label_names = train_sentences.label_names
     print(
         f"ner: {len(train_sentences)} training sentences from {train_sentences.source}, "
         f"{len(validation_sentences)} validation from {validation_sentences.source}; model: {config.backbone}"
     )
-    tokenizer = load_tokenizer(config.backbone)
     train_encoded = tokenize_and_align(tokenizer, train_sentences, config.max_length)
     validation_encoded = tokenize_and_align(tokenizer, validation_sentences, config.max_length)
     train_data = token_dataset(train_encoded, config.batch_size, shuffle=True, seed=config.seed)
     batches_per_epoch = count_batches(train_data)
+    train_data = with_epoch_length(train_data, batches_per_epoch)
 
     with get_strategy(config.strategy).scope():
         model = TokenClassifier(load_token_classifier(config.backbone, label_names))
@@ -192,9 +216,8 @@ def train_ner(config, callbacks=()):
             metrics=[masked_token_accuracy],
         )
     model(next(iter(train_data))[0])  # BackupAndRestore needs built weights to restore into
-    model.fit(
-        train_data,
-        epochs=config.epochs,
+    fit_phase(
+        model, train_data, EpochOrder(train_data), run_dir, "train", 0, config.epochs,
         callbacks=standard_callbacks(
             run_dir,
             len(train_sentences),
@@ -208,7 +231,10 @@ def train_ner(config, callbacks=()):
         + list(callbacks),
         verbose=fit_verbosity(),
     )
+    if status != TRAINED:
+        set_status(run_dir, TRAINED)
 
+    check_finite_weights(model)
     model.token_model.save_pretrained(run_dir / MODEL_DIR)
     tokenizer.save_pretrained(run_dir / MODEL_DIR)
     from tfattn.tasks.runs import write_labels
@@ -221,6 +247,9 @@ def train_ner(config, callbacks=()):
     write_json(run_dir / "validation_entities.json", scores)
     (run_dir / "validation_entities.txt").write_text(format_entity_report(scores) + "\n", encoding="utf-8")
     print(format_entity_report(scores))
+    finish_run(run_dir, f"validation entity F1 {scores['f1']:.4f}")
+    for folder in ("phases", "backup"):  # only needed to resume
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
     return scores
 
 

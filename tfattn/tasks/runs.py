@@ -32,9 +32,17 @@ def write_labels(run_dir, label_names):
 def load_run(run_dir):
     """`(model, label_names, config)` of a finished run: for text classification a strings-in
     model of class probabilities, for NER (`task` "ner") a `tfattn.tasks.ner.EntityTagger`."""
+    from tfattn.run_manifest import FINISHED, read_manifest
+
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir}: no config.json; is this a tfattn run folder?")
+    manifest = read_manifest(run_dir)
+    if manifest is not None and manifest.get("status") != FINISHED:
+        raise FileNotFoundError(
+            f"{run_dir}: training has not finished (status {manifest.get('status')!r}); "
+            "rerun its train command to resume it"
+        )
     config = read_json(run_dir / "config.json")
     if config.get("task") == "ner":
         from tfattn.tasks.ner import EntityTagger

@@ -3,7 +3,9 @@
 `train(config)`: load and split the task's data, tokenize it once, build and compile the model
 under the chosen `tf.distribute` strategy with AdamW + warmup, `model.fit` on length-bucketed
 `tf.data` batches, then save a strings-in model and its validation report into the run folder.
-Rerunning the same config after an interruption resumes from the last finished epoch.
+Rerunning the same config after an interruption resumes from the last finished epoch; rerunning
+a finished run stops at once, and another config or changed data in the same folder is refused
+(`tfattn.run_manifest`).
 
 A *family* knows how to tokenize, build, wrap for raw strings and save one kind of model:
 `ScratchFamily` (the from-scratch transformer), `PretrainedFamily` (a Hugging Face backbone) and
@@ -12,29 +14,35 @@ TF-Hub models first train their head on a frozen encoder, then fine-tune everyth
 compiled afresh with its own AdamW + warmup schedule.
 """
 
+import shutil
 from dataclasses import asdict, dataclass
-
 
 from tfattn.data.pipelines import count_batches, encode_texts, make_dataset
 from tfattn.evaluation import write_evaluation
 from tfattn.networks import build_text_classifier, build_token_classifier, build_vectorizer
 from tfattn.optimization import create_optimizer
+from tfattn.run_manifest import TRAINED, finish_run, set_status
 from tfattn.tasks.config import FROZEN_LEARNING_RATE, load_splits
 from tfattn.tasks.runs import HUB_MODEL_DIR, MODEL_FILE, PRETRAINED_DIR, evaluate_texts, write_labels
 from tfattn.training import (
+    EpochOrder,
     MacroF1,
+    check_finite_weights,
+    fit_phase,
     fit_verbosity,
     get_strategy,
     is_resuming,
     standard_callbacks,
     start_run,
+    with_epoch_length,
 )
 
 
 @dataclass(frozen=True)
 class Phase:
     """Part of a run with one optimizer schedule; `trainable`: whether a pretrained encoder
-    trains in it (families without a separate encoder ignore it)."""
+    trains in it (families without a separate encoder ignore it). Its name names its backup,
+    best-epoch and final-weights folders."""
 
     name: str
     epochs: int
@@ -68,8 +76,8 @@ class ScratchFamily(Family):
         # The first two entries are padding and [UNK], which set_vocabulary adds back itself.
         vocab_path.write_text("\n".join(self.vectorizer.get_vocabulary()[2:]), encoding="utf-8")
 
-    def encode(self, texts):
-        return encode_texts(self.vectorizer, texts, self.config.max_length)
+    def encode(self, texts, what):
+        return encode_texts(self.vectorizer, texts, self.config.max_length, what=what)
 
     def build_model(self, num_classes):
         c = self.config
@@ -100,10 +108,10 @@ class PretrainedFamily(Family):
 
         self.tokenizer = load_tokenizer(self.config.backbone)
 
-    def encode(self, texts):
+    def encode(self, texts, what):
         from tfattn.pretrained import tokenize_texts
 
-        return tokenize_texts(self.tokenizer, texts, self.config.max_length)
+        return tokenize_texts(self.tokenizer, texts, self.config.max_length, what=what)
 
     def build_model(self, num_classes):
         from tfattn.pretrained import TransformerClassifier
@@ -132,10 +140,10 @@ class HubFamily(Family):
 
         self.preprocessor = load_hub_layer(self.config.hub_preprocess, "preprocess model")
 
-    def encode(self, texts):
+    def encode(self, texts, what):
         from tfattn.hub import preprocess_in_chunks
 
-        return preprocess_in_chunks(self.preprocessor, texts)
+        return preprocess_in_chunks(self.preprocessor, texts, what=what)
 
     def build_model(self, num_classes):
         from tfattn.hub import HubBertClassifier
@@ -166,24 +174,48 @@ class HubFamily(Family):
         return model
 
 
+def check_model_sources(config):
+    """One-line errors for a backbone or TF-Hub handle that cannot load, before the run folder
+    is touched."""
+    if config.backbone:
+        from tfattn.pretrained import check_pretrained_source, load_tokenizer
+
+        check_pretrained_source(config.backbone)
+        load_tokenizer(config.backbone)  # a hub name fails here, in seconds when offline
+    if config.hub_encoder:
+        from tfattn.hub import resolve_hub_handle
+
+        resolve_hub_handle(config.hub_preprocess, "preprocess model")
+        resolve_hub_handle(config.hub_encoder, "encoder")
+
+
 def _family_of(config, run_dir):
     family_class = HubFamily if config.hub_encoder else PretrainedFamily if config.backbone else ScratchFamily
     return family_class(config, run_dir)
 
 
-def train(config, callbacks=()):
+def train(config, callbacks=(), overwrite=False):
     """Train, evaluate on the validation split and save everything under `config.run_dir`.
 
     Args:
         config: a `TrainConfig`; None fields take the task's and family's defaults.
         callbacks: extra Keras callbacks, run after the standard ones.
+        overwrite: replace a run folder that holds another (or the same, finished) run.
 
     Returns:
         The validation `ClassificationReport`.
+
+    Raises:
+        tfattn.run_manifest.RunFinished: the run folder holds this run, already finished.
+        tfattn.run_manifest.RunConflict: it holds something else (another config or data).
+        tfattn.training.TrainingDiverged: the loss became NaN or infinite.
     """
     config = config.resolve()
-    run_dir = start_run(config.run_dir, asdict(config), config.seed, config.mixed_precision)
     train_examples, validation_examples = load_splits(config)
+    check_model_sources(config)
+    run_dir, status = start_run(
+        config.run_dir, asdict(config), [config.data], config.seed, config.mixed_precision, overwrite=overwrite
+    )
     label_names = train_examples.label_names
     print(
         f"{config.task}: {len(train_examples)} training / {len(validation_examples)} validation examples "
@@ -193,26 +225,25 @@ def train(config, callbacks=()):
     family = _family_of(config, run_dir)
     family.prepare(train_examples.texts)
     train_data = make_dataset(
-        family.encode(train_examples.texts), train_examples.labels, config.batch_size, shuffle=True, seed=config.seed
+        family.encode(train_examples.texts, "training texts"), train_examples.labels, config.batch_size,
+        shuffle=True, seed=config.seed,
     )
-    validation_data = make_dataset(family.encode(validation_examples.texts), validation_examples.labels, config.batch_size)
+    validation_data = make_dataset(
+        family.encode(validation_examples.texts, "validation texts"), validation_examples.labels, config.batch_size
+    )
     batches_per_epoch = count_batches(train_data)
+    train_data = with_epoch_length(train_data, batches_per_epoch)
 
     strategy = get_strategy(config.strategy)
     with strategy.scope():
         model = family.build_model(len(label_names))
+    # Built before fit: BackupAndRestore can only restore into existing variables.
+    model(next(iter(train_data))[0])
+    order = EpochOrder(train_data)
     phases = family.phases()
     first_epoch = 0
     for index, phase in enumerate(phases):
         last_epoch = first_epoch + phase.epochs
-        # A finished phase of a multi-phase run is not redone on resume: its weights are kept.
-        phase_weights = run_dir / "phases" / phase.name / "weights"
-        if len(phases) > 1 and phase_weights.with_suffix(".index").exists():
-            print(f"phase {phase.name!r} already finished; loading its weights")
-            model(next(iter(train_data))[0])  # build the variables before loading them
-            model.load_weights(str(phase_weights))
-            first_epoch = last_epoch
-            continue
         if len(phases) > 1:
             print(f"phase {phase.name!r}: epochs {first_epoch + 1}-{last_epoch}, learning rate {phase.learning_rate:g}")
         family.set_phase(model, phase)
@@ -228,11 +259,8 @@ def train(config, callbacks=()):
                 metrics=["accuracy", MacroF1(len(label_names))],
                 jit_compile=config.jit_compile,
             )
-        model.fit(
-            train_data,
-            validation_data=validation_data,
-            initial_epoch=first_epoch,
-            epochs=last_epoch,
+        trained = fit_phase(
+            model, train_data, order, run_dir, phase.name, first_epoch, last_epoch,
             callbacks=standard_callbacks(
                 run_dir,
                 len(train_examples),
@@ -240,19 +268,26 @@ def train(config, callbacks=()):
                 config.batch_size,
                 patience=config.patience,
                 time_budget=config.time_budget,
-                phase=phase.name if len(phases) > 1 else None,
+                phase=phase.name,
                 append_history=index > 0 or is_resuming(run_dir),
             )
             + list(callbacks),
+            validation_data=validation_data,
             verbose=fit_verbosity(),
         )
-        if len(phases) > 1 and index < len(phases) - 1:
-            model.save_weights(str(phase_weights))
+        if not trained:
+            print(f"phase {phase.name!r} already finished; loaded its weights")
         first_epoch = last_epoch
+    if status != TRAINED:
+        set_status(run_dir, TRAINED)
 
+    check_finite_weights(model)
     text_model = family.save_text_model(model)
     write_labels(run_dir, label_names)
     report = evaluate_texts(text_model, validation_examples)
     write_evaluation(report, run_dir, prefix="validation", config=asdict(config))
     print(report.format_text())
+    finish_run(run_dir, f"validation accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}")
+    for folder in ("phases", "backup"):  # only needed to resume
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
     return report
