@@ -195,7 +195,7 @@ class KeepBest(keras.callbacks.Callback):
 
     After each epoch the `monitor` value is recorded in `best.json` (per epoch, so recomputing
     an epoch after a resume overwrites its own entry); the weights of the best epoch so far are
-    kept in `best.weights.h5`; training stops after `patience` epochs without improvement, and
+    kept in `best/`; training stops after `patience` epochs without improvement, and
     ends with the best weights restored.
     """
 
@@ -206,7 +206,8 @@ class KeepBest(keras.callbacks.Callback):
         # Keras's "auto" mode would minimize any metric whose name lacks "acc", e.g. an F1 score.
         self.sign = -1.0 if monitor.endswith("loss") else 1.0
         self.patience = patience
-        self.weights_path = self.folder / "best.weights.h5"
+        # TensorFlow checkpoint format: it loads under every tf.distribute strategy.
+        self.weights_dir = self.folder / "best"
         self.state_path = self.folder / "best.json"
 
     def _values(self):
@@ -222,17 +223,14 @@ class KeepBest(keras.callbacks.Callback):
         values[epoch] = float(value)
         best_epoch = max(sorted(values), key=lambda e: self.sign * values[e])  # earliest best
         if best_epoch == epoch:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            staging = self.weights_path.with_name("staging.weights.h5")  # same suffix, same format
-            self.model.save_weights(str(staging))
-            staging.replace(self.weights_path)
+            write_atomically(self.weights_dir, lambda staging: self.model.save_weights(str(staging / "weights")), True)
         write_json(self.state_path, {"monitor": self.monitor, "best_epoch": best_epoch, "values": values})
         if epoch - best_epoch >= self.patience:
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        if self.weights_path.is_file():
-            self.model.load_weights(str(self.weights_path))
+        if (self.weights_dir / "weights.index").is_file():
+            self.model.load_weights(str(self.weights_dir / "weights"))
 
 
 def backup_dir(run_dir):
