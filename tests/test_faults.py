@@ -1,0 +1,370 @@
+"""Fault tests: `tfattn train` killed with SIGKILL mid-epoch, while a checkpoint is being
+written, and while the final model is being saved; rerunning the same command resumes and ends
+with exactly the validation result of an uninterrupted run with the same seed, and running it
+once more changes nothing.
+
+Each run is a subprocess of `fault_runner.py` (written below), which enables TensorFlow op
+determinism, installs the fault for one kill point, and calls `tfattn.cli.main`. The three
+model families are the from-scratch classifier, a tiny random BERT backbone, and NER on that
+backbone.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from tfattn.training import resumed_epoch
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3
+KILL_EPOCH = 1  # the second epoch ("Epoch 2/3")
+KILL_BATCH = 3  # the mid-epoch kill comes after this batch of KILL_EPOCH
+POINTS = ("mid-epoch", "checkpoint", "final-save")
+FAMILIES = ("scratch", "pretrained", "ner")
+RESUMING = "resuming the interrupted run"
+# Runs go on side by side, this many at a time (results do not depend on it).
+PARALLEL_RUNS = max(1, min(2, os.cpu_count() or 1))
+
+RUNNER = textwrap.dedent(
+    f'''
+    """Runs `tfattn` with op determinism, after installing the fault for POINT (argv[1])."""
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    KILL_EPOCH, KILL_BATCH = {KILL_EPOCH}, {KILL_BATCH}
+
+
+    def die():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+    def truncate(path):
+        """Leave only the first half of `path`, as a write cut short would."""
+        path = Path(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+
+
+    def kill_mid_epoch():
+        import tf_keras as keras
+
+        import tfattn.tasks.ner
+        import tfattn.tasks.trainer
+        import tfattn.training
+
+        class KillMidEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+
+            def on_train_batch_end(self, batch, logs=None):
+                if self.epoch == KILL_EPOCH and batch == KILL_BATCH:
+                    die()
+
+        original = tfattn.training.standard_callbacks
+
+        def standard_callbacks(*args, **kwargs):
+            return original(*args, **kwargs) + [KillMidEpoch()]
+
+        for module in (tfattn.training, tfattn.tasks.trainer, tfattn.tasks.ner):
+            module.standard_callbacks = standard_callbacks
+
+
+    def kill_during_checkpoint():
+        """At the BackupAndRestore backup of KILL_EPOCH's end: the checkpoint's data and index
+        files are written under the manager's next prefix, then the process dies before the
+        `checkpoint` state file names them."""
+        import tensorflow as tf
+
+        original = tf.train.CheckpointManager.save
+
+        def save(self, *args, **kwargs):
+            epoch = getattr(self._checkpoint, "ckpt_saved_epoch", None)  # only BackupAndRestore's
+            if epoch is not None and int(epoch.numpy()) == KILL_EPOCH:
+                counter = self._checkpoint.save_counter
+                counter.assign_add(1)
+                self._checkpoint.write(f"{{self._prefix}}-{{int(counter.numpy())}}")
+                die()
+            return original(self, *args, **kwargs)
+
+        tf.train.CheckpointManager.save = save
+
+
+    def kill_during_final_save(args):
+        """The final model is written, then cut to half its size, then the process dies."""
+        if "--backbone" in args:
+            import transformers
+
+            original_pretrained = transformers.TFPreTrainedModel.save_pretrained
+
+            def save_pretrained(self, save_directory, *a, **k):
+                original_pretrained(self, save_directory, *a, **k)
+                weights = [p for p in Path(save_directory).iterdir() if p.name in ("tf_model.h5", "model.safetensors")]
+                assert weights, "no weights file written"
+                for path in weights:
+                    truncate(path)
+                die()
+
+            transformers.TFPreTrainedModel.save_pretrained = save_pretrained
+        else:
+            from tfattn.tasks.runs import MODEL_FILE
+            from tfattn.tasks.trainer import ScratchFamily
+
+            original_scratch = ScratchFamily.save_text_model
+
+            def save_text_model(self, model):
+                original_scratch(self, model)
+                truncate(self.run_dir / MODEL_FILE)
+                die()
+
+            ScratchFamily.save_text_model = save_text_model
+
+
+    def main():
+        point, args = sys.argv[1], sys.argv[2:]
+        from tfattn.quiet import start_tensorflow
+
+        start_tensorflow()
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+        if point == "mid-epoch":
+            kill_mid_epoch()
+        elif point == "checkpoint":
+            kill_during_checkpoint()
+        elif point == "final-save":
+            kill_during_final_save(args)
+        elif point != "none":
+            raise SystemExit(f"unknown kill point {{point!r}}")
+        from tfattn.cli import main as tfattn_main
+
+        return tfattn_main(args)
+
+
+    if __name__ == "__main__":
+        sys.exit(main())
+    '''
+)
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+    path = tmp_path_factory.mktemp("faults") / "fault_runner.py"
+    path.write_text(RUNNER, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(minilm_dir, tmp_path_factory):
+    """A tiny random BERT checkpoint (no dropout) with the MiniLM tokenizer files."""
+    from transformers import BertConfig, TFBertModel
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    with open(Path(minilm_dir) / "vocab.txt", encoding="utf-8") as handle:
+        vocab_size = sum(1 for _ in handle)
+    config = BertConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0,
+    )
+    keras.utils.set_random_seed(0)
+    model = TFBertModel(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        if (Path(minilm_dir) / name).is_file():
+            shutil.copy(Path(minilm_dir) / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def commands(agnews_csv, conll_train, conll_valid, tiny_bert):
+    """family -> (run_dir -> the `tfattn` arguments of that family's run)."""
+    common = ["--epochs", str(EPOCHS), "--patience", "5"]
+    pretrained = ["--max-length", "32", "--batch-size", "16", "--learning-rate", "1e-3", "--backbone", str(tiny_bert)]
+    arguments = {
+        "scratch": ["train", "agnews", "--data", str(agnews_csv), "--limit", "300", "--embed-dim", "16",
+                    "--ff-dim", "32", "--vocab-size", "2000", "--batch-size", "32", "--dropout", "0"],
+        "pretrained": ["train", "agnews", "--data", str(agnews_csv), "--limit", "200", "--dropout", "0"] + pretrained,
+        "ner": ["train", "ner", "--data", str(conll_train), "--validation-data", str(conll_valid), "--limit", "200",
+                "--validation-limit", "100"] + pretrained,
+    }
+    return {family: (lambda run_dir, a=a: a + common + ["--run-dir", str(run_dir)]) for family, a in arguments.items()}
+
+
+def run_tfattn(runner, point, args):
+    result = subprocess.run(
+        [sys.executable, str(runner), point, *args], capture_output=True, text=True, timeout=600
+    )
+    result.log = f"\n$ {point} {' '.join(args)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-5000:]}"
+    return result
+
+
+def history_rows(run_dir):
+    with open(Path(run_dir) / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def result_of(run_dir, family):
+    """What must not change with interruptions: the validation result, and every epoch's
+    losses and metrics (all but the wall-clock throughput), exactly."""
+    run_dir = Path(run_dir)
+    if family == "ner":
+        validation = json.loads((run_dir / "validation_entities.json").read_text(encoding="utf-8"))
+    else:
+        metrics = json.loads((run_dir / "validation_metrics.json").read_text(encoding="utf-8"))
+        validation = {name: metrics[name] for name in ("accuracy", "macro_f1", "per_class", "confusion")}
+    epochs = [{k: v for k, v in row.items() if k != "examples_per_second"} for row in history_rows(run_dir)]
+    return {"validation": validation, "epochs": epochs}
+
+
+def snapshot(run_dir):
+    """Every file under `run_dir` with its size and modification time."""
+    return {
+        str(path.relative_to(run_dir)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(Path(run_dir).rglob("*"))
+        if path.is_file()
+    }
+
+
+def check_killed_state(run_dir, family, point):
+    """The kill happened where it was meant to, and left what such a kill leaves."""
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    backup = run_dir / "backup" / "train"
+    if point == "mid-epoch":
+        assert manifest["status"] == "training"
+        assert resumed_epoch(backup) == KILL_EPOCH  # the backup of the epoch before
+        assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(KILL_EPOCH))
+    elif point == "checkpoint":
+        assert manifest["status"] == "training"
+        # The new checkpoint's files are on disk, but the state file still names the previous one.
+        latest = tf.train.latest_checkpoint(str(backup / "chief"))
+        assert latest is not None and latest.endswith(f"ckpt-{KILL_EPOCH}")
+        assert (backup / "chief" / f"ckpt-{KILL_EPOCH + 1}.index").is_file()
+        assert list((backup / "chief").glob(f"ckpt-{KILL_EPOCH + 1}.data-*"))
+        assert resumed_epoch(backup) == KILL_EPOCH
+        assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(KILL_EPOCH))
+    else:
+        assert manifest["status"] == "trained"  # the fit is over, its final weights kept
+        assert (run_dir / "phases" / "train" / "weights.index").is_file()
+        assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(EPOCHS))
+        # A half-written model is left behind, which cannot be read.
+        if family == "scratch":
+            assert not zipfile.is_zipfile(run_dir / "model.keras")
+        else:
+            import h5py
+
+            weights = run_dir / "model" / ("backbone/tf_model.h5" if family == "pretrained" else "tf_model.h5")
+            assert weights.is_file()
+            try:
+                h5py.File(weights, "r").close()
+            except OSError:
+                pass
+            else:
+                raise AssertionError(f"{weights} is complete")
+        assert not (run_dir / ("validation_entities.json" if family == "ner" else "validation_metrics.json")).exists()
+
+
+def uninterrupted_then_repeated(runner, args, run_dir):
+    """Train uninterrupted, then run the same command again (it must find the run finished)."""
+    first = run_tfattn(runner, "none", args)
+    if first.returncode != 0:
+        return {"first": first}
+    before = snapshot(run_dir)
+    again = run_tfattn(runner, "none", args)
+    return {"first": first, "before": before, "again": again, "after": snapshot(run_dir)}
+
+
+def killed_then_resumed(runner, args, run_dir, family, point):
+    """Kill the run at `point`, check what the kill left, then rerun the same command."""
+    killed = run_tfattn(runner, point, args)
+    if killed.returncode != -9:
+        return {"killed": killed}
+    try:
+        check_killed_state(run_dir, family, point)
+    except AssertionError as error:
+        return {"killed": killed, "state_error": error}
+    return {"killed": killed, "resumed": run_tfattn(runner, "none", args)}
+
+
+@pytest.fixture(scope="module")
+def runs(request, runner, commands, tmp_path_factory):
+    """(family, point) -> (future of its runs, run folder); point "none" is the uninterrupted run.
+
+    The runs the selected tests need are all started at once, PARALLEL_RUNS subprocesses at a
+    time, in test order.
+    """
+    needed = []
+    for item in request.session.items:
+        if item.module.__name__ == __name__ and hasattr(item, "callspec"):
+            family, point = item.callspec.params["family"], item.callspec.params.get("point", "none")
+            needed += [key for key in ((family, "none"), (family, point)) if key not in needed]
+    root = tmp_path_factory.mktemp("runs")
+    started = {}
+    with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
+        for family, point in needed:
+            run_dir = root / family / point
+            args = commands[family](run_dir)
+            if point == "none":
+                future = pool.submit(uninterrupted_then_repeated, runner, args, run_dir)
+            else:
+                future = pool.submit(killed_then_resumed, runner, args, run_dir, family, point)
+            started[family, point] = future, run_dir
+        yield started
+        for future, _ in started.values():
+            future.cancel()
+
+
+def uninterrupted_run(runs, family):
+    future, run_dir = runs[family, "none"]
+    first = future.result()["first"]
+    assert first.returncode == 0, first.log
+    assert RESUMING not in first.stdout, first.log
+    assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(EPOCHS)), first.log
+    return run_dir
+
+
+@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_killed_run_resumes_to_the_uninterrupted_result(family, point, runs):
+    expected = result_of(uninterrupted_run(runs, family), family)
+    future, run_dir = runs[family, point]
+    outcome = future.result()
+
+    killed = outcome["killed"]
+    assert killed.returncode == -9, killed.log
+    if "state_error" in outcome:
+        raise AssertionError(f"the kill left an unexpected state: {outcome['state_error']}{killed.log}")
+    resumed = outcome["resumed"]
+    assert resumed.returncode == 0, killed.log + resumed.log
+    assert RESUMING in resumed.stdout, resumed.log
+    assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(EPOCHS)), resumed.log
+    assert json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
+    assert not (run_dir / "phases").exists()
+    assert result_of(run_dir, family) == expected
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_finished_run_is_not_trained_again(family, runs):
+    uninterrupted_run(runs, family)
+    outcome = runs[family, "none"][0].result()
+    again = outcome["again"]
+    assert again.returncode == 0, again.log
+    assert "already finished" in again.stdout, again.log
+    assert RESUMING not in again.stdout, again.log
+    assert outcome["after"] == outcome["before"]
