@@ -12,7 +12,6 @@ backbone.
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-import tf_keras as keras
 
 from tfattn.training import resumed_epoch
 
@@ -170,32 +168,10 @@ def runner(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(minilm_dir, tmp_path_factory):
-    """A tiny random BERT checkpoint (no dropout) with the MiniLM tokenizer files."""
-    from transformers import BertConfig, TFBertModel
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    with open(Path(minilm_dir) / "vocab.txt", encoding="utf-8") as handle:
-        vocab_size = sum(1 for _ in handle)
-    config = BertConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0,
-    )
-    keras.utils.set_random_seed(0)
-    model = TFBertModel(config)
-    model(model.dummy_inputs)
-    model.save_pretrained(folder)
-    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
-        if (Path(minilm_dir) / name).is_file():
-            shutil.copy(Path(minilm_dir) / name, folder / name)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def commands(agnews_csv, conll_train, conll_valid, tiny_bert):
+def commands(agnews_csv, conll_train, conll_valid, tiny_bert_dir):
     """family -> (run_dir -> the `tfattn` arguments of that family's run)."""
     common = ["--epochs", str(EPOCHS), "--patience", "5"]
-    pretrained = ["--max-length", "32", "--batch-size", "16", "--learning-rate", "1e-3", "--backbone", str(tiny_bert)]
+    pretrained = ["--max-length", "32", "--batch-size", "16", "--learning-rate", "1e-3", "--backbone", str(tiny_bert_dir)]
     arguments = {
         "scratch": ["train", "agnews", "--data", str(agnews_csv), "--limit", "300", "--embed-dim", "16",
                     "--ff-dim", "32", "--vocab-size", "2000", "--batch-size", "32", "--dropout", "0"],

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tfattn.data import DataError
 from tfattn.run_manifest import RunFinished
-from tfattn.tasks.config import NUMERIC_OPTIONS
+from tfattn.tasks.config import NUMERIC_OPTIONS, POSITIVE_INT
 
 STRATEGIES = ("default", "mirrored", "multiworker")  # tfattn.training.get_strategy's names
 # `tfattn attention` writes one PNG per text; more than this many needs an explicit --limit.
@@ -72,32 +72,22 @@ def _add_config_arguments(parser, config_class, skip=()):
             continue
         value_type = _optional_field_types(config_class)[field.name] if default is None else type(default)
         if field.name in NUMERIC_OPTIONS:
-            value_type = _checked(field.name)
+            value_type = _checked(field.name, NUMERIC_OPTIONS[field.name])
         help_text = FIELD_HELP.get(field.name) if default is None else f"default: {default}"
         parser.add_argument(flag, type=value_type, default=default, choices=FIELD_CHOICES.get(field.name), help=help_text)
 
 
-def _checked(name):
-    """An argparse type that parses and range-checks the numeric option `name`."""
+def _checked(name, bound):
+    """An argparse type that parses the option `name` and checks it against `bound`."""
     def parse(text):
         try:
-            return NUMERIC_OPTIONS[name].check(name, text)
+            return bound.check(name, text)
         except ValueError as error:
             # argparse already prefixes "argument --name:"; keep what follows the flag.
             raise argparse.ArgumentTypeError(str(error).split(" ", 1)[1]) from None
 
-    parse.__name__ = NUMERIC_OPTIONS[name].kind.__name__
+    parse.__name__ = bound.kind.__name__
     return parse
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def _optional_field_types(config_class):
@@ -302,7 +292,7 @@ def build_parser():
             sub.add_argument("--out", default="attention.png", help="PNG path")
             sub.add_argument("--layers", type=int, nargs="+", default=[0], help="layer indices")
             sub.add_argument("--heads", type=int, nargs="+", default=None, help="head indices (default all)")
-            sub.add_argument("--limit", type=_positive_int, help=f"plot only the first N texts (needed above {MAX_ATTENTION_FILES})")
+            sub.add_argument("--limit", type=_checked("limit", POSITIVE_INT), help=f"plot only the first N texts (needed above {MAX_ATTENTION_FILES})")
             sub.add_argument(
                 "--compare", metavar="RUN", help="another run (e.g. the frozen backbone) drawn above, same layer"
             )
@@ -318,7 +308,7 @@ def build_parser():
     )
     export_hub.add_argument("--from", required=True, metavar="HF_BERT_FOLDER", help="local checkpoint folder with vocab.txt")
     export_hub.add_argument("--out", required=True, help="folder to hold preprocess/ and encoder/")
-    export_hub.add_argument("--seq-length", type=_positive_int, default=128, help="preprocess output length (default 128)")
+    export_hub.add_argument("--seq-length", type=_checked("seq_length", POSITIVE_INT), default=128, help="preprocess output length (default 128)")
     export_hub.add_argument("--overwrite", action="store_true", help="replace existing folders")
     export_hub.set_defaults(func=_cmd_export_hub)
     return parser

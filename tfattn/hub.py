@@ -338,7 +338,7 @@ def preprocess_in_chunks(preprocessor, texts, chunk_size=512, what="texts"):
     finite: the encoder pools over those two). The preprocess model truncates by itself, so
     truncated texts cannot be counted here.
     """
-    from tfattn.data.pipelines import warn_about_lengths
+    from tfattn.data.pipelines import warn_about_texts
 
     parts = {name: [] for name in HUB_FEATURE_NAMES}
     all_lengths = []
@@ -350,5 +350,5 @@ def preprocess_in_chunks(preprocessor, texts, chunk_size=512, what="texts"):
             parts[name].append(tf.RaggedTensor.from_tensor(features[name], lengths=lengths))
     if all_lengths:
         lengths = np.concatenate(all_lengths)
-        warn_about_lengths(lengths, lengths.max() + 1, 2, what=what, filler="[CLS] [SEP] only")
+        warn_about_texts(len(lengths), empty=int(np.sum(lengths <= 2)), what=what, filler="[CLS] [SEP] only")
     return {name: tf.concat(pieces, axis=0) for name, pieces in parts.items()}

@@ -132,19 +132,16 @@ def tokenize_texts(tokenizer, texts, max_length=128, what="texts"):
     `attention_mask`, `token_type_ids`), ready for `tfattn.data.pipelines.make_dataset`, which
     pads each batch to its own longest row.
     """
-    from tfattn.data.pipelines import warn_about_lengths
+    from tfattn.data.pipelines import warn_about_texts
 
     texts = list(texts)
-    # The overflow rows tell which texts were truncated; only each text's first row is kept.
+    # Overflow rows tell which texts were truncated; only each text's first row is kept.
     encoded = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
-    sample_of_row = np.asarray(encoded.get("overflow_to_sample_mapping", range(len(texts))), np.int64)
-    first_rows = np.flatnonzero(np.r_[True, sample_of_row[1:] != sample_of_row[:-1]]) if len(sample_of_row) else []
-    rows_per_text = np.bincount(sample_of_row, minlength=len(texts))
+    _, first_rows, rows_per_text = np.unique(encoded["overflow_to_sample_mapping"], return_index=True, return_counts=True)
     lengths = np.array([len(encoded["input_ids"][row]) for row in first_rows], np.int64)
     specials = tokenizer.num_special_tokens_to_add(pair=False)
-    warn_about_lengths(
-        np.where(rows_per_text > 1, max_length + 1, lengths), max_length, specials, what=what, filler="its special tokens only"
-    )
+    warn_about_texts(len(texts), int(np.sum(rows_per_text > 1)), int(np.sum(lengths <= specials)), max_length, what,
+                     filler="its special tokens only")
     return {
         name: tf.RaggedTensor.from_row_lengths(
             np.fromiter((i for row in first_rows for i in encoded[name][row]), np.int32, count=int(lengths.sum())),

@@ -43,7 +43,9 @@ def start_tensorflow(verbose=False):
     import tensorflow as tf
 
     tf.config.list_physical_devices()  # probes CUDA now, through the filter
-    tf.get_logger().addFilter(_DropNoise())
+    logger = tf.get_logger()
+    if not any(isinstance(f, _DropNoise) for f in logger.filters):  # once, however often main() runs
+        logger.addFilter(_DropNoise())
 
 
 def _filter_native_stderr():

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.export import write_atomically
-from tfattn.run_manifest import TRAINING, open_run
+from tfattn.run_manifest import TRAINED, TRAINING, finish_run, open_run, set_status
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -361,8 +362,7 @@ def start_run(run_dir, config, data_sources, seed, mixed_precision=False, overwr
     interrupted run is being resumed, and seed Keras (same seed, same initial weights, dropout
     masks and shuffles, up to nondeterministic kernels).
 
-    Returns `(run_dir, status)`: the folder as a `Path`, and None for a new run, `TRAINING` to
-    resume fitting, or `TRAINED` when only saving and evaluating remain.
+    Returns the folder as a `Path`.
     """
     run_dir = Path(run_dir)
     status = open_run(run_dir, config, data_sources, overwrite=overwrite)
@@ -373,7 +373,19 @@ def start_run(run_dir, config, data_sources, seed, mixed_precision=False, overwr
     write_json(run_dir / "config.json", config)
     keras.utils.set_random_seed(seed)
     set_mixed_precision(mixed_precision)
-    return run_dir, status
+    return run_dir
+
+
+def mark_trained(run_dir):
+    """Training is done and its weights are kept: a rerun only saves and evaluates."""
+    set_status(run_dir, TRAINED)
+
+
+def finish_training(run_dir, summary):
+    """Mark the run finished with a one-line `summary`, and remove what only a resume needed."""
+    finish_run(run_dir, summary)
+    for folder in (backup_dir(run_dir), Path(run_dir) / "phases"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def fit_verbosity():

@@ -30,30 +30,25 @@ def encode_texts(vectorizer, texts, max_length, chunk_size=2048, what="texts"):
         lengths.append(ids.row_lengths().numpy())
         # TextVectorization pads with id 0 and never emits 0 for a real token.
         pieces.append(tf.RaggedTensor.from_tensor(fit(ids), padding=0))
-    warn_about_lengths(np.concatenate(lengths) if lengths else np.zeros(0, np.int64), max_length, what=what)
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    warn_about_texts(len(lengths), int(np.sum(lengths > max_length)), int(np.sum(lengths == 0)), max_length, what)
     if not pieces:
         return tf.ragged.constant([], dtype=tf.int32, ragged_rank=1)
     return tf.concat(pieces, axis=0)
 
 
-def warn_about_lengths(lengths, max_length, num_special_tokens=0, what="texts", filler="[UNK]"):
-    """Warn, with counts, about texts longer than `max_length` tokens (they are truncated) and
-    texts with no token besides the `num_special_tokens` every text gets (they read as `filler`).
-
-    `lengths`: each text's token count before truncation, special tokens included.
-    """
-    lengths = np.asarray(lengths)
-    truncated = int(np.sum(lengths > max_length))
-    empty = int(np.sum(lengths <= num_special_tokens))
+def warn_about_texts(total, truncated=0, empty=0, max_length=None, what="texts", filler="[UNK]"):
+    """Warn, with counts out of `total`, about `truncated` texts (longer than `max_length`
+    tokens) and `empty` ones (no token besides the special ones; each is read as `filler`)."""
     if truncated:
         warnings.warn(
-            f"{truncated} of {len(lengths)} {what} are longer than max_length={max_length} tokens and were "
+            f"{truncated} of {total} {what} are longer than max_length={max_length} tokens and were "
             "truncated; raise --max-length to keep more",
             stacklevel=2,
         )
     if empty:
         warnings.warn(
-            f"{empty} of {len(lengths)} {what} have no token (empty, whitespace or punctuation only); "
+            f"{empty} of {total} {what} have no token (empty, whitespace or punctuation only); "
             f"each is read as {filler}",
             stacklevel=2,
         )

@@ -12,7 +12,6 @@ Word-level predictions come from each word's first sub-token (`tfattn.ner`).
 """
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Optional
@@ -26,13 +25,13 @@ from tfattn.data.pipelines import count_batches, make_dataset
 from tfattn.export import write_atomically
 from tfattn.ner import IGNORE_INDEX, entity_scores, format_entity_report, group_entities, tokenize_and_align, word_predictions
 from tfattn.optimization import create_optimizer
-from tfattn.run_manifest import TRAINED, finish_run, set_status
 from tfattn.training import (
     EpochOrder,
-    check_finite_weights,
+    finish_training,
     fit_phase,
     fit_verbosity,
     get_strategy,
+    mark_trained,
     standard_callbacks,
     start_run,
     with_epoch_length,
@@ -188,7 +187,7 @@ def train_ner(config, callbacks=(), overwrite=False):
     validation_sentences = _first(load_conll(config.validation_data, "validation"), config.validation_limit)
     check_pretrained_source(config.backbone)
     tokenizer = load_tokenizer(config.backbone)
-    run_dir, status = start_run(
+    run_dir = start_run(
         config.run_dir, asdict(config), [config.data, config.validation_data], config.seed, config.mixed_precision,
         overwrite=overwrite,
     )
@@ -231,10 +230,8 @@ def train_ner(config, callbacks=(), overwrite=False):
         + list(callbacks),
         verbose=fit_verbosity(),
     )
-    if status != TRAINED:
-        set_status(run_dir, TRAINED)
+    mark_trained(run_dir)  # fit_phase checked the weights are finite
 
-    check_finite_weights(model)
     model.token_model.save_pretrained(run_dir / MODEL_DIR)
     tokenizer.save_pretrained(run_dir / MODEL_DIR)
     from tfattn.tasks.runs import write_labels
@@ -247,9 +244,7 @@ def train_ner(config, callbacks=(), overwrite=False):
     write_json(run_dir / "validation_entities.json", scores)
     (run_dir / "validation_entities.txt").write_text(format_entity_report(scores) + "\n", encoding="utf-8")
     print(format_entity_report(scores))
-    finish_run(run_dir, f"validation entity F1 {scores['f1']:.4f}")
-    for folder in ("phases", "backup"):  # only needed to resume
-        shutil.rmtree(run_dir / folder, ignore_errors=True)
+    finish_training(run_dir, f"validation entity F1 {scores['f1']:.4f}")
     return scores
 
 

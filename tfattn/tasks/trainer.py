@@ -14,24 +14,24 @@ TF-Hub models first train their head on a frozen encoder, then fine-tune everyth
 compiled afresh with its own AdamW + warmup schedule.
 """
 
-import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from tfattn.data.pipelines import count_batches, encode_texts, make_dataset
 from tfattn.evaluation import write_evaluation
 from tfattn.networks import build_text_classifier, build_token_classifier, build_vectorizer
 from tfattn.optimization import create_optimizer
-from tfattn.run_manifest import TRAINED, finish_run, set_status
 from tfattn.tasks.config import FROZEN_LEARNING_RATE, load_splits
 from tfattn.tasks.runs import HUB_MODEL_DIR, MODEL_FILE, PRETRAINED_DIR, evaluate_texts, write_labels
 from tfattn.training import (
     EpochOrder,
     MacroF1,
-    check_finite_weights,
+    finish_training,
     fit_phase,
     fit_verbosity,
     get_strategy,
     is_resuming,
+    mark_trained,
     standard_callbacks,
     start_run,
     with_epoch_length,
@@ -56,6 +56,9 @@ class Family:
     def __init__(self, config, run_dir):
         self.config = config
         self.run_dir = run_dir
+
+    def check(self):
+        """Fail in one line if the model cannot be loaded; runs before the run folder is touched."""
 
     def phases(self):
         return [Phase("train", self.config.epochs, self.config.learning_rate)]
@@ -103,10 +106,14 @@ class ScratchFamily(Family):
 class PretrainedFamily(Family):
     """A Hugging Face checkpoint (name or folder) with a classification head."""
 
-    def prepare(self, train_texts):
-        from tfattn.pretrained import load_tokenizer
+    def check(self):
+        from tfattn.pretrained import check_pretrained_source, load_tokenizer
 
-        self.tokenizer = load_tokenizer(self.config.backbone)
+        check_pretrained_source(self.config.backbone)
+        self.tokenizer = load_tokenizer(self.config.backbone)  # a hub name fails here, in seconds offline
+
+    def prepare(self, train_texts):
+        """The tokenizer was loaded by `check`."""
 
     def encode(self, texts, what):
         from tfattn.pretrained import tokenize_texts
@@ -134,6 +141,12 @@ class PretrainedFamily(Family):
 
 class HubFamily(Family):
     """A TF-Hub BERT preprocess + encoder pair (URLs or SavedModel folders, e.g. `tfattn export-hub`)."""
+
+    def check(self):
+        from tfattn.hub import resolve_hub_handle
+
+        resolve_hub_handle(self.config.hub_preprocess, "preprocess model")
+        resolve_hub_handle(self.config.hub_encoder, "encoder")
 
     def prepare(self, train_texts):
         from tfattn.hub import load_hub_layer
@@ -174,21 +187,6 @@ class HubFamily(Family):
         return model
 
 
-def check_model_sources(config):
-    """One-line errors for a backbone or TF-Hub handle that cannot load, before the run folder
-    is touched."""
-    if config.backbone:
-        from tfattn.pretrained import check_pretrained_source, load_tokenizer
-
-        check_pretrained_source(config.backbone)
-        load_tokenizer(config.backbone)  # a hub name fails here, in seconds when offline
-    if config.hub_encoder:
-        from tfattn.hub import resolve_hub_handle
-
-        resolve_hub_handle(config.hub_preprocess, "preprocess model")
-        resolve_hub_handle(config.hub_encoder, "encoder")
-
-
 def _family_of(config, run_dir):
     family_class = HubFamily if config.hub_encoder else PretrainedFamily if config.backbone else ScratchFamily
     return family_class(config, run_dir)
@@ -212,8 +210,9 @@ def train(config, callbacks=(), overwrite=False):
     """
     config = config.resolve()
     train_examples, validation_examples = load_splits(config)
-    check_model_sources(config)
-    run_dir, status = start_run(
+    family = _family_of(config, Path(config.run_dir))
+    family.check()
+    run_dir = start_run(
         config.run_dir, asdict(config), [config.data], config.seed, config.mixed_precision, overwrite=overwrite
     )
     label_names = train_examples.label_names
@@ -222,7 +221,6 @@ def train(config, callbacks=(), overwrite=False):
         f"from {train_examples.source}; model: {config.model_description}"
     )
 
-    family = _family_of(config, run_dir)
     family.prepare(train_examples.texts)
     train_data = make_dataset(
         family.encode(train_examples.texts, "training texts"), train_examples.labels, config.batch_size,
@@ -278,16 +276,12 @@ def train(config, callbacks=(), overwrite=False):
         if not trained:
             print(f"phase {phase.name!r} already finished; loaded its weights")
         first_epoch = last_epoch
-    if status != TRAINED:
-        set_status(run_dir, TRAINED)
+    mark_trained(run_dir)  # fit_phase checked the weights are finite
 
-    check_finite_weights(model)
     text_model = family.save_text_model(model)
     write_labels(run_dir, label_names)
     report = evaluate_texts(text_model, validation_examples)
     write_evaluation(report, run_dir, prefix="validation", config=asdict(config))
     print(report.format_text())
-    finish_run(run_dir, f"validation accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}")
-    for folder in ("phases", "backup"):  # only needed to resume
-        shutil.rmtree(run_dir / folder, ignore_errors=True)
+    finish_training(run_dir, f"validation accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}")
     return report
