@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 # TensorFlow's C++ start-up chatter buries the benchmark's own output; keep warnings and errors.
@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from tfattn.evaluation import classification_metrics  # noqa: E402
 from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
-from tfattn.tasks.runs import evaluate_texts  # noqa: E402
 from tfattn.tasks.trainer import train  # noqa: E402
 from tfattn.training import Throughput, TimeBudget, fit_verbosity, write_json  # noqa: E402
 
@@ -101,9 +101,7 @@ def build_course_model(train_texts, num_classes):
     Returns:
         `(model, adapt_seconds)`.
     """
-    vectorizer = keras.layers.TextVectorization(
-        max_tokens=COURSE_VOCAB_SIZE, output_sequence_length=COURSE_MAX_LENGTH
-    )
+    vectorizer = keras.layers.TextVectorization(max_tokens=COURSE_VOCAB_SIZE, output_sequence_length=COURSE_MAX_LENGTH)
     start = time.perf_counter()
     vectorizer.adapt(tf.data.Dataset.from_tensor_slices(train_texts).batch(1024))
     adapt_seconds = time.perf_counter() - start
@@ -145,6 +143,14 @@ def steady_state(rates):
     """Mean examples/s over the epochs after the first, which also pays for graph tracing
     (the first epoch's rate when it is the only one)."""
     return float(np.mean(rates[1:] if len(rates) > 1 else rates))
+
+
+def evaluate_course_model(model, examples, batch_size):
+    """A `ClassificationReport` of the course model (strings in, softmax probabilities out) on
+    `TextExamples`. tfattn's own `evaluate_texts` needs a tfattn `TextClassifier`."""
+    dataset = tf.data.Dataset.from_tensor_slices(examples.texts).batch(batch_size)
+    probabilities = model.predict(dataset, verbose=0)
+    return classification_metrics(examples.labels, np.asarray(probabilities).argmax(axis=-1), examples.label_names)
 
 
 def run_ours(config):
@@ -199,7 +205,7 @@ def run_course(train_examples, validation_examples, seconds=None, epochs=None):
     rates = [count / secs for count, secs in zip(examples, timer.epoch_seconds)]
     # A cut-short last epoch is a few batches plus the epoch start-up: keep it out of the rate.
     complete_rates = [rate for rate, count in zip(rates, examples) if count == num_train] or rates
-    report = evaluate_texts(model, validation_examples, batch_size=COURSE_BATCH_SIZE)
+    report = evaluate_course_model(model, validation_examples, batch_size=COURSE_BATCH_SIZE)
     return {
         "time_budget_seconds": seconds,
         "epochs_requested": epochs,
@@ -229,9 +235,14 @@ def git_state():
 def format_table(ours, course):
     header = ("pipeline", "epochs run", "train wall s", "examples/s (steady)", "val accuracy", "macro-F1")
     rows = [
-        (name, f"{result['epochs_run']:.2f}".rstrip("0").rstrip("."), f"{result['train_wall_seconds']:.1f}",
-         f"{result['examples_per_second_steady']:.0f}", f"{result['validation_accuracy']:.4f}",
-         f"{result['validation_macro_f1']:.4f}")
+        (
+            name,
+            f"{result['epochs_run']:.2f}".rstrip("0").rstrip("."),
+            f"{result['train_wall_seconds']:.1f}",
+            f"{result['examples_per_second_steady']:.0f}",
+            f"{result['validation_accuracy']:.4f}",
+            f"{result['validation_macro_f1']:.4f}",
+        )
         for name, result in (("tfattn (ours)", ours), ("course", course))
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -249,11 +260,15 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"our epochs (default: {defaults.epochs})")
     course = parser.add_mutually_exclusive_group()
     course.add_argument(
-        "--course-seconds", type=float, default=None,
+        "--course-seconds",
+        type=float,
+        default=None,
         help="course training wall time (default: as long as our whole train() call took)",
     )
     course.add_argument(
-        "--course-epochs", type=int, default=None,
+        "--course-epochs",
+        type=int,
+        default=None,
         help="instead train the course model for this many full epochs, with no time limit",
     )
     return parser.parse_args(argv)
@@ -296,7 +311,7 @@ def main(argv=None):
         args.out,
         {
             "command": shlex.join([sys.executable, *sys.argv]),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "git": git_state(),
             "tensorflow_version": tf.__version__,
             "tf_keras_version": keras.__version__,

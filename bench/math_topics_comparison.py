@@ -6,6 +6,7 @@ up where it stopped. Prints per-epoch tables (loss, accuracy, validation loss/ac
 and writes them, the final validation reports and before/after attention plots to --out.
 
     python bench/math_topics_comparison.py --runs runs/math
+    python bench/math_topics_comparison.py --runs /tmp/math_smoke --out /tmp/math_smoke --limit 60  # smoke test
 """
 
 import argparse
@@ -34,8 +35,8 @@ EXAMPLES = [
 ]
 
 
-def run_configs(data, runs, backbone):
-    common = dict(task="math", data=data)
+def run_configs(data, runs, backbone, limit=None):
+    common = dict(task="math", data=data, limit=limit)
     return {
         "from-scratch transformer": TrainConfig(run_dir=str(runs / "scratch"), **common),
         # all-MiniLM-L6-v2 was trained as a sentence encoder with mean pooling, as the course uses.
@@ -75,11 +76,17 @@ def main():
     parser.add_argument("--runs", default=str(REPO / "runs" / "math"), help="folder of the three run folders")
     parser.add_argument("--backbone", default=None, help="checkpoint folder (default: the offline MiniLM)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "math_topics"))
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="smoke test: train on a random subset of this many problems (use a separate --runs)",
+    )
     args = parser.parse_args()
 
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    configs = run_configs(args.data, runs, args.backbone or str(offline_minilm_path()))
+    configs = run_configs(args.data, runs, args.backbone or str(offline_minilm_path()), args.limit)
     for name, config in configs.items():
         if (Path(config.run_dir) / "validation_metrics.json").exists():
             print(f"reusing finished run: {name} ({config.run_dir})")
@@ -113,8 +120,14 @@ def main():
     after = extract_attention(load_run(configs["MiniLM fine-tuned"].run_dir)[0], EXAMPLES)
     for index, (b, a) in enumerate(zip(before, after)):
         path = plot_attention_comparison(
-            b.attention, a.attention, a.tokens, out / f"attention_before_after_{index}.png",
-            layer=0, heads=[0, 1, 2, 3], labels=("pretrained (frozen)", "fine-tuned"), title=a.text,
+            b.attention,
+            a.attention,
+            a.tokens,
+            out / f"attention_before_after_{index}.png",
+            layer=0,
+            heads=[0, 1, 2, 3],
+            labels=("pretrained (frozen)", "fine-tuned"),
+            title=a.text,
         )
         print(f"wrote {path}")
 

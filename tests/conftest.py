@@ -94,8 +94,15 @@ def tiny_bert_dir(minilm_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_bert")
     vocab_size = sum(1 for _ in open(minilm_dir / "vocab.txt", encoding="utf-8"))
     config = BertConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        classifier_dropout=0.0,
     )
     keras.utils.set_random_seed(0)
     model = TFBertModel(config)

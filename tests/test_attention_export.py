@@ -1,16 +1,17 @@
-"""Tests of attention extraction and SavedModel export on a small text classifier."""
+"""Attention extraction and SavedModel export on a small from-scratch text classifier.
 
-import json
-import subprocess
-import sys
+The export round trip in a fresh interpreter without tfattn (probabilities, labels, label
+names), for every family, is in the shared harness: test_task_models.py (`scratch-mean-export`
+in the quick suite); here: what an export does with the folder it writes to.
+"""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfattn.attention import extract_attention
-from tfattn.export import export_text_classifier
-from tfattn.networks import build_text_classifier, build_token_classifier, build_vectorizer, token_model_of
+from tfattn.export import export_model
+from tfattn.models import TextClassifier, TransformerEncoder, VocabularyPreprocessor
 
 TEXTS = ["stocks fell on wall street", "the team won the final game", "new chip from intel", "oil prices rose"]
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
@@ -18,18 +19,22 @@ LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
 @pytest.fixture(scope="module")
 def text_model():
-    vectorizer = build_vectorizer(TEXTS, vocab_size=50)
-    token_model = build_token_classifier(
-        vectorizer.vocabulary_size(), num_classes=4, max_length=12, embed_dim=8, num_heads=2, ff_dim=16, num_blocks=2
+    preprocessor = VocabularyPreprocessor.adapt(TEXTS, vocab_size=50, max_length=12)
+    encoder = TransformerEncoder(
+        len(preprocessor.vocabulary), max_length=12, embed_dim=8, num_heads=2, ff_dim=16, num_blocks=2
     )
-    return build_text_classifier(vectorizer, token_model, max_length=12)
+    return TextClassifier(preprocessor, encoder, num_classes=4, pooling="mean")
 
 
 def test_extract_attention_shapes_tokens_and_rows(text_model):
     maps = extract_attention(text_model, ["Stocks fell on Wall Street", "oil"])
     assert [m.tokens for m in maps] == [["stocks", "fell", "on", "wall", "street"], ["oil"]]
+    assert [m.text for m in maps] == ["Stocks fell on Wall Street", "oil"]
     assert maps[0].attention.shape == (2, 2, 5, 5) and maps[1].attention.shape == (2, 2, 1, 1)
+    assert (maps[0].num_layers, maps[0].num_heads) == (2, 2)
     np.testing.assert_allclose(maps[0].attention.sum(axis=-1), 1.0, atol=1e-5)
+    # Unknown words read as [UNK]; a text of none at all still has one position to attend.
+    assert [m.tokens for m in extract_attention(text_model, ["stocks zebra", "?!"])] == [["stocks", "[UNK]"], ["[UNK]"]]
 
 
 def test_attention_does_not_depend_on_batch_neighbours(text_model):
@@ -37,43 +42,39 @@ def test_attention_does_not_depend_on_batch_neighbours(text_model):
     # Batched with a longer text, this text gets padded: its maps must not change.
     batched = extract_attention(text_model, ["stocks fell on wall street today again", "oil prices rose"])[1].attention
     np.testing.assert_allclose(batched, alone, atol=1e-5)
+    # Nor with the batch size of the extraction.
+    texts = ["oil prices rose", "stocks fell", "the team won the final game"]
+    by_one = [m.attention for m in extract_attention(text_model, texts, batch_size=1)]
+    for single, batched in zip(by_one, extract_attention(text_model, texts, batch_size=3), strict=True):
+        np.testing.assert_allclose(batched.attention, single, atol=1e-5)
 
 
 def test_attention_matches_the_blocks_own_scores(text_model):
-    token_model = token_model_of(text_model)
+    encoder = text_model.encoder
     ids = tf.constant([[2, 3, 4]])
-    x = token_model.get_layer("embedding")(ids)
-    _, first_scores = token_model.get_layer("block_0")(x, return_attention_scores=True)
-    vocabulary = text_model.get_layer("vectorizer").get_vocabulary()
-    text = " ".join(vocabulary[i] for i in (2, 3, 4))
+    x = encoder.embedding(ids)
+    _, first_scores = encoder.blocks[0](x, return_attention_scores=True)
+    text = " ".join(text_model.preprocessor.vocabulary[i] for i in (2, 3, 4))
     np.testing.assert_allclose(extract_attention(text_model, text)[0].attention[0], first_scores[0], atol=1e-5)
 
 
-def test_export_round_trip_without_tfattn(text_model, tmp_path):
-    export_dir = export_text_classifier(text_model, LABELS, tmp_path / "export")
-    expected = text_model(tf.constant(TEXTS)).numpy()
-    # A fresh interpreter that never imports tfattn serves the same predictions.
-    script = (
-        "import json, sys, tensorflow as tf\n"
-        f"serve = tf.saved_model.load({str(export_dir)!r}).signatures['serving_default']\n"
-        f"out = serve(tf.constant({TEXTS!r}))\n"
-        "assert 'tfattn' not in sys.modules\n"
-        "print(json.dumps({k: v.numpy().tolist() for k, v in out.items() if k == 'probabilities'}"
-        " | {'label': [s.decode() for s in out['label'].numpy()],"
-        " 'names': [s.decode() for s in out['label_names'].numpy()[0]]}))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    served = json.loads(result.stdout.strip().splitlines()[-1])
-    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
-    assert served["label"] == [LABELS[i] for i in expected.argmax(-1)]
-    assert served["names"] == LABELS
-
-
-def test_export_refuses_to_overwrite_and_leaves_no_staging_folder(text_model, tmp_path):
+def test_export_refuses_to_overwrite_and_leaves_no_staging_folder(text_model, tmp_path, monkeypatch):
     target = tmp_path / "export"
     target.mkdir()
-    with pytest.raises(FileExistsError, match="already exists"):
-        export_text_classifier(text_model, LABELS, target)
-    export_text_classifier(text_model, LABELS, target, overwrite=True)
-    assert (target / "saved_model.pb").exists()
+    (target / "saved_model.pb").write_text("the previous export")
+    with pytest.raises(FileExistsError, match="export already exists; pass overwrite=True"):
+        export_model(text_model, LABELS, target)
+
+    # An export that fails halfway, even with overwrite=True, keeps the previous export whole and
+    # leaves no staging folder behind.
+    def fail_halfway(module, folder, signatures=None):
+        tf.io.gfile.makedirs(f"{folder}/variables")
+        with open(f"{folder}/saved_model.pb", "w") as half_written:
+            half_written.write("half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", fail_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        export_model(text_model, LABELS, target, overwrite=True)
+    assert (target / "saved_model.pb").read_text() == "the previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

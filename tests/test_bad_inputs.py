@@ -37,22 +37,30 @@ def punctuation_csv(agnews_csv, tmp_path_factory):
 def punctuation_run(punctuation_csv, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "p"
     with pytest.warns(UserWarning, match=r"1 of \d+ training texts have no token"):
-        assert main(["train", "agnews", "--data", str(punctuation_csv), "--epochs", "2", "--run-dir", str(run_dir)]
-                    + SMALL_MODEL) == 0
+        assert (
+            main(
+                ["train", "agnews", "--data", str(punctuation_csv), "--epochs", "2", "--run-dir", str(run_dir)]
+                + SMALL_MODEL
+            )
+            == 0
+        )
     return run_dir
 
 
 def _snapshot(folder):
     """Every file under `folder` with its size and modification time."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 def _history_losses(run_dir):
     import csv
 
     with open(run_dir / "history.csv") as handle:
-        return [float(row["loss"]) for row in csv.DictReader(handle)] + [float(row["val_loss"]) for row in
-                                                                         csv.DictReader(open(run_dir / "history.csv"))]
+        return [float(row["loss"]) for row in csv.DictReader(handle)] + [
+            float(row["val_loss"]) for row in csv.DictReader(open(run_dir / "history.csv"))
+        ]
 
 
 # --- texts with no token --------------------------------------------------------------------
@@ -88,21 +96,37 @@ def test_math_problem_of_punctuation_only_trains_finite(math_topics_jsonl, tmp_p
     data = tmp_path / "m.jsonl"
     data.write_text("".join(rows) + json.dumps({"problem": "?", "subject": subject}) + "\n", encoding="utf-8")
     with pytest.warns(UserWarning, match="have no token"):
-        assert main(["train", "math", "--data", str(data), "--epochs", "1", "--run-dir", str(tmp_path / "r")]
-                    + SMALL_MODEL) == 0
+        assert (
+            main(
+                ["train", "math", "--data", str(data), "--epochs", "1", "--run-dir", str(tmp_path / "r")] + SMALL_MODEL
+            )
+            == 0
+        )
     assert all(math.isfinite(loss) for loss in _history_losses(tmp_path / "r"))
 
 
 def test_pretrained_models_give_finite_outputs_for_texts_with_no_token(tiny_bert_dir):
-    from tfattn.pretrained import PretrainedTextClassifier, TransformerClassifier
-    from tfattn.wordpiece import bert_preprocessor_from_pretrained
+    from tfattn.data import NER_LABELS
+    from tfattn.models import POOLINGS, HuggingFaceEncoder, TextClassifier, TokenClassifier
+    from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
 
     preprocessor = bert_preprocessor_from_pretrained(tiny_bert_dir, max_length=16)
     texts = tf.constant(["", "   ", "!!!", "a real text"])
-    for pooling in ("cls", "mean"):
-        classifier = TransformerClassifier.from_pretrained_backbone(tiny_bert_dir, 3, pooling=pooling)
-        probabilities = PretrainedTextClassifier(classifier, preprocessor)(texts).numpy()
-        assert np.all(np.isfinite(probabilities)), pooling
+    encoder = HuggingFaceEncoder.from_pretrained(tiny_bert_dir)
+    assert POOLINGS == ("cls", "mean", "pooled")
+    for pooling in POOLINGS:
+        classifier = TextClassifier(preprocessor, encoder, 3, pooling=pooling)
+        logits = classifier(texts, training=False).numpy()
+        assert logits.shape == (4, 3) and np.all(np.isfinite(logits)), pooling
+        probabilities = classifier.predict_proba(["", "   ", "!!!", "a real text"])
+        assert np.all(np.isfinite(probabilities)) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5), pooling
+        # "" and "   " are both [CLS] [SEP]: the same answer.
+        np.testing.assert_allclose(probabilities[0], probabilities[1], atol=1e-6)
+    tagged = TokenClassifier(preprocessor, encoder, NER_LABELS).tag_tokens(texts)
+    assert np.all(np.isfinite(tagged["probabilities"].numpy()))
+    # Texts with no word have no token to tag: only [CLS] and [SEP], spans (0, 0), no word.
+    assert (tagged["word_ids"][:2].numpy() == -1).all() and not tagged["offsets"][:2].numpy().any()
+    assert tagged["word_ids"][3].numpy().tolist() == [-1, 0, 1, 2, -1]
 
 
 def test_tokenize_texts_counts_truncated_and_special_only_texts(tiny_bert_dir):
@@ -114,7 +138,9 @@ def test_tokenize_texts_counts_truncated_and_special_only_texts(tiny_bert_dir):
     messages = [str(w.message) for w in caught]
     assert any(m.startswith("1 of 4 texts are longer than max_length=8") for m in messages)
     assert any(m.startswith("1 of 4 texts have no token") for m in messages)
-    assert features["input_ids"].row_lengths().numpy().tolist() == [2, 4, 8, 8]
+    assert set(features) == {"input_word_ids", "input_mask", "input_type_ids"}
+    assert features["input_word_ids"].row_lengths().numpy().tolist() == [2, 4, 8, 8]
+    assert features["input_word_ids"][0].numpy().tolist() == [tokenizer.cls_token_id, tokenizer.sep_token_id]
 
 
 # --- repeated and changed runs --------------------------------------------------------------
@@ -130,8 +156,9 @@ def test_resuming_with_other_data_is_refused_and_changes_nothing(agnews_csv, tmp
     other = tmp_path / "b.csv"
     other.write_text("".join(_real_rows(agnews_csv, 300)), encoding="utf-8")
     run_dir = tmp_path / "r"
-    config = TrainConfig(data=str(agnews_csv), run_dir=str(run_dir), limit=400, epochs=3, embed_dim=16, ff_dim=32,
-                         vocab_size=2000)
+    config = TrainConfig(
+        data=str(agnews_csv), run_dir=str(run_dir), limit=400, epochs=3, embed_dim=16, ff_dim=32, vocab_size=2000
+    )
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[InterruptTraining(1, when="begin")])
     before = _snapshot(run_dir)
@@ -142,12 +169,12 @@ def test_resuming_with_other_data_is_refused_and_changes_nothing(agnews_csv, tmp
     assert f"data {str(agnews_csv)!r} -> {str(other)!r}" in error and "limit 400 -> 300" in error
     assert _snapshot(run_dir) == before
     # The same run also refuses once its data file changed.
-    assert main(["train", "agnews", "--data", str(other), "--limit", "300", "--epochs", "1",
-                 "--run-dir", str(tmp_path / "r2")] + SMALL_MODEL) == 0
+    second_run = ["train", "agnews", "--data", str(other), "--limit", "300", "--epochs", "1"]
+    second_run += ["--run-dir", str(tmp_path / "r2")] + SMALL_MODEL
+    assert main(second_run) == 0
     with open(other, "a", encoding="utf-8") as handle:
         handle.write('"1","Extra row","appended later"\n')
-    assert main(["train", "agnews", "--data", str(other), "--limit", "300", "--epochs", "1",
-                 "--run-dir", str(tmp_path / "r2")] + SMALL_MODEL) == 2
+    assert main(second_run) == 2
     assert "b.csv changed since the run started" in capsys.readouterr().err
 
 
@@ -166,13 +193,13 @@ def test_overwrite_retrains(agnews_csv, tmp_path, capsys):
     data.write_text("".join(_real_rows(agnews_csv, 200)), encoding="utf-8")
     argv = ["train", "agnews", "--data", str(data), "--epochs", "1", "--run-dir", str(tmp_path / "r")] + SMALL_MODEL
     assert main(argv) == 0
-    model_time = (tmp_path / "r" / "model.keras").stat().st_mtime_ns
+    model_time = (tmp_path / "r" / "model" / "model.json").stat().st_mtime_ns
     assert main(argv + ["--overwrite"]) == 0
-    assert (tmp_path / "r" / "model.keras").stat().st_mtime_ns != model_time
+    assert (tmp_path / "r" / "model" / "model.json").stat().st_mtime_ns != model_time
     # A folder that is not a run is never emptied, even with --overwrite.
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    assert main(argv[:-len(SMALL_MODEL)][:-1] + [str(tmp_path / "mine"), "--overwrite"] + SMALL_MODEL) == 2
+    assert main(argv[: -len(SMALL_MODEL)][:-1] + [str(tmp_path / "mine"), "--overwrite"] + SMALL_MODEL) == 2
     assert "not a tfattn run folder" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
@@ -184,7 +211,7 @@ def test_diverging_training_stops_naming_epoch_and_batch_and_saves_no_model(punc
     assert main(argv + SMALL_MODEL) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: training diverged: loss is nan at epoch 1, batch ")
-    assert not (run_dir / "model.keras").exists()
+    assert not (run_dir / "model").exists()
     assert main(["predict", "--run", str(run_dir), "text"]) == 2
     assert "training has not finished" in capsys.readouterr().err
 
@@ -217,14 +244,17 @@ def test_numeric_options_are_checked_when_parsed(option, value, message, tmp_pat
 
 def test_the_python_api_checks_the_same_options():
     from tfattn.tasks.config import TrainConfig
-    from tfattn.tasks.ner import NerConfig
 
     with pytest.raises(ValueError, match="--batch-size must be a positive integer, got 0"):
         TrainConfig(batch_size=0).resolve()
     with pytest.raises(ValueError, match=r"--embed-dim \(16\) must be a multiple of --num-heads \(3\)"):
         TrainConfig(embed_dim=16, num_heads=3).resolve()
     with pytest.raises(ValueError, match="--epochs must be a positive integer, got 0"):
-        NerConfig(data="t.txt", backbone="b", epochs=0).resolve()
+        TrainConfig(task="ner", data="t.txt", backbone="b", epochs=0).resolve()
+    with pytest.raises(ValueError, match="--validation-limit must be a positive integer, got 0"):
+        TrainConfig(task="ner", data="t.txt", backbone="b", validation_limit=0).resolve()
+    with pytest.raises(ValueError, match="--pooling must be one of cls, mean, pooled, got 'auto'"):
+        TrainConfig(pooling="auto").resolve()
 
 
 def test_too_few_examples_per_class_are_refused(punctuation_csv, tmp_path, capsys):
@@ -259,8 +289,24 @@ def test_a_ten_megabyte_text_is_read_and_truncated_with_a_warning(agnews_csv, tm
     examples = read_agnews_csv(big)
     assert len(examples) == 121 and len(examples.texts[-1]) > 10_000_000
     with pytest.warns(UserWarning, match=r"1 of \d+ (training|validation) texts are longer than max_length=200"):
-        assert main(["train", "agnews", "--data", str(big), "--epochs", "1", "--max-length", "200",
-                     "--run-dir", str(tmp_path / "r")] + SMALL_MODEL) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "agnews",
+                    "--data",
+                    str(big),
+                    "--epochs",
+                    "1",
+                    "--max-length",
+                    "200",
+                    "--run-dir",
+                    str(tmp_path / "r"),
+                ]
+                + SMALL_MODEL
+            )
+            == 0
+        )
 
 
 # --- model handles ---------------------------------------------------------------------------
@@ -272,21 +318,39 @@ def test_model_handles_fail_in_one_line_naming_what_is_missing(punctuation_csv, 
     def refused(backbone):
         run_dir = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
         started = time.perf_counter()
-        assert main(["train", "agnews", "--data", str(punctuation_csv), "--backbone", str(backbone),
-                     "--run-dir", str(run_dir)]) == 2
+        assert (
+            main(
+                [
+                    "train",
+                    "agnews",
+                    "--data",
+                    str(punctuation_csv),
+                    "--backbone",
+                    str(backbone),
+                    "--run-dir",
+                    str(run_dir),
+                ]
+            )
+            == 2
+        )
         assert not run_dir.exists()  # refused before the run folder was made
         error = capsys.readouterr().err.strip()
         assert error.count("\n") == 0 and "Traceback" not in error
         return error, time.perf_counter() - started
 
-    assert refused("/nonexistent/bert")[0] == "error: /nonexistent/bert: no such folder (expected a Hugging Face checkpoint folder)"
+    assert (
+        refused("/nonexistent/bert")[0]
+        == "error: /nonexistent/bert: no such folder (expected a Hugging Face checkpoint folder)"
+    )
     no_weights = tmp_path / "no_weights"
     shutil.copytree(tiny_bert_dir, no_weights, ignore=shutil.ignore_patterns("*.h5", "*.safetensors"))
     assert "no_weights: not a Hugging Face checkpoint folder for the model: no tf_model.h5" in refused(no_weights)[0]
     no_vocab = tmp_path / "no_vocab"
     shutil.copytree(tiny_bert_dir, no_vocab, ignore=shutil.ignore_patterns("vocab.txt", "tokenizer*"))
-    assert "no_vocab: not a Hugging Face checkpoint folder for the tokenizer: no tokenizer.json or vocab.txt" in refused(
-        no_vocab)[0]
+    assert (
+        "no_vocab: not a Hugging Face checkpoint folder for the tokenizer: no tokenizer.json or vocab.txt"
+        in refused(no_vocab)[0]
+    )
     error, seconds = refused("no-such-org/no-such-bert")
     assert "'no-such-org/no-such-bert'" in error and "local checkpoint folder" in error and seconds < 10
 
@@ -295,7 +359,7 @@ def test_model_handles_fail_in_one_line_naming_what_is_missing(punctuation_csv, 
 
 
 def test_export_removes_staging_folders_of_killed_exports(tmp_path):
-    from tfattn.export import write_atomically
+    from tfattn.files import write_atomically
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(gone.stdout)
@@ -304,7 +368,9 @@ def test_export_removes_staging_folders_of_killed_exports(tmp_path):
     alive = tmp_path / f".export.tmp-{os.getpid()}-feedbeef"  # a concurrent export still writing
     for folder in (stale, legacy, alive):
         (folder / "variables").mkdir(parents=True)
-    write_atomically(tmp_path / "export", lambda staging: (staging.mkdir(), (staging / "saved_model.pb").write_text("x")))
+    write_atomically(
+        tmp_path / "export", lambda staging: (staging.mkdir(), (staging / "saved_model.pb").write_text("x"))
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["export", alive.name])
 
 
@@ -317,7 +383,9 @@ def test_attention_file_with_many_texts_asks_for_limit(punctuation_run, tmp_path
     assert main(["attention", "--run", str(punctuation_run), "--file", str(texts), "--out", str(out)]) == 2
     assert "1000 texts would write 1000 PNG files; pass --limit N" in capsys.readouterr().err
     assert list(out.parent.iterdir()) == []
-    assert main(["attention", "--run", str(punctuation_run), "--file", str(texts), "--out", str(out), "--limit", "2"]) == 0
+    assert (
+        main(["attention", "--run", str(punctuation_run), "--file", str(texts), "--out", str(out), "--limit", "2"]) == 0
+    )
     assert sorted(p.name for p in out.parent.iterdir()) == ["a_0.png", "a_1.png"]
 
 
@@ -328,24 +396,55 @@ def _run(*args, timeout=600):
     return subprocess.run([TFATTN, *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
+def test_importing_the_cli_does_not_start_tensorflow():
+    # The quiet output filters TensorFlow's native start-up lines only if `main` imports it first.
+    probe = (
+        "import sys, tfattn.cli; "
+        "print(sorted(m for m in ('tensorflow', 'tf_keras', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_errors_are_one_line_without_framework_noise(tmp_path):
     result = _run("train", "agnews", "--data", tmp_path / "nope.csv", "--run-dir", tmp_path / "r")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {tmp_path / 'nope.csv'}: no such file (expected an AG News CSV path or 'tfds:ag_news_subset')"
+    assert (
+        result.stderr.strip()
+        == f"error: {tmp_path / 'nope.csv'}: no such file (expected an AG News CSV path or 'tfds:ag_news_subset')"
+    )
     assert "cuInit" not in result.stdout + result.stderr
     verbose = _run("--verbose", "train", "agnews", "--data", tmp_path / "nope.csv", "--run-dir", tmp_path / "r")
     assert verbose.returncode == 2 and len(verbose.stderr.strip().splitlines()) > 1  # TensorFlow's own lines
 
 
 @pytest.mark.slow
-def test_readme_tfhub_training_command_runs_in_its_own_process(minilm_dir, punctuation_csv, tmp_path):
+def test_readme_tfhub_training_command_runs_in_its_own_process(tiny_bert_dir, punctuation_csv, tmp_path):
     # Nothing but the command itself imports tensorflow_text here, as for a user.
     hub_dir = tmp_path / "hub"
-    exported = _run("export-hub", "--from", minilm_dir, "--out", hub_dir, "--seq-length", "32")
+    exported = _run("export-hub", "--from", tiny_bert_dir, "--out", hub_dir, "--seq-length", "32")
     assert exported.returncode == 0, exported.stderr
-    result = _run("train", "agnews", "--data", punctuation_csv, "--hub-preprocess", hub_dir / "preprocess",
-                  "--hub-encoder", hub_dir / "encoder", "--freeze-epochs", "1", "--epochs", "1", "--limit", "80",
-                  "--batch-size", "16", "--run-dir", tmp_path / "run")
+    result = _run(
+        "train",
+        "agnews",
+        "--data",
+        punctuation_csv,
+        "--hub-preprocess",
+        hub_dir / "preprocess",
+        "--hub-encoder",
+        hub_dir / "encoder",
+        "--freeze-epochs",
+        "1",
+        "--epochs",
+        "1",
+        "--limit",
+        "80",
+        "--batch-size",
+        "16",
+        "--run-dir",
+        tmp_path / "run",
+    )
     assert result.returncode == 0, result.stderr
     assert "accuracy" in result.stdout and "Traceback" not in result.stderr
     noise = [line for line in result.stderr.splitlines() if not line.startswith("warning: ")]

@@ -3,12 +3,15 @@
 import csv
 import json
 
+import numpy as np
 import pytest
-import tf_keras as keras
+import tensorflow as tf
 from conftest import InterruptTraining
 
 from tfattn.cli import main
+from tfattn.models import TextClassifier
 from tfattn.tasks.config import TrainConfig, load_splits
+from tfattn.tasks.runs import load_run
 from tfattn.tasks.trainer import train
 from tfattn.training import get_strategy
 
@@ -26,8 +29,24 @@ def trained_run(agnews_csv, tmp_path_factory):
 @pytest.mark.slow
 def test_train_writes_a_complete_run_folder(trained_run):
     names = {p.name for p in trained_run.iterdir()}
-    assert {"config.json", "labels.json", "model.keras", "vocab.txt", "history.csv", "logs", "checkpoints"} <= names
+    assert {
+        "run.json",
+        "config.json",
+        "labels.json",
+        "model",
+        "vocab.txt",
+        "history.csv",
+        "logs",
+        "checkpoints",
+    } <= names
     assert {"validation_metrics.json", "validation_report.txt", "validation_confusion.png"} <= names
+    # The model folder: the Keras config (vocabulary included) and one weights checkpoint.
+    assert {"model.json", "weights.index"} <= {p.name for p in (trained_run / "model").iterdir()}
+    model_config = json.loads((trained_run / "model" / "model.json").read_text())
+    assert model_config["registered_name"] == "tfattn>TextClassifier"
+    assert model_config["config"]["pooling"] == "mean"  # the from-scratch default
+    words = model_config["config"]["preprocessor"]["config"]["vocabulary"]
+    assert words == (trained_run / "vocab.txt").read_text(encoding="utf-8").split("\n")
     # What a resume needs is removed once the run finished: nothing left to resume from.
     assert not (trained_run / "backup").exists() and not (trained_run / "phases").exists()
     metrics = json.loads((trained_run / "validation_metrics.json").read_text())
@@ -38,16 +57,36 @@ def test_train_writes_a_complete_run_folder(trained_run):
     assert len(rows) == 2 and float(rows[-1]["examples_per_second"]) > 0
     assert 0.0 <= float(rows[-1]["val_macro_f1"]) <= 1.0
 
+    model, label_names, config = load_run(trained_run)
+    assert isinstance(model, TextClassifier) and model.num_classes == 4 and model.pooling == "mean"
+    assert label_names == ["World", "Sports", "Business", "Sci/Tech"] and config["limit"] == 400
+
 
 @pytest.mark.slow
-def test_predict_evaluate_attention_export(trained_run, tmp_path, capsys):
-    assert main(["predict", "--run", str(trained_run), "Oil prices rose", "The Red Sox won"]) == 0
+def test_predict_evaluate_attention_export(trained_run, agnews_csv, tmp_path, capsys):
+    texts = ["Oil prices rose", "The Red Sox won"]
+    model, label_names, _ = load_run(trained_run)
+    probabilities = model.predict_proba(texts)
+    assert probabilities.shape == (2, 4)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    capsys.readouterr()
+    assert main(["predict", "--run", str(trained_run), *texts]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and lines[0].split("\t")[0] in {"World", "Sports", "Business", "Sci/Tech"}
+    assert lines == [f"{label_names[p.argmax()]}\t{p.max():.3f}\t{text}" for p, text in zip(probabilities, texts)]
 
+    before = json.loads((trained_run / "validation_metrics.json").read_text())
     assert main(["evaluate", "--run", str(trained_run)]) == 0
     recomputed = json.loads((trained_run / "validation_metrics.json").read_text())
     assert recomputed["num_examples"] == 40  # the same validation split, rebuilt from config.json
+    assert recomputed["accuracy"] == before["accuracy"] and recomputed["confusion"] == before["confusion"]
+
+    # --data: a whole file, reported under the "test" prefix.
+    head = tmp_path / "head.csv"
+    with open(agnews_csv, encoding="utf-8") as handle:
+        head.write_text("".join(next(handle) for _ in range(30)), encoding="utf-8")
+    assert main(["evaluate", "--run", str(trained_run), "--data", str(head)]) == 0
+    tested = json.loads((trained_run / "test_metrics.json").read_text())
+    assert tested["num_examples"] == 30 and tested["config"] == {"data": str(head), "run": str(trained_run)}
 
     png = tmp_path / "attention.png"
     assert main(["attention", "--run", str(trained_run), "Oil prices rose sharply", "--out", str(png)]) == 0
@@ -55,25 +94,51 @@ def test_predict_evaluate_attention_export(trained_run, tmp_path, capsys):
 
     assert main(["export", "--run", str(trained_run), "--out", str(tmp_path / "export")]) == 0
     assert (tmp_path / "export" / "saved_model.pb").exists()
+    served = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"](texts=tf.constant(texts))
+    np.testing.assert_allclose(served["probabilities"].numpy(), probabilities, atol=1e-5)
+    assert [label.decode() for label in served["label"].numpy()] == [label_names[p.argmax()] for p in probabilities]
+
+    # The NER command refuses a text classification run.
+    assert main(["ner", "--run", str(trained_run), "Oil prices rose"]) == 2
+    assert f"{trained_run} is not an NER run" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_mirrored_strategy_trains_over_two_cpu_devices(agnews_csv, tmp_path):
     assert get_strategy("mirrored").num_replicas_in_sync == 2
     config = TrainConfig(
-        data=str(agnews_csv), run_dir=str(tmp_path / "run"), limit=200, epochs=1,
-        embed_dim=16, ff_dim=32, vocab_size=1000, batch_size=32, strategy="mirrored",
+        data=str(agnews_csv),
+        run_dir=str(tmp_path / "run"),
+        limit=200,
+        epochs=1,
+        embed_dim=16,
+        ff_dim=32,
+        vocab_size=1000,
+        batch_size=32,
+        strategy="mirrored",
+        pooling="cls",
     )
     report = train(config)
     assert report.num_examples == len(load_splits(config.resolve())[1]) == 19
-    assert keras.models.load_model(tmp_path / "run" / "model.keras").output_shape == (None, 4)
+    # Saved under the strategy, loaded outside it: the same model, serving raw strings.
+    model, label_names, _ = load_run(tmp_path / "run")
+    assert isinstance(model, TextClassifier) and model.num_classes == len(label_names) == 4
+    assert model.pooling == "cls"
+    assert model.predict_proba(["Oil prices rose", ""]).shape == (2, 4)
 
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_from_last_epoch(agnews_csv, tmp_path):
     config = TrainConfig(
-        data=str(agnews_csv), run_dir=str(tmp_path / "run"), limit=200, epochs=3, patience=5,
-        embed_dim=16, ff_dim=32, vocab_size=1000, batch_size=32,
+        data=str(agnews_csv),
+        run_dir=str(tmp_path / "run"),
+        limit=200,
+        epochs=3,
+        patience=5,
+        embed_dim=16,
+        ff_dim=32,
+        vocab_size=1000,
+        batch_size=32,
     )
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[InterruptTraining(1)])
@@ -109,5 +174,37 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("train", "evaluate", "predict", "attention", "export"):
+    for command in ("train", "evaluate", "predict", "ner", "attention", "export", "export-hub"):
         assert command in out
+
+
+@pytest.mark.parametrize("task", ["agnews", "math", "ner"])
+def test_every_task_is_a_train_command_with_the_same_options(task, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", task, "--help"])
+    out = capsys.readouterr().out
+    for option in (
+        "--data",
+        "--backbone",
+        "--hub-preprocess",
+        "--pooling",
+        "--freeze",
+        "--limit",
+        "--validation-limit",
+    ):
+        assert option in out
+    assert "--head" not in out
+
+
+def test_pooling_takes_cls_mean_or_pooled_and_head_is_gone(tmp_path, capsys):
+    argv = ["train", "agnews", "--data", "x.csv", "--run-dir", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) as exited:
+        main(argv + ["--pooling", "max"])
+    assert exited.value.code == 2
+    assert "argument --pooling: invalid choice: 'max' (choose from 'cls', 'mean', 'pooled')" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(argv + ["--head", "auto"])
+    assert exited.value.code == 2 and "unrecognized arguments: --head auto" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--pooling must be one of cls, mean, pooled, got 'max'"):
+        TrainConfig(pooling="max").resolve()
+    assert not (tmp_path / "r").exists()

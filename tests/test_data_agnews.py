@@ -91,7 +91,7 @@ def test_reads_quoted_commas_newlines_and_artefacts(tmp_path):
         ("Busch #39;s lead", "Busch's lead"),
         ("up to  #36;2\\million", "up to $2 million"),
         ("end of day. \\ Next", "end of day. Next"),
-        ("Inc. &lt;A HREF=\"http://x.y/q\"&gt;CAL.N&lt;/A&gt; said", "Inc. CAL.N said"),
+        ('Inc. &lt;A HREF="http://x.y/q"&gt;CAL.N&lt;/A&gt; said', "Inc. CAL.N said"),
         ("Standard  amp; Poor", "Standard & Poor"),
         ("  1 < 2 > 0  ", "1 < 2 > 0"),
         ("Rises; Falls", "Rises; Falls"),
@@ -182,9 +182,7 @@ def test_text_examples_rejects_bad_labels():
 
 
 def test_subset_keeps_names_and_source():
-    examples = TextExamples(
-        texts=["a", "b", "c"], labels=[0, 1, 1], label_names=["x", "y", "z"], source="mem"
-    )
+    examples = TextExamples(texts=["a", "b", "c"], labels=[0, 1, 1], label_names=["x", "y", "z"], source="mem")
     part = examples.subset([2, 0])
     assert part.texts == ["c", "a"]
     assert part.labels.tolist() == [1, 0]

@@ -135,7 +135,10 @@ def test_xlsx_named_sheet(tmp_path):
     assert examples.label_names == ["Геометрия"]
     raises_one_line(
         "math.xlsx: no sheet 'Листы'; sheets are: 'Sheet', 'Задачи'",
-        read_labelled_texts, path, sheet="Листы", **COURSE_TOPICS,
+        read_labelled_texts,
+        path,
+        sheet="Листы",
+        **COURSE_TOPICS,
     )
 
 
@@ -143,24 +146,20 @@ def test_xlsx_missing_column_lists_found_columns(tmp_path):
     path = write_xlsx(tmp_path, [["Задача", "Ответ"], ["1 + 1 = ?", 2]])
     raises_one_line(
         "math.xlsx: no column 'Тема'; columns are: 'Задача', 'Ответ'",
-        read_labelled_texts, path, **COURSE_TOPICS,
+        read_labelled_texts,
+        path,
+        **COURSE_TOPICS,
     )
 
 
 def test_xlsx_empty_label_names_the_row(tmp_path):
-    path = write_xlsx(
-        tmp_path, [["Задача", "Тема"], ["1 + 1 = ?", "Алгебра"], ["2 + 2 = ?", None]]
-    )
-    raises_one_line(
-        "math.xlsx, row 3: empty label in column 'Тема'", read_labelled_texts, path, **COURSE_TOPICS
-    )
+    path = write_xlsx(tmp_path, [["Задача", "Тема"], ["1 + 1 = ?", "Алгебра"], ["2 + 2 = ?", None]])
+    raises_one_line("math.xlsx, row 3: empty label in column 'Тема'", read_labelled_texts, path, **COURSE_TOPICS)
 
 
 def test_not_a_workbook(tmp_path):
     path = write_text(tmp_path, "math.xlsx", "Задача,Тема\n")
-    raises_one_line(
-        "math.xlsx: not a readable .xlsx workbook", read_labelled_texts, path, **COURSE_TOPICS
-    )
+    raises_one_line("math.xlsx: not a readable .xlsx workbook", read_labelled_texts, path, **COURSE_TOPICS)
 
 
 # --- csv -----------------------------------------------------------------------------------
@@ -170,11 +169,11 @@ def test_csv_with_custom_columns(tmp_path):
     path = write_text(
         tmp_path,
         "topics.csv",
-        'id,question,topic\n'
+        "id,question,topic\n"
         '1,"Add 2, 3 and 4",arithmetic\n'
         '2,"Line one\nline two",geometry\n'
-        '\n'
-        '3,What is 7 * 6?,arithmetic\n',
+        "\n"
+        "3,What is 7 * 6?,arithmetic\n",
     )
     examples = read_labelled_texts(path, text_column="question", label_column="topic")
     assert examples.texts == ["Add 2, 3 and 4", "Line one\nline two", "What is 7 * 6?"]
@@ -194,7 +193,11 @@ def test_csv_unknown_label_names_row_and_label(tmp_path):
     path = write_text(tmp_path, "topics.csv", "text,label\nfirst,a\nsecond,b\nthird,c\n")
     message = raises_one_line(
         "topics.csv, row 4 (line 4): unknown label 'c'; known labels are: 'a', 'b'",
-        read_labelled_texts, path, "text", "label", label_names=["a", "b"],
+        read_labelled_texts,
+        path,
+        "text",
+        "label",
+        label_names=["a", "b"],
     )
     assert message.endswith("'a', 'b'")
 
@@ -204,7 +207,11 @@ def test_unknown_label_shortens_a_long_label_list(tmp_path):
     names = [f"topic {i:02d}" for i in range(30)]
     message = raises_one_line(
         "row 2 (line 2): unknown label 'zzz'; known labels are: 'topic 00', 'topic 01'",
-        read_labelled_texts, path, "text", "label", label_names=names,
+        read_labelled_texts,
+        path,
+        "text",
+        "label",
+        label_names=names,
     )
     assert message.endswith("'topic 09', ... (30 in all)")
     assert "topic 10" not in message
@@ -214,12 +221,18 @@ def test_csv_empty_text_and_wrong_field_count(tmp_path):
     empty = write_text(tmp_path, "empty.csv", "text,label\nfine,a\n   ,b\n")
     raises_one_line(
         "empty.csv, row 3 (line 3): empty text in column 'text'",
-        read_labelled_texts, empty, "text", "label",
+        read_labelled_texts,
+        empty,
+        "text",
+        "label",
     )
     ragged = write_text(tmp_path, "ragged.csv", "text,label\nfine,a\nno label\n")
     raises_one_line(
         "ragged.csv, row 3 (line 3): found 1 fields, the header has 2",
-        read_labelled_texts, ragged, "text", "label",
+        read_labelled_texts,
+        ragged,
+        "text",
+        "label",
     )
 
 
@@ -227,7 +240,10 @@ def test_csv_missing_column_and_no_rows(tmp_path):
     path = write_text(tmp_path, "topics.csv", "question,topic\n")
     raises_one_line(
         "topics.csv: no column 'text'; columns are: 'question', 'topic'",
-        read_labelled_texts, path, "text", "topic",
+        read_labelled_texts,
+        path,
+        "text",
+        "topic",
     )
     raises_one_line("topics.csv: no examples", read_labelled_texts, path, "question", "topic")
 
@@ -250,28 +266,23 @@ def test_jsonl_reads_objects_and_skips_blank_lines(tmp_path):
 
 
 def test_jsonl_bad_json_names_the_line(tmp_path):
-    path = write_text(
-        tmp_path, "topics.jsonl", '{"problem": "a", "subject": "x"}\n{"problem": "b", \n'
-    )
+    path = write_text(tmp_path, "topics.jsonl", '{"problem": "a", "subject": "x"}\n{"problem": "b", \n')
     raises_one_line("topics.jsonl, line 2: not valid JSON", load_math_topics, path)
 
 
 def test_jsonl_line_that_is_not_an_object(tmp_path):
     path = write_text(tmp_path, "topics.jsonl", '["a", "x"]\n')
-    raises_one_line(
-        "topics.jsonl, line 1: expected a JSON object, got an array", load_math_topics, path
-    )
+    raises_one_line("topics.jsonl, line 1: expected a JSON object, got an array", load_math_topics, path)
 
 
 def test_jsonl_missing_key_and_null_text(tmp_path):
     missing = write_text(tmp_path, "missing.jsonl", '{"problem": "a", "topic": "x"}\n')
     raises_one_line(
         "missing.jsonl, line 1: no column 'subject'; columns are: 'problem', 'topic'",
-        load_math_topics, missing,
+        load_math_topics,
+        missing,
     )
-    null = write_text(
-        tmp_path, "null.jsonl", '{"problem": "a", "subject": "x"}\n{"problem": null, "subject": "x"}\n'
-    )
+    null = write_text(tmp_path, "null.jsonl", '{"problem": "a", "subject": "x"}\n{"problem": null, "subject": "x"}\n')
     raises_one_line("null.jsonl, line 2: empty text in column 'problem'", load_math_topics, null)
 
 
@@ -293,7 +304,10 @@ def test_unsupported_suffix(tmp_path):
     path = write_text(tmp_path, "topics.txt", "text,label\n")
     raises_one_line(
         "topics.txt: unsupported file type '.txt'; expected .jsonl, .json-lines, .csv or .xlsx",
-        read_labelled_texts, path, "text", "label",
+        read_labelled_texts,
+        path,
+        "text",
+        "label",
     )
 
 
@@ -301,7 +315,11 @@ def test_sheet_only_for_xlsx(tmp_path):
     path = write_text(tmp_path, "topics.csv", "text,label\na,b\n")
     raises_one_line(
         "topics.csv: sheet='Лист1' only applies to .xlsx files",
-        read_labelled_texts, path, "text", "label", sheet="Лист1",
+        read_labelled_texts,
+        path,
+        "text",
+        "label",
+        sheet="Лист1",
     )
 
 

@@ -4,9 +4,14 @@ with exactly the validation result of an uninterrupted run with the same seed, a
 once more changes nothing.
 
 Each run is a subprocess of `fault_runner.py` (written below), which enables TensorFlow op
-determinism, installs the fault for one kill point, and calls `tfattn.cli.main`. The three
-model families are the from-scratch classifier, a tiny random BERT backbone, and NER on that
-backbone.
+determinism, installs the fault for one kill point, and calls `tfattn.cli.main`. The families
+are the from-scratch classifier, a tiny random BERT backbone, NER on that backbone, and a
+TF-Hub pair exported from it (`tfattn export-hub`), which trains in two phases: one epoch on a
+frozen encoder, then two fine-tuning epochs, so its kills land in the second phase.
+
+Every family saves the same run folder: `model/` (`model.json` + a `weights` checkpoint, by
+`tfattn.models.save_model`) and `phases/PHASE/` (the final weights of each training phase,
+removed once the run finished).
 """
 
 import csv
@@ -15,7 +20,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,7 +34,14 @@ EPOCHS = 3
 KILL_EPOCH = 1  # the second epoch ("Epoch 2/3")
 KILL_BATCH = 3  # the mid-epoch kill comes after this batch of KILL_EPOCH
 POINTS = ("mid-epoch", "checkpoint", "final-save")
-FAMILIES = ("scratch", "pretrained", "ner")
+FAMILIES = ("scratch", "pretrained", "ner", "hub")
+# Each family's phases: (name, first epoch, end epoch); their epochs add up to EPOCHS.
+PHASES = {
+    "scratch": [("train", 0, EPOCHS)],
+    "pretrained": [("train", 0, EPOCHS)],
+    "ner": [("train", 0, EPOCHS)],
+    "hub": [("frozen", 0, 1), ("fine-tuned", 1, EPOCHS)],
+}
 RESUMING = "resuming the interrupted run"
 # Runs go on side by side, this many at a time (results do not depend on it).
 PARALLEL_RUNS = max(1, min(2, os.cpu_count() or 1))
@@ -62,7 +73,6 @@ RUNNER = textwrap.dedent(
     def kill_mid_epoch():
         import tf_keras as keras
 
-        import tfattn.tasks.ner
         import tfattn.tasks.trainer
         import tfattn.training
 
@@ -79,7 +89,7 @@ RUNNER = textwrap.dedent(
         def standard_callbacks(*args, **kwargs):
             return original(*args, **kwargs) + [KillMidEpoch()]
 
-        for module in (tfattn.training, tfattn.tasks.trainer, tfattn.tasks.ner):
+        for module in (tfattn.training, tfattn.tasks.trainer):
             module.standard_callbacks = standard_callbacks
 
 
@@ -103,34 +113,22 @@ RUNNER = textwrap.dedent(
         tf.train.CheckpointManager.save = save
 
 
-    def kill_during_final_save(args):
-        """The final model is written, then cut to half its size, then the process dies."""
-        if "--backbone" in args:
-            import transformers
+    def kill_during_final_save():
+        """The final model is written (`model/`: model.json and the weights checkpoint), then its
+        weights data cut to half their size, then the process dies."""
+        import tfattn.tasks.trainer
 
-            original_pretrained = transformers.TFPreTrainedModel.save_pretrained
+        original = tfattn.tasks.trainer.save_model
 
-            def save_pretrained(self, save_directory, *a, **k):
-                original_pretrained(self, save_directory, *a, **k)
-                weights = [p for p in Path(save_directory).iterdir() if p.name in ("tf_model.h5", "model.safetensors")]
-                assert weights, "no weights file written"
-                for path in weights:
-                    truncate(path)
-                die()
+        def save_model(model, folder):
+            original(model, folder)
+            data = list(Path(folder).glob("weights.data-*"))
+            assert data, "no weights data file written"
+            for path in data:
+                truncate(path)
+            die()
 
-            transformers.TFPreTrainedModel.save_pretrained = save_pretrained
-        else:
-            from tfattn.tasks.runs import MODEL_FILE
-            from tfattn.tasks.trainer import ScratchFamily
-
-            original_scratch = ScratchFamily.save_text_model
-
-            def save_text_model(self, model):
-                original_scratch(self, model)
-                truncate(self.run_dir / MODEL_FILE)
-                die()
-
-            ScratchFamily.save_text_model = save_text_model
+        tfattn.tasks.trainer.save_model = save_model
 
 
     def main():
@@ -146,7 +144,7 @@ RUNNER = textwrap.dedent(
         elif point == "checkpoint":
             kill_during_checkpoint()
         elif point == "final-save":
-            kill_during_final_save(args)
+            kill_during_final_save()
         elif point != "none":
             raise SystemExit(f"unknown kill point {{point!r}}")
         from tfattn.cli import main as tfattn_main
@@ -168,24 +166,89 @@ def runner(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def commands(agnews_csv, conll_train, conll_valid, tiny_bert_dir):
+def hub_dir(tiny_bert_dir, tmp_path_factory):
+    """TF-Hub preprocess and encoder SavedModels of the tiny BERT."""
+    from tfattn.models.hub import export_hub_bert
+
+    folder = tmp_path_factory.mktemp("hub")
+    export_hub_bert(tiny_bert_dir, folder, seq_length=32)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def commands(request, agnews_csv, conll_train, conll_valid, tiny_bert_dir):
     """family -> (run_dir -> the `tfattn` arguments of that family's run)."""
-    common = ["--epochs", str(EPOCHS), "--patience", "5"]
-    pretrained = ["--max-length", "32", "--batch-size", "16", "--learning-rate", "1e-3", "--backbone", str(tiny_bert_dir)]
+    common = ["--patience", "5"]
+    epochs = ["--epochs", str(EPOCHS)]
+    optimizer = ["--batch-size", "16", "--learning-rate", "1e-3"]
+    pretrained = ["--max-length", "32", "--backbone", str(tiny_bert_dir)] + optimizer + epochs
     arguments = {
-        "scratch": ["train", "agnews", "--data", str(agnews_csv), "--limit", "300", "--embed-dim", "16",
-                    "--ff-dim", "32", "--vocab-size", "2000", "--batch-size", "32", "--dropout", "0"],
+        "scratch": [
+            "train",
+            "agnews",
+            "--data",
+            str(agnews_csv),
+            "--limit",
+            "300",
+            "--embed-dim",
+            "16",
+            "--ff-dim",
+            "32",
+            "--vocab-size",
+            "2000",
+            "--batch-size",
+            "32",
+            "--dropout",
+            "0",
+        ]
+        + epochs,
         "pretrained": ["train", "agnews", "--data", str(agnews_csv), "--limit", "200", "--dropout", "0"] + pretrained,
-        "ner": ["train", "ner", "--data", str(conll_train), "--validation-data", str(conll_valid), "--limit", "200",
-                "--validation-limit", "100"] + pretrained,
+        "ner": [
+            "train",
+            "ner",
+            "--data",
+            str(conll_train),
+            "--validation-data",
+            str(conll_valid),
+            "--limit",
+            "200",
+            "--validation-limit",
+            "100",
+            "--dropout",
+            "0",
+        ]
+        + pretrained,
     }
+    if any(
+        item.callspec.params.get("family") == "hub"
+        for item in request.session.items
+        if item.module.__name__ == __name__ and hasattr(item, "callspec")
+    ):
+        hub = request.getfixturevalue("hub_dir")
+        # --epochs counts the fine-tuning epochs, after the --freeze-epochs on a frozen encoder.
+        arguments["hub"] = [
+            "train",
+            "agnews",
+            "--data",
+            str(agnews_csv),
+            "--limit",
+            "200",
+            "--dropout",
+            "0",
+            "--hub-preprocess",
+            str(hub / "preprocess"),
+            "--hub-encoder",
+            str(hub / "encoder"),
+            "--freeze-epochs",
+            "1",
+            "--epochs",
+            str(EPOCHS - 1),
+        ] + optimizer
     return {family: (lambda run_dir, a=a: a + common + ["--run-dir", str(run_dir)]) for family, a in arguments.items()}
 
 
 def run_tfattn(runner, point, args):
-    result = subprocess.run(
-        [sys.executable, str(runner), point, *args], capture_output=True, text=True, timeout=600
-    )
+    result = subprocess.run([sys.executable, str(runner), point, *args], capture_output=True, text=True, timeout=600)
     result.log = f"\n$ {point} {' '.join(args)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-5000:]}"
     return result
 
@@ -217,42 +280,60 @@ def snapshot(run_dir):
     }
 
 
+def kill_phase(family):
+    """(name, first epoch) of the phase that KILL_EPOCH belongs to."""
+    [(name, first)] = [(name, first) for name, first, end in PHASES[family] if first <= KILL_EPOCH < end]
+    return name, first
+
+
+def weights_readable(prefix):
+    """Whether every tensor of the TensorFlow checkpoint at `prefix` can be read."""
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError):
+        return False
+    return True
+
+
 def check_killed_state(run_dir, family, point):
     """The kill happened where it was meant to, and left what such a kill leaves."""
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    backup = run_dir / "backup" / "train"
-    if point == "mid-epoch":
+    phase, phase_start = kill_phase(family)
+    backup = run_dir / "backup" / phase
+    # Epochs of the kill's phase that finished before it (BackupAndRestore backs up each one).
+    backed_up = KILL_EPOCH - phase_start
+    earlier_phases = [name for name, first, _ in PHASES[family] if first < phase_start]
+    if point in ("mid-epoch", "checkpoint"):
         assert manifest["status"] == "training"
-        assert resumed_epoch(backup) == KILL_EPOCH  # the backup of the epoch before
+        assert not (run_dir / "model").exists()
+        # Earlier phases finished: their final weights are kept, the kill's phase has none yet.
+        kept = sorted(p.name for p in (run_dir / "phases").iterdir()) if (run_dir / "phases").exists() else []
+        assert kept == sorted(earlier_phases)
         assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(KILL_EPOCH))
-    elif point == "checkpoint":
-        assert manifest["status"] == "training"
-        # The new checkpoint's files are on disk, but the state file still names the previous one.
+        # The resume starts at the epoch that was killed.
+        assert resumed_epoch(backup) == (KILL_EPOCH if backed_up else 0)
+    if point == "checkpoint":
+        # The new checkpoint's files are on disk, but the state file still names the previous
+        # one (or, killed at the phase's first backup, none).
         latest = tf.train.latest_checkpoint(str(backup / "chief"))
-        assert latest is not None and latest.endswith(f"ckpt-{KILL_EPOCH}")
-        assert (backup / "chief" / f"ckpt-{KILL_EPOCH + 1}.index").is_file()
-        assert list((backup / "chief").glob(f"ckpt-{KILL_EPOCH + 1}.data-*"))
-        assert resumed_epoch(backup) == KILL_EPOCH
-        assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(KILL_EPOCH))
-    else:
-        assert manifest["status"] == "trained"  # the fit is over, its final weights kept
-        assert (run_dir / "phases" / "train" / "weights.index").is_file()
-        assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(EPOCHS))
-        # A half-written model is left behind, which cannot be read.
-        if family == "scratch":
-            assert not zipfile.is_zipfile(run_dir / "model.keras")
+        if backed_up:
+            assert latest is not None and latest.endswith(f"ckpt-{backed_up}")
         else:
-            import h5py
-
-            weights = run_dir / "model" / ("backbone/tf_model.h5" if family == "pretrained" else "tf_model.h5")
-            assert weights.is_file()
-            try:
-                h5py.File(weights, "r").close()
-            except OSError:
-                pass
-            else:
-                raise AssertionError(f"{weights} is complete")
+            assert latest is None
+        assert (backup / "chief" / f"ckpt-{backed_up + 1}.index").is_file()
+        assert list((backup / "chief").glob(f"ckpt-{backed_up + 1}.data-*"))
+    if point == "final-save":
+        assert manifest["status"] == "trained"  # the fit is over, its final weights kept
+        for name, _, _ in PHASES[family]:
+            assert (run_dir / "phases" / name / "weights.index").is_file()
+        assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(EPOCHS))
+        # A half-written model is left behind, whose weights cannot be read.
+        assert (run_dir / "model" / "model.json").is_file() and (run_dir / "model" / "weights.index").is_file()
+        assert not weights_readable(run_dir / "model" / "weights")
+        assert weights_readable(run_dir / "phases" / PHASES[family][-1][0] / "weights")
         assert not (run_dir / ("validation_entities.json" if family == "ner" else "validation_metrics.json")).exists()
 
 
@@ -287,7 +368,7 @@ def runs(request, runner, commands, tmp_path_factory):
     """
     needed = []
     for item in request.session.items:
-        if item.module.__name__ == __name__ and hasattr(item, "callspec"):
+        if getattr(item, "module", None) is not None and item.module.__name__ == __name__ and hasattr(item, "callspec"):
             family, point = item.callspec.params["family"], item.callspec.params.get("point", "none")
             needed += [key for key in ((family, "none"), (family, point)) if key not in needed]
     root = tmp_path_factory.mktemp("runs")
@@ -331,7 +412,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(family, point, runs):
     assert RESUMING in resumed.stdout, resumed.log
     assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(EPOCHS)), resumed.log
     assert json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
-    assert not (run_dir / "phases").exists()
+    assert not (run_dir / "phases").exists() and not (run_dir / "backup").exists()
+    assert weights_readable(run_dir / "model" / "weights")
     assert result_of(run_dir, family) == expected
 
 

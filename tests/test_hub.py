@@ -1,5 +1,12 @@
-"""TF-Hub BERT path: hub-format export of the offline MiniLM, equivalence with Hugging Face,
-the frozen-then-fine-tuned classifier, its run folder and export, and the loading errors."""
+"""TF-Hub BERT path: the tiny BERT exported by `export_hub_bert` (once per session), equivalence of
+its preprocess model with the Hugging Face tokenizer and of its encoder with TFBertModel,
+`HubPreprocessor` / `HubEncoder` in a task model, and the loading errors.
+
+Everything that needs the export is `slow`: writing it takes about 15 s, even for the tiny BERT.
+
+Freezing (encoder bit-identical, head trains), fine-tuning (the encoder changes), save/load and
+export of this family run through the shared harness in test_task_models.py (`hub-*` cases).
+"""
 
 import csv
 
@@ -7,22 +14,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
-import tf_keras as keras
 from conftest import InterruptTraining
+from task_harness import captured_logs, exported_tiny_hub_bert
 
-from tfattn.attention import extract_attention
 from tfattn.cli import main
 from tfattn.data import read_agnews_csv
-from tfattn.export import export_text_classifier
-from tfattn.hub import (
-    HubBertClassifier,
-    HubLoadError,
-    export_hub_bert,
-    load_hub_classifier,
-    resolve_hub_handle,
-    save_hub_classifier,
-)
-from tfattn.optimization import create_optimizer
+from tfattn.models import HubEncoder, HubPreprocessor, TextClassifier
+from tfattn.models.hub import HubLoadError, export_hub_bert, resolve_hub_handle
 from tfattn.pretrained import load_backbone, load_tokenizer
 from tfattn.tasks.config import TrainConfig
 from tfattn.tasks.trainer import train
@@ -34,12 +32,9 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def hub_dirs(minilm_dir, tmp_path_factory):
-    """The offline MiniLM in TF-Hub format, written by the `tfattn export-hub` command."""
-    out = tmp_path_factory.mktemp("hub") / "minilm"
-    assert main(["export-hub", "--from", str(minilm_dir), "--out", str(out)]) == 0
-    return out / "preprocess", out / "encoder"
+@pytest.fixture(scope="session")
+def tiny_hub_dirs(tiny_bert_dir, tmp_path_factory):
+    return exported_tiny_hub_bert(tiny_bert_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -47,30 +42,44 @@ def agnews_texts(agnews_csv):
     return read_agnews_csv(agnews_csv).texts[:256]
 
 
-def test_preprocess_ids_equal_the_hf_tokenizer(hub_dirs, minilm_dir, agnews_texts):
-    preprocess = hub.KerasLayer(str(hub_dirs[0]))
+@pytest.mark.slow
+def test_preprocess_ids_equal_the_hf_tokenizer(tiny_hub_dirs, tiny_bert_dir, agnews_texts):
     texts = TEXTS + agnews_texts
-    features = preprocess(tf.constant(texts))
-    expected = load_tokenizer(minilm_dir)(texts, padding="max_length", truncation=True, max_length=128, return_tensors="np")
+    tokenizer = load_tokenizer(tiny_bert_dir)
+    features = hub.KerasLayer(str(tiny_hub_dirs[0]))(tf.constant(texts))
+    expected = tokenizer(texts, padding="max_length", truncation=True, max_length=128, return_tensors="np")
     assert features["input_word_ids"].shape == (len(texts), 128)
     np.testing.assert_array_equal(features["input_word_ids"].numpy(), expected["input_ids"])
     np.testing.assert_array_equal(features["input_mask"].numpy(), expected["attention_mask"])
     np.testing.assert_array_equal(features["input_type_ids"].numpy(), expected["token_type_ids"])
 
+    # HubPreprocessor cuts each batch to its longest row: the tokenizer's padding=True.
+    trimmed = HubPreprocessor(tiny_hub_dirs[0])(tf.constant(TEXTS))
+    expected = tokenizer(TEXTS, padding=True, return_tensors="np")
+    np.testing.assert_array_equal(trimmed["input_word_ids"].numpy(), expected["input_ids"])
+    np.testing.assert_array_equal(trimmed["input_mask"].numpy(), expected["attention_mask"])
+    assert all(value.dtype == tf.int32 for value in trimmed.values())
 
-def test_preprocess_has_tokenize_and_bert_pack_inputs_for_pairs(hub_dirs, minilm_dir):
-    preprocess = hub.load(str(hub_dirs[0]))
+
+@pytest.mark.slow
+def test_preprocess_has_tokenize_and_bert_pack_inputs_for_pairs(tiny_hub_dirs, tiny_bert_dir):
+    preprocess = hub.load(str(tiny_hub_dirs[0]))
     tokenized = preprocess.tokenize(tf.constant(["unaffable cats", "hi"]))
     assert tokenized.ragged_rank == 2  # [batch, words, wordpieces], as TF-Hub preprocessors return
     assert [len(word) for word in tokenized[0].to_list()] == [3, 1]  # un ##aff ##able, cats
     special = {name: int(value) for name, value in preprocess.tokenize.get_special_tokens_dict().items()}
-    assert special == {"vocab_size": 30522, "start_of_sequence_id": 101, "end_of_segment_id": 102,
-                       "padding_id": 0, "mask_id": 103}
+    assert special == {
+        "vocab_size": 30522,
+        "start_of_sequence_id": 101,
+        "end_of_segment_id": 102,
+        "padding_id": 0,
+        "mask_id": 103,
+    }
 
     pack = hub.KerasLayer(preprocess.bert_pack_inputs, arguments=dict(seq_length=24))
     second = preprocess.tokenize(tf.constant(["Is it raining?", "yes"]))
     packed = pack([tokenized, second])
-    expected = load_tokenizer(minilm_dir)(
+    expected = load_tokenizer(tiny_bert_dir)(
         ["unaffable cats", "hi"], ["Is it raining?", "yes"], padding="max_length", max_length=24, return_tensors="np"
     )
     np.testing.assert_array_equal(packed["input_word_ids"].numpy(), expected["input_ids"])
@@ -79,82 +88,64 @@ def test_preprocess_has_tokenize_and_bert_pack_inputs_for_pairs(hub_dirs, minilm
     assert preprocess.bert_pack_inputs([tokenized])["input_word_ids"].shape == (2, 128)  # default length
 
 
-def test_encoder_matches_tfbertmodel_and_returns_attention(hub_dirs, minilm_dir):
-    preprocess = hub.KerasLayer(str(hub_dirs[0]))
-    encoder = hub.KerasLayer(str(hub_dirs[1]), trainable=True)
-    features = preprocess(tf.constant(TEXTS))
-    outputs = encoder(features)
-    reference = load_backbone(minilm_dir)(
-        input_ids=features["input_word_ids"], attention_mask=features["input_mask"],
-        token_type_ids=features["input_type_ids"], output_hidden_states=True,
+@pytest.mark.slow
+def test_encoder_matches_tfbertmodel_and_returns_attention(tiny_hub_dirs, tiny_bert_dir):
+    features = hub.KerasLayer(str(tiny_hub_dirs[0]))(tf.constant(TEXTS))
+    module = hub.KerasLayer(str(tiny_hub_dirs[1]), trainable=True)
+    outputs = module(features)
+    reference = load_backbone(tiny_bert_dir)(
+        input_ids=features["input_word_ids"],
+        attention_mask=features["input_mask"],
+        token_type_ids=features["input_type_ids"],
+        output_hidden_states=True,
+        output_attentions=True,
     )
-    np.testing.assert_allclose(outputs["sequence_output"], reference.last_hidden_state, atol=1e-4)
-    np.testing.assert_allclose(outputs["pooled_output"], reference.pooler_output, atol=1e-4)
-    np.testing.assert_allclose(outputs["default"], reference.pooler_output, atol=1e-4)
-    assert len(outputs["encoder_outputs"]) == 6
-    np.testing.assert_allclose(outputs["encoder_outputs"][2], reference.hidden_states[3], atol=1e-4)
+    np.testing.assert_allclose(outputs["sequence_output"], reference.last_hidden_state, atol=1e-5)
+    np.testing.assert_allclose(outputs["pooled_output"], reference.pooler_output, atol=1e-5)
+    np.testing.assert_allclose(outputs["default"], reference.pooler_output, atol=1e-5)
+    assert len(outputs["encoder_outputs"]) == 2
+    np.testing.assert_allclose(outputs["encoder_outputs"][0], reference.hidden_states[1], atol=1e-5)
     attention = outputs["attention_probs"]
-    assert len(attention) == 6 and attention[0].shape == (3, 12, 128, 128)
-    np.testing.assert_allclose(tf.reduce_sum(attention[5], axis=-1), np.ones((3, 12, 128)), atol=1e-4)
-    assert len(encoder.trainable_weights) == len(encoder.weights) > 100
+    assert len(attention) == 2 and attention[0].shape == (3, 2, 128, 128)
+    np.testing.assert_allclose(attention[1], reference.attentions[1], atol=1e-5)
+    np.testing.assert_allclose(tf.reduce_sum(attention[1], axis=-1), np.ones((3, 2, 128)), atol=1e-5)
+    assert len(module.trainable_weights) == len(module.weights) == 39  # all of BERT, pooler included
+
+    # HubEncoder: the module's outputs under the model contract's names.
+    encoder = HubEncoder(tiny_hub_dirs[1])
+    contract = encoder(features, output_attentions=True)
+    np.testing.assert_allclose(contract["sequence_output"], reference.last_hidden_state, atol=1e-5)
+    np.testing.assert_allclose(contract["pooled_output"], reference.pooler_output, atol=1e-5)
+    np.testing.assert_allclose(contract["attention_scores"][0], reference.attentions[0], atol=1e-5)
+    assert "attention_scores" not in encoder(features)
 
 
-def test_export_refuses_a_folder_without_vocab_and_an_existing_output(minilm_dir, hub_dirs, tmp_path, capsys):
+def test_export_refuses_a_folder_without_vocab_and_an_existing_output(tiny_bert_dir, tmp_path, capsys):
     assert main(["export-hub", "--from", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
-    assert "no vocab.txt" in capsys.readouterr().err
-    with pytest.raises(FileExistsError, match="already exists"):
-        export_hub_bert(minilm_dir, hub_dirs[0].parent)
+    error = capsys.readouterr().err
+    assert "no vocab.txt" in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "hub" / "encoder").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="encoder already exists; pass overwrite=True"):
+        export_hub_bert(tiny_bert_dir, tmp_path / "hub")
+    assert sorted(p.name for p in (tmp_path / "hub").iterdir()) == ["encoder"]  # nothing written
 
 
-def _encoder_values(model):
-    return [v.numpy().copy() for v in model.encoder.weights]
+@pytest.mark.slow
+def test_padding_trim_leaves_predictions_unchanged(tiny_hub_dirs):
+    model = TextClassifier(
+        HubPreprocessor(tiny_hub_dirs[0]), HubEncoder(tiny_hub_dirs[1]), num_classes=3, pooling="mean"
+    )
+    padded = model.preprocessor.module(tf.constant(TEXTS[:2]))  # the module's fixed 128 columns
+    trimmed = model.preprocessor(tf.constant(TEXTS[:2]))
+    assert padded["input_word_ids"].shape[1] == 128 and trimmed["input_word_ids"].shape[1] == 13
+    padded = {name: tf.cast(padded[name], tf.int32) for name in trimmed}
+    np.testing.assert_allclose(model(padded, training=False), model(trimmed, training=False), atol=1e-5)
 
-
-def test_encoder_changes_only_when_unfrozen(hub_dirs):
-    model = HubBertClassifier(*hub_dirs, num_classes=2)
-    texts = tf.constant(["good news for markets", "bad game for the team"] * 4)
-    labels = tf.constant([0, 1] * 4)
-    model(texts)
-    encoder_before, head_before = _encoder_values(model), model.classifier.get_weights()[0].copy()
-
-    model.freeze_encoder()
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
-    model.fit(texts, labels, batch_size=8, epochs=2, verbose=0)
-    for before, after in zip(encoder_before, _encoder_values(model)):
-        np.testing.assert_array_equal(before, after)
-    assert not np.allclose(head_before, model.classifier.get_weights()[0])
-
-    model.unfreeze_encoder()
-    model.compile(optimizer=create_optimizer(1e-4, total_steps=2), loss="sparse_categorical_crossentropy")
-    model.fit(texts, labels, batch_size=8, epochs=2, verbose=0)
-    changed = [not np.array_equal(b, a) for b, a in zip(encoder_before, _encoder_values(model))]
-    assert sum(changed) > 0.9 * len(changed)
-
-
-def test_padding_trim_leaves_predictions_unchanged(hub_dirs):
-    model = HubBertClassifier(*hub_dirs, num_classes=3)
-    features = model.preprocessor(tf.constant(TEXTS[:2]))
-    trimmed = model.preprocess(tf.constant(TEXTS[:2]))
-    assert trimmed["input_word_ids"].shape[1] < 128
-    np.testing.assert_allclose(model(features), model(trimmed), atol=1e-5)
-
-
-def test_save_load_export_and_attention_round_trip(hub_dirs, tmp_path):
-    model = HubBertClassifier(*hub_dirs, num_classes=4)
-    model(tf.constant(TEXTS))
-    model.classifier.set_weights([w + 0.1 for w in model.classifier.get_weights()])
-    expected = model(tf.constant(TEXTS)).numpy()
-
-    save_hub_classifier(model, tmp_path / "saved")
-    np.testing.assert_allclose(load_hub_classifier(tmp_path / "saved")(tf.constant(TEXTS)), expected, atol=1e-5)
-
-    export_text_classifier(model, ["a", "b", "c", "d"], tmp_path / "export")
-    served = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"](texts=tf.constant(TEXTS))
-    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
-
-    [maps] = extract_attention(model, TEXTS[1])
+    # Attention names the wordpieces from the module's vocab.txt asset.
+    [maps] = model.attention(TEXTS[1])
     assert maps.tokens[:3] == ["[CLS]", "the", "lakers"] and maps.tokens[-1] == "[SEP]"
-    assert maps.attention.shape == (6, 12, len(maps.tokens), len(maps.tokens))
+    assert maps.attention.shape == (2, 2, len(maps.tokens), len(maps.tokens))
 
 
 def test_handle_errors_are_one_line_and_name_the_handle(tmp_path):
@@ -162,7 +153,7 @@ def test_handle_errors_are_one_line_and_name_the_handle(tmp_path):
         resolve_hub_handle(tmp_path / "no-such-folder", "encoder")
     (tmp_path / "not_a_model").mkdir()
     with pytest.raises(HubLoadError, match="not_a_model: not a SavedModel folder"):
-        resolve_hub_handle(tmp_path / "not_a_model", "encoder")
+        HubEncoder(tmp_path / "not_a_model")
     url = "https://tfhub.dev/tensorflow/bert_en_uncased_preprocess/3"
     with pytest.raises(HubLoadError) as error:
         resolve_hub_handle(url, "preprocess model")
@@ -171,27 +162,49 @@ def test_handle_errors_are_one_line_and_name_the_handle(tmp_path):
 
 
 def test_cli_reports_unreachable_hub_handle_in_one_line(agnews_csv, tmp_path, capsys):
-    argv = ["train", "agnews", "--data", str(agnews_csv), "--limit", "40", "--run-dir", str(tmp_path / "r"),
-            "--hub-preprocess", "https://tfhub.dev/tensorflow/bert_en_uncased_preprocess/3",
-            "--hub-encoder", str(tmp_path)]
+    argv = [
+        "train",
+        "agnews",
+        "--data",
+        str(agnews_csv),
+        "--limit",
+        "40",
+        "--run-dir",
+        str(tmp_path / "r"),
+        "--hub-preprocess",
+        "https://tfhub.dev/tensorflow/bert_en_uncased_preprocess/3",
+        "--hub-encoder",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert "bert_en_uncased_preprocess" in error and "Traceback" not in error and error.count("\n") == 1
 
 
 @pytest.mark.slow
-def test_two_phase_training_resumes_without_redoing_the_frozen_phase(hub_dirs, agnews_csv, tmp_path, capsys):
+def test_two_phase_training_resumes_without_redoing_the_frozen_phase(tiny_hub_dirs, agnews_csv, tmp_path, capsys):
     run_dir = tmp_path / "run"
     config = TrainConfig(
-        data=str(agnews_csv), run_dir=str(run_dir), limit=160, epochs=1, batch_size=16, learning_rate=5e-5,
-        hub_preprocess=str(hub_dirs[0]), hub_encoder=str(hub_dirs[1]), freeze_epochs=1, patience=5,
+        data=str(agnews_csv),
+        run_dir=str(run_dir),
+        limit=160,
+        epochs=1,
+        batch_size=16,
+        learning_rate=5e-5,
+        hub_preprocess=str(tiny_hub_dirs[0]),
+        hub_encoder=str(tiny_hub_dirs[1]),
+        freeze_epochs=1,
+        patience=5,
     )
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[InterruptTraining(1, when="begin")])  # stops as the fine-tuning phase begins
     assert (run_dir / "phases" / "frozen" / "weights.index").exists()
     capsys.readouterr()
-    report = train(config)
-    assert "phase 'frozen' already finished" in capsys.readouterr().out
+    with captured_logs() as logs:
+        report = train(config)
+    out = capsys.readouterr().out
+    assert "phase 'frozen' already finished" in out
+    assert not [line for line in logs + out.splitlines() if "non-serializable" in line]
     with open(run_dir / "history.csv") as handle:
         assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [0, 1]
     assert 0.0 <= report.accuracy <= 1.0 and report.num_examples == 16

@@ -1,4 +1,5 @@
-"""Tests of tfattn.layers: golden attention numbers, masking, lengths, serialization."""
+"""Tests of tfattn.layers: the shared layer harness, golden attention numbers, masking, lengths,
+empty rows, and a model of these layers saving and loading."""
 
 import math
 
@@ -6,9 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
+from harness import run_layer_test
 
-from layer_testing import run_layer_test
 from tfattn.layers import (
+    FitTokenIds,
     TokenAndPositionEmbedding,
     TransformerBlock,
     scaled_dot_product_attention,
@@ -108,6 +110,22 @@ def test_token_and_position_embedding_layer():
     np.testing.assert_array_equal(layer.compute_mask(ids), ids != 0)
 
 
+def test_sinusoidal_embedding_layer_has_one_trainable_table():
+    run_layer_test(
+        TokenAndPositionEmbedding,
+        {"vocab_size": 10, "max_length": 8, "embed_dim": 6, "positional": "sinusoidal"},
+        np.array([[3, 4, 5], [7, 0, 0]], np.int32),
+        expected_output_shape=(2, 3, 6),
+        expected_num_trainable_weights=1,
+        run_training_check=False,  # the token table trains as in the learned case; positions are fixed
+    )
+
+
+def test_embedding_rejects_unknown_positional():
+    with pytest.raises(ValueError, match="positional must be 'learned' or 'sinusoidal', got 'rotary'"):
+        TokenAndPositionEmbedding(10, 8, 6, positional="rotary")
+
+
 def test_sinusoidal_embedding_has_fixed_positions():
     layer = TokenAndPositionEmbedding(10, 8, 6, positional="sinusoidal")
     out = layer(np.zeros((1, 3), np.int32))
@@ -132,8 +150,9 @@ def test_transformer_block_layer():
         TransformerBlock,
         {"embed_dim": 8, "num_heads": 2, "ff_dim": 16, "dropout": 0.0},
         x,
-        expected_output_shape=(2, 5, 8),
+        expected_output_shape=[(2, 5, 8), (2, 2, 5, 5)],
         expected_num_trainable_weights=16,
+        call_kwargs={"return_attention_scores": True},
         # A key bias adds the same amount to every logit of a query row: softmax ignores it.
         weights_without_gradient=("key/bias",),
     )
@@ -145,6 +164,34 @@ def test_transformer_block_scores_shape_and_input_check():
     assert y.shape == (3, 7, 8) and scores.shape == (3, 4, 7, 7)
     with pytest.raises(ValueError, match="expected embed_dim=8"):
         TransformerBlock(embed_dim=8, num_heads=2, ff_dim=4)(tf.zeros([1, 3, 6]))
+    with pytest.raises(ValueError, match="key_dim must be >= 1"):
+        TransformerBlock(embed_dim=2, num_heads=4, ff_dim=4)
+
+
+def test_fit_token_ids_layer():
+    ids = tf.ragged.constant([[5, 6, 7, 8], [], [9]], dtype=tf.int32)
+    layer = run_layer_test(
+        FitTokenIds,
+        {"max_length": 3},
+        ids,
+        expected_output_shape=(3, 3),
+        expected_num_trainable_weights=0,
+        expected_output_dtype="int32",
+    )
+    # Truncated to max_length, padded with 0, and the empty row is one [UNK] (fill_id 1).
+    np.testing.assert_array_equal(layer(ids), [[5, 6, 7], [1, 0, 0], [9, 0, 0]])
+
+
+def test_fit_token_ids_pads_truncates_and_fills():
+    fit = FitTokenIds(max_length=2, fill_id=7)
+    # Padded (not ragged) ids are cut as well; an all-padding row gets fill_id.
+    np.testing.assert_array_equal(fit(np.array([[3, 4, 5], [0, 0, 0]], np.int64)), [[3, 4], [7, 0]])
+    # A batch of empty rows still has one column.
+    empty = fit(tf.ragged.constant([[], []], dtype=tf.int32))
+    assert empty.dtype == tf.int32
+    np.testing.assert_array_equal(empty, [[7], [7]])
+    with pytest.raises(ValueError, match="max_length must be at least 1, got 0"):
+        FitTokenIds(max_length=0)
 
 
 def _encoder(max_length=16):
@@ -160,6 +207,8 @@ def test_padding_does_not_change_real_positions():
     ids = np.array([[5, 9, 2, 7, 3]], np.int32)
     padded = np.array([[5, 9, 2, 7, 3, 0, 0, 0, 0, 0]], np.int32)
     np.testing.assert_allclose(encoder(padded)[:, :5], encoder(ids), atol=1e-5)
+    # The embedding's padding mask travels through both blocks to the model's output.
+    np.testing.assert_array_equal(encoder(padded)._keras_mask, padded != 0)
     # Without the mask the padding would leak in: check the test can fail.
     unmasked = TransformerBlock(8, 2, 16, dropout=0.0)
     emb = TokenAndPositionEmbedding(50, 16, 8, mask_zero=False)
@@ -177,7 +226,7 @@ def test_masked_mean_pooling_ignores_padding():
     np.testing.assert_allclose(pooled(long), pooled(short), atol=1e-5)
 
 
-def test_model_with_custom_layers_saves_and_loads(tmp_path):
+def test_functional_model_with_custom_layers_saves_and_loads(tmp_path):
     encoder = _encoder()
     ids = np.array([[1, 2, 3, 0]], np.int32)
     path = tmp_path / "encoder.keras"
@@ -185,3 +234,23 @@ def test_model_with_custom_layers_saves_and_loads(tmp_path):
     restored = keras.models.load_model(path)
     np.testing.assert_allclose(restored(ids), encoder(ids), atol=1e-6)
     assert isinstance(restored.layers[1], TokenAndPositionEmbedding)
+
+
+def test_text_classifier_of_custom_layers_saves_and_loads(tmp_path):
+    from tfattn.models import TextClassifier, TransformerEncoder, VocabularyPreprocessor, load_model, save_model
+
+    keras.utils.set_random_seed(1)
+    preprocessor = VocabularyPreprocessor(["stocks", "fell", "goal", "scored"], max_length=8)
+    encoder = TransformerEncoder(vocab_size=6, max_length=8, embed_dim=8, num_heads=2, ff_dim=16, num_blocks=2)
+    model = TextClassifier(preprocessor, encoder, num_classes=3, pooling="mean")
+    texts = ["Stocks fell", "Goal scored!", ""]
+    expected = model.predict_proba(texts)
+    restored = load_model(save_model(model, tmp_path / "model"))
+    assert type(restored) is TextClassifier and restored.pooling == "mean" and restored.num_classes == 3
+    assert isinstance(restored.encoder, TransformerEncoder) and len(restored.encoder.blocks) == 2
+    assert all(isinstance(block, TransformerBlock) for block in restored.encoder.blocks)
+    assert restored.preprocessor.vocabulary == preprocessor.vocabulary
+    np.testing.assert_allclose(restored.predict_proba(texts), expected, atol=1e-6)
+    # The probabilities depend on the trained weights, not only on the architecture.
+    fresh = TextClassifier.from_config(model.get_config())
+    assert np.abs(fresh.predict_proba(texts) - expected).max() > 1e-4

@@ -1,4 +1,5 @@
-"""Tests for the CoNLL-2003 reader and the NER data side: label alignment, entities, scores."""
+"""Tests for the CoNLL-2003 reader and the NER data side: label alignment and entity scores
+(entity grouping is tested in test_aggregation.py)."""
 
 import re
 import sys
@@ -16,7 +17,6 @@ from tfattn.ner import (
     align_labels,
     entity_scores,
     format_entity_report,
-    group_entities,
     tokenize_and_align,
     word_predictions,
 )
@@ -287,13 +287,18 @@ def test_align_labels_first_piece_keeps_tag_later_pieces_get_inside_tag():
     word_tags = [B_PER, O, B_LOC, O, I_LOC, I_MISC, O]
     assert align_labels(word_ids, word_tags, NER_LABELS) == [
         IGNORE_INDEX,
-        B_PER, I_PER, I_PER,  # B-X -> I-X on continuation pieces
+        B_PER,
+        I_PER,
+        I_PER,  # B-X -> I-X on continuation pieces
         O,
-        B_LOC, I_LOC,
+        B_LOC,
+        I_LOC,
         O,
-        I_LOC, I_LOC,  # I-X stays I-X
+        I_LOC,
+        I_LOC,  # I-X stays I-X
         I_MISC,
-        O, O,  # O stays O
+        O,
+        O,  # O stays O
         IGNORE_INDEX,
     ]
 
@@ -384,75 +389,6 @@ def test_slow_tokenizer_is_refused():
     slow = types.SimpleNamespace(is_fast=False)
     with pytest.raises(ValueError, match="needs a fast"):
         tokenize_and_align(slow, TaggedSentences([["a"]], [[O]], NER_LABELS, "memory"))
-
-
-# --- entity grouping -----------------------------------------------------------------------
-
-
-def test_group_entities_with_repeated_words(tokenizer):
-    text = "Paris Hilton flew to Paris ."
-    encoding = tokenizer(text, return_offsets_mapping=True)
-    assert encoding.tokens() == ["[CLS]", "paris", "hilton", "flew", "to", "paris", ".", "[SEP]"]
-    labels = [B_LOC, B_PER, I_PER, O, O, B_LOC, O, B_ORG]  # labels on specials are ignored
-    scores = [0.1, 0.9, 0.7, 0.99, 0.98, 0.6, 0.97, 0.1]
-    entities = group_entities(text, encoding["offset_mapping"], labels, scores, NER_LABELS)
-    assert entities == [
-        {"entity_group": "PER", "score": pytest.approx(0.8), "word": "Paris Hilton", "start": 0, "end": 12},
-        {"entity_group": "LOC", "score": pytest.approx(0.6), "word": "Paris", "start": 21, "end": 26},
-    ]
-    assert all(type(entity["score"]) is float for entity in entities)
-    with_words = group_entities(
-        text, encoding["offset_mapping"], labels, scores, NER_LABELS, word_ids=encoding.word_ids()
-    )
-    assert with_words == entities
-
-
-def test_group_entities_starts_new_entities_on_b_and_on_type_changes():
-    text = "Jo Ann Bob Paris Kent"
-    offsets = [(0, 0), (0, 2), (3, 6), (7, 10), (11, 16), (17, 21), (0, 0)]
-    # B-PER I-PER | B-PER | I-LOC after I-PER | I-LOC after O is an entity too
-    labels = [O, B_PER, I_PER, B_PER, I_LOC, O, O]
-    scores = [1.0] * 7
-    groups = group_entities(text, offsets, labels, scores, NER_LABELS)
-    assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in groups] == [
-        ("PER", "Jo Ann", 0, 6),
-        ("PER", "Bob", 7, 10),
-        ("LOC", "Paris", 11, 16),
-    ]
-    labels = [O, O, O, O, O, I_LOC, O]
-    groups = group_entities(text, offsets, labels, scores, NER_LABELS)
-    assert [(e["entity_group"], e["word"]) for e in groups] == [("LOC", "Kent")]
-    with pytest.raises(ValueError, match="differ in length"):
-        group_entities(text, offsets, labels[:-1], scores, NER_LABELS)
-
-
-def test_group_entities_whole_words_follow_their_first_piece(tokenizer):
-    text = "Schwarzenegger met Gaultier in Wolfsburg."
-    encoding = tokenizer(text, return_offsets_mapping=True)
-    assert encoding.tokens() == [
-        "[CLS]", "schwarz", "##ene", "##gger", "met", "gaul", "##tier", "in", "wolf", "##sburg", ".", "[SEP]",
-    ]
-    # Continuation pieces carry labels that disagree with their word's first piece.
-    labels = [O, B_PER, O, I_LOC, O, B_PER, I_PER, O, B_LOC, B_ORG, O, O]
-    scores = [1.0, 0.9, 0.2, 0.3, 1.0, 0.8, 0.5, 1.0, 0.7, 0.4, 1.0, 1.0]
-    offsets, word_ids = encoding["offset_mapping"], encoding.word_ids()
-
-    by_word = group_entities(text, offsets, labels, scores, NER_LABELS, word_ids=word_ids)
-    assert by_word == [
-        {"entity_group": "PER", "score": pytest.approx(0.9), "word": "Schwarzenegger", "start": 0, "end": 14},
-        {"entity_group": "PER", "score": pytest.approx(0.8), "word": "Gaultier", "start": 19, "end": 27},
-        {"entity_group": "LOC", "score": pytest.approx(0.7), "word": "Wolfsburg", "start": 31, "end": 40},
-    ]
-    # Token by token (no word ids) each piece keeps its own label, splitting the words.
-    by_token = group_entities(text, offsets, labels, scores, NER_LABELS)
-    assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in by_token] == [
-        ("PER", "Schwarz", 0, 7),
-        ("LOC", "gger", 10, 14),
-        ("PER", "Gaultier", 19, 27),
-        ("LOC", "Wolf", 31, 35),
-        ("ORG", "sburg", 35, 40),
-    ]
-    assert by_token[2]["score"] == pytest.approx(0.65)
 
 
 # --- entity scores -------------------------------------------------------------------------

@@ -18,7 +18,13 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("NOTEBOOK_SLICE", "200")
     monkeypatch.setenv("TFATTN_SHARED_DATA", str(shared_data_dir()))
     # Outputs (plots, exports) go to a scratch folder; the kernel imports tfattn from this checkout.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(path.parents[1]), os.environ.get("PYTHONPATH")])))
-    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(path.parents[1]), os.environ.get("PYTHONPATH")]))
+    )
+    NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    errors = [
+        o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"
+    ]
     assert not errors

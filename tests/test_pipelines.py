@@ -1,10 +1,16 @@
-"""Tests of the tf.data pipelines: padding per batch, bucketing, order, per-token labels."""
+"""Tests of the tf.data pipelines (padding per batch, bucketing, order, per-token labels) and of
+the from-scratch family's up-front tokenization into the ragged feature dict they read."""
+
+import warnings
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from tfattn.data.pipelines import count_batches, encode_texts, length_bucket_boundaries, make_dataset
-from tfattn.networks import build_vectorizer
+from tfattn.data.pipelines import count_batches, length_bucket_boundaries, make_dataset
+from tfattn.models import FEATURE_NAMES, VocabularyPreprocessor, preprocess_in_chunks
+from tfattn.tasks.config import TrainConfig
+from tfattn.tasks.trainer import ScratchFamily
 
 
 def _ragged(rows):
@@ -40,12 +46,92 @@ def test_sequence_labels_are_padded_with_ignore_index():
     np.testing.assert_array_equal(y, [[5, 6], [7, -100]])
 
 
-def test_encode_texts_truncates_and_strips_padding():
-    vectorizer = build_vectorizer(["a b c d e", "a b"], vocab_size=20)
-    ids = encode_texts(vectorizer, ["a b c d e", "b", "zzz unknown"], max_length=3)
-    assert ids.row_lengths().numpy().tolist() == [3, 1, 2]
-    assert ids[2].numpy().tolist() == [1, 1]  # out-of-vocabulary words map to [UNK] = 1
+def test_feature_dicts_of_the_model_contract_are_bucketed_by_their_word_ids():
+    # The three features of every preprocessor, ragged; lengths 1..30, one example each.
+    rows = [list(range(2, 2 + n)) for n in range(1, 31)]
+    features = {
+        "input_word_ids": _ragged(rows),
+        "input_mask": _ragged([[1] * len(row) for row in rows]),
+        "input_type_ids": _ragged([[0] * len(row) for row in rows]),
+    }
+    dataset = make_dataset(features, np.arange(30), batch_size=4, shuffle=True, seed=3)
+    seen = []
+    for x, y in dataset.as_numpy_iterator():
+        assert set(x) == set(FEATURE_NAMES)
+        lengths = x["input_mask"].sum(axis=1)
+        # Every row is its own example, padded with 0 in every feature to the batch's longest.
+        for row, label in enumerate(y):
+            np.testing.assert_array_equal(x["input_word_ids"][row, : lengths[row]], rows[label])
+            assert not x["input_word_ids"][row, lengths[row] :].any()
+        assert x["input_word_ids"].shape[1] == lengths.max()
+        seen += y.tolist()
+    assert sorted(seen) == list(range(30))
 
 
 def test_bucket_boundaries_follow_length_quantiles():
     assert length_bucket_boundaries(np.arange(1, 101), num_buckets=4) == [26, 51, 76]
+
+
+# --- from-scratch tokenization: VocabularyPreprocessor + preprocess_in_chunks ----------------
+
+
+def test_preprocess_in_chunks_truncates_strips_padding_and_fills_empty_rows():
+    preprocessor = VocabularyPreprocessor.adapt(["a b c d e", "a b", "a"], vocab_size=20, max_length=3)
+    # Padding, [UNK], then the words, most frequent first.
+    assert preprocessor.vocabulary[:4] == ["", "[UNK]", "a", "b"]
+    assert sorted(preprocessor.vocabulary[4:]) == ["c", "d", "e"]
+    texts = ["A b, C d e!", "b", "zzz unknown", "!!!", "", "a"]
+    features = preprocess_in_chunks(preprocessor, texts, chunk_size=4)  # two chunks, rows in order
+    assert set(features) == set(FEATURE_NAMES)
+    for tensor in features.values():
+        assert isinstance(tensor, tf.RaggedTensor) and tensor.dtype == tf.int32
+    ids = features["input_word_ids"].to_list()
+    words = [[preprocessor.vocabulary[i] for i in row] for row in ids]
+    # Cut to max_length=3; out-of-vocabulary words are [UNK] (1); no token at all is one [UNK].
+    assert words == [["a", "b", "c"], ["b"], ["[UNK]", "[UNK]"], ["[UNK]"], ["[UNK]"], ["a"]]
+    assert features["input_mask"].to_list() == [[1] * len(row) for row in ids]
+    assert features["input_type_ids"].to_list() == [[0] * len(row) for row in ids]
+    # The same ids as the model computes from the raw strings, padding removed.
+    padded = preprocessor(tf.constant(texts))
+    np.testing.assert_array_equal(features["input_word_ids"].to_tensor().numpy(), padded["input_word_ids"].numpy())
+
+    empty = preprocess_in_chunks(preprocessor, [])
+    assert set(empty) == set(FEATURE_NAMES) and all(tensor.shape[0] == 0 for tensor in empty.values())
+
+
+def _scratch_family(run_dir, max_length):
+    config = TrainConfig(run_dir=str(run_dir), max_length=max_length, vocab_size=50).resolve()
+    return ScratchFamily(config, run_dir)
+
+
+def test_scratch_family_warns_with_counts_of_truncated_and_empty_texts(tmp_path):
+    family = _scratch_family(tmp_path, max_length=3)
+    family.prepare(["stocks fell on monday", "the team won the cup"])
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8").split("\n") == family.preprocessor.words
+    texts = ["stocks fell on monday again", "the cup", "?!", "   ", "won"]
+    with pytest.warns(UserWarning) as caught:
+        features = family.encode_texts(texts, "training texts")
+    messages = sorted(str(warning.message) for warning in caught)
+    assert messages == [
+        "1 of 5 training texts are longer than max_length=3 tokens and were truncated; raise --max-length to keep more",
+        "2 of 5 training texts have no token (empty, whitespace or punctuation only); each is read as [UNK]",
+    ]
+    assert features["input_word_ids"].row_lengths().numpy().tolist() == [3, 2, 1, 1, 1]
+    assert features["input_word_ids"].to_list()[2:4] == [[1], [1]]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # texts that fit give no warning
+        family.encode_texts(["stocks fell", "the team won"], "validation texts")
+
+
+def test_a_resumed_scratch_run_reuses_its_saved_vocabulary(tmp_path):
+    first = _scratch_family(tmp_path, max_length=8)
+    first.prepare(["alpha beta beta gamma"])
+    # A backup checkpoint makes the folder an interrupted run: the vocabulary is read back,
+    # not learned again from (here, different) texts.
+    (tmp_path / "backup" / "train").mkdir(parents=True)
+    (tmp_path / "backup" / "train" / "checkpoint").write_text("x")
+    resumed = _scratch_family(tmp_path, max_length=8)
+    resumed.prepare(["other words entirely"])
+    assert resumed.preprocessor.vocabulary == first.preprocessor.vocabulary
+    assert resumed.preprocessor.words[0] == "beta"

@@ -10,7 +10,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TOKENS = ["the", "match", "ended", "in", "a", "draw"]
 
 
-def softmax_attention(seed, layers=2, heads=4, n=len(TOKENS)):
+NUM_TOKENS = len(TOKENS)
+
+
+def softmax_attention(seed, layers=2, heads=4, n=NUM_TOKENS):
     logits = np.random.default_rng(seed).normal(size=(layers, heads, n, n))
     weights = np.exp(logits)
     return weights / weights.sum(axis=-1, keepdims=True)
@@ -24,7 +27,9 @@ def assert_non_blank_png(path):
 
 
 def test_plot_attention_writes_png(tmp_path):
-    path = plot_attention(softmax_attention(0), TOKENS, tmp_path / "maps" / "attention.png", layers=[0, 1], title="demo")
+    path = plot_attention(
+        softmax_attention(0), TOKENS, tmp_path / "maps" / "attention.png", layers=[0, 1], title="demo"
+    )
     assert path == tmp_path / "maps" / "attention.png"
     assert_non_blank_png(path)
 
@@ -71,6 +76,4 @@ def test_plot_attention_comparison_writes_png(tmp_path):
 
 def test_comparison_shape_mismatch_raises(tmp_path):
     with pytest.raises(ValueError, match="shape"):
-        plot_attention_comparison(
-            softmax_attention(5), softmax_attention(6, heads=2), TOKENS, tmp_path / "compare.png"
-        )
+        plot_attention_comparison(softmax_attention(5), softmax_attention(6, heads=2), TOKENS, tmp_path / "compare.png")

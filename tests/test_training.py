@@ -7,7 +7,15 @@ import tensorflow as tf
 import tf_keras as keras
 from sklearn.metrics import f1_score
 
-from tfattn.training import KeepBest, MacroF1, StopOnNonFiniteLoss, TrainingDiverged, check_finite_weights
+from tfattn.training import (
+    EpochOrder,
+    KeepBest,
+    MacroF1,
+    StopOnNonFiniteLoss,
+    TrainingDiverged,
+    check_finite_weights,
+    fit_phase,
+)
 
 
 def test_macro_f1_matches_scikit_learn_over_batches():
@@ -66,7 +74,9 @@ def test_keep_best_decides_the_same_after_a_resume(tmp_path):
     values = [0.5, 0.7, 0.6, 0.65, 0.9]
     uninterrupted = _keep_best_run(tmp_path / "a", "val_accuracy", values)
     # A fresh callback after epoch 2 reads the state on disk: same stop, same restored weights.
-    assert _keep_best_run(tmp_path / "b", "val_accuracy", values, resume_after=2) == uninterrupted == ([0, 1, 2, 3], 1.0)
+    assert (
+        _keep_best_run(tmp_path / "b", "val_accuracy", values, resume_after=2) == uninterrupted == ([0, 1, 2, 3], 1.0)
+    )
 
 
 def test_non_finite_loss_stops_fit_naming_epoch_and_batch(tmp_path):
@@ -77,3 +87,61 @@ def test_non_finite_loss_stops_fit_naming_epoch_and_batch(tmp_path):
         model.fit(x, x, batch_size=8, epochs=2, verbose=0, callbacks=[StopOnNonFiniteLoss(tmp_path / "backup")])
     with pytest.raises(TrainingDiverged, match="holds NaN or infinite values"):
         check_finite_weights(model)
+
+
+# --- the order of shuffled epochs across phases and resumes ---------------------------------
+
+
+class _OrderRecorder(keras.Model):
+    """Records the labels of each training batch, in the order `fit` reads them."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(1)
+        self.seen = []
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+    def train_step(self, data):
+        self.seen.append(data[1].numpy().tolist())
+        return {}
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def _shuffled():
+    """8 examples in one batch, reshuffled every epoch (a fresh dataset starts the same sequence)."""
+    dataset = tf.data.Dataset.range(8).shuffle(8, seed=1, reshuffle_each_iteration=True)
+    return dataset.map(lambda i: (tf.cast(i, tf.float32)[None], i)).batch(8)
+
+
+def _phases(run_dir, phases, stop_first_phase_early=False):
+    """Run `phases` ([(name, first, last)]) with `fit_phase`, as `train` does; phases whose
+    weights `run_dir` already keeps are loaded. Returns the batches each epoch saw."""
+    model = _OrderRecorder()
+    model.compile(run_eagerly=True)
+    model(tf.zeros([1, 1]))
+    dataset = _shuffled()
+    order = EpochOrder(dataset)
+    for index, (name, first, last) in enumerate(phases):
+        callbacks = [_StopAfterFirstEpoch()] if stop_first_phase_early and index == 0 else []
+        fit_phase(model, dataset, order, run_dir, name, first, last, callbacks=callbacks, verbose=0)
+    return model.seen
+
+
+@pytest.mark.parametrize("stop_first_phase_early", [False, True])
+def test_a_run_resumed_after_a_finished_phase_sees_the_same_orders(tmp_path, stop_first_phase_early):
+    phases = [("frozen", 0, 2), ("fine-tuned", 2, 4)]
+    uninterrupted = _phases(tmp_path / "a", phases, stop_first_phase_early)
+    assert len(uninterrupted) == (3 if stop_first_phase_early else 4)
+    assert all(sorted(batch) == list(range(8)) for batch in uninterrupted)
+    assert len({tuple(batch) for batch in uninterrupted}) == len(uninterrupted)  # every epoch reshuffled
+    # Killed once the first phase was kept: the rerun loads it and fits only the second phase.
+    first_phase = _phases(tmp_path / "b", phases[:1], stop_first_phase_early)
+    assert first_phase == uninterrupted[: len(first_phase)]
+    resumed = _phases(tmp_path / "b", phases)
+    assert resumed == uninterrupted[len(first_phase) :]

@@ -8,7 +8,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.data import load_math_topics, read_agnews_csv
-from tfattn.wordpiece import BertPreprocessor, bert_preprocessor_from_pretrained
+from tfattn.models import FEATURE_NAMES
+from tfattn.models.preprocessors import HF_FEATURE_NAMES
+from tfattn.models.wordpiece import BertPreprocessor, bert_preprocessor_from_pretrained
 
 MAX_LENGTH = 128
 
@@ -41,21 +43,37 @@ def _sample(items, count):
 
 
 def _assert_same_ids_as_hf(preprocessor, tokenizer, texts):
+    """The preprocessor's `input_word_ids`, `input_mask` and `input_type_ids` are the Hugging Face
+    tokenizer's `input_ids`, `attention_mask` and `token_type_ids` (`HF_FEATURE_NAMES`) row by
+    row, and every feature is 0 past a row's length except `[PAD]` ids."""
     expected = tokenizer(texts, truncation=True, max_length=preprocessor.max_length)
-    outputs = preprocessor(tf.constant(texts))
-    input_ids = outputs["input_ids"].numpy()
-    attention_mask = outputs["attention_mask"].numpy()
+    outputs = {name: tensor.numpy() for name, tensor in preprocessor(tf.constant(texts)).items()}
+    assert set(outputs) == set(FEATURE_NAMES)
+    assert HF_FEATURE_NAMES == {
+        "input_word_ids": "input_ids",
+        "input_mask": "attention_mask",
+        "input_type_ids": "token_type_ids",
+    }
     mismatches = []
     for row, text in enumerate(texts):
-        length = int(attention_mask[row].sum())
-        if (
-            input_ids[row, :length].tolist() != expected["input_ids"][row]
-            or attention_mask[row, :length].tolist() != expected["attention_mask"][row]
-            or attention_mask[row, length:].any()
+        length = int(outputs["input_mask"][row].sum())
+        differs = [
+            name
+            for name, hf_name in HF_FEATURE_NAMES.items()
+            if outputs[name][row, :length].tolist() != expected[hf_name][row]
+        ]
+        padding = {name: outputs[name][row, length:].tolist() for name in FEATURE_NAMES}
+        if padding["input_mask"] and (
+            any(padding["input_mask"])
+            or any(padding["input_type_ids"])
+            or set(padding["input_word_ids"]) != {preprocessor.pad_id}
         ):
+            differs.append("padding")
+        if differs:
             mismatches.append(
-                f"{text[:80]!r}\n  HF {tokenizer.convert_ids_to_tokens(expected['input_ids'][row])}"
-                f"\n  TF {tokenizer.convert_ids_to_tokens(input_ids[row, :length].tolist())}"
+                f"{text[:80]!r} ({', '.join(differs)})"
+                f"\n  HF {tokenizer.convert_ids_to_tokens(expected['input_ids'][row])}"
+                f"\n  TF {tokenizer.convert_ids_to_tokens(outputs['input_word_ids'][row, :length].tolist())}"
             )
     summary = f"{len(mismatches)}/{len(texts)} rows differ:\n"
     assert not mismatches, summary + "\n".join(mismatches[:5])
@@ -94,7 +112,7 @@ def test_truncates_long_text_like_hf(minilm_dir, hf_tokenizer, max_length):
     texts = [long_text, "short text", "exactly fifteen words " * 5]
     preprocessor = bert_preprocessor_from_pretrained(minilm_dir, max_length=max_length)
     _assert_same_ids_as_hf(preprocessor, hf_tokenizer, texts)
-    assert preprocessor(tf.constant(texts))["input_ids"].shape[1] == max_length
+    assert preprocessor(tf.constant(texts))["input_word_ids"].shape[1] == max_length
 
 
 def test_cased_vocabulary_matches_hf_without_lower_casing(minilm_dir):
@@ -108,8 +126,7 @@ def test_cased_vocabulary_matches_hf_without_lower_casing(minilm_dir):
 def test_invalid_utf8_matches_hf_on_replacement_decoded_text(preprocessor, hf_tokenizer):
     raw = [b"caf\xc3 ok\xff", b"\xe2\x82a", b"\xf0\x9f[SEP]x", b"\xed\xa0\x80z \xc3\xa9t\xc3"]
     expected = [
-        hf_tokenizer(text.decode("utf-8", errors="replace"), add_special_tokens=False)["input_ids"]
-        for text in raw
+        hf_tokenizer(text.decode("utf-8", errors="replace"), add_special_tokens=False)["input_ids"] for text in raw
     ]
     assert preprocessor.tokenize(tf.constant(raw)).to_list() == expected
 
@@ -125,25 +142,23 @@ def test_tokenize_gives_ragged_wordpieces_without_special_tokens(preprocessor, h
 def test_pads_to_the_longest_row_by_default(preprocessor):
     outputs = preprocessor(tf.constant(["one", "one two three four", ""]))
     assert {name: tensor.dtype for name, tensor in outputs.items()} == {
-        "input_ids": tf.int32,
-        "attention_mask": tf.int32,
-        "token_type_ids": tf.int32,
+        "input_word_ids": tf.int32,
+        "input_mask": tf.int32,
+        "input_type_ids": tf.int32,
     }
-    np.testing.assert_array_equal(outputs["attention_mask"].numpy().sum(axis=1), [3, 6, 2])
-    assert outputs["input_ids"].shape == (3, 6)
-    assert outputs["input_ids"][2, 2:].numpy().tolist() == [preprocessor.pad_id] * 4
-    assert not outputs["token_type_ids"].numpy().any()
+    np.testing.assert_array_equal(outputs["input_mask"].numpy().sum(axis=1), [3, 6, 2])
+    assert outputs["input_word_ids"].shape == (3, 6)
+    assert outputs["input_word_ids"][2, 2:].numpy().tolist() == [preprocessor.pad_id] * 4
+    assert not outputs["input_type_ids"].numpy().any()
 
 
 def test_pad_to_max_length_gives_fixed_shape(minilm_dir):
-    preprocessor = bert_preprocessor_from_pretrained(
-        minilm_dir, max_length=16, pad_to_max_length=True
-    )
+    preprocessor = bert_preprocessor_from_pretrained(minilm_dir, max_length=16, pad_to_max_length=True)
     outputs = preprocessor(tf.constant(["short", "a somewhat longer sentence of words"]))
     for tensor in outputs.values():
         assert tensor.shape == (2, 16)
-    np.testing.assert_array_equal(outputs["attention_mask"].numpy().sum(axis=1), [3, 8])
-    assert outputs["input_ids"][0, 3:].numpy().tolist() == [preprocessor.pad_id] * 13
+    np.testing.assert_array_equal(outputs["input_mask"].numpy().sum(axis=1), [3, 8])
+    assert outputs["input_word_ids"][0, 3:].numpy().tolist() == [preprocessor.pad_id] * 13
 
 
 def test_config_round_trip_keeps_the_vocabulary(preprocessor):
@@ -175,7 +190,7 @@ def test_saved_model_round_trip_gives_the_same_ids(preprocessor, tmp_path):
     outputs = loaded.preprocess(texts)
     for name, tensor in expected.items():
         np.testing.assert_array_equal(outputs[name].numpy(), tensor.numpy())
-    assert loaded.preprocess(tf.constant(["another batch size"]))["input_ids"].shape == (1, 5)
+    assert loaded.preprocess(tf.constant(["another batch size"]))["input_word_ids"].shape == (1, 5)
 
 
 def test_from_pretrained_reads_do_lower_case(tmp_path):

@@ -1,15 +1,15 @@
 """The `tfattn` command line: train, evaluate, predict, plot attention and export models.
 
-    tfattn train agnews --data train.csv --run-dir runs/agnews
-    tfattn train math --data train.jsonl --backbone path/to/bert [--freeze]
-    tfattn evaluate --run runs/agnews [--data test.csv]
-    tfattn predict --run runs/agnews "Stocks fell sharply on Monday"
-    tfattn attention --run runs/agnews "Stocks fell sharply" --out attention.png
-    tfattn export --run runs/agnews --out exported/agnews
-    tfattn export-hub --from path/to/hf_bert --out hub/bert
-    tfattn train agnews --hub-preprocess hub/bert/preprocess --hub-encoder hub/bert/encoder [--freeze-epochs 1]
-    tfattn train ner --data conll2003/train.txt --backbone path/to/bert --run-dir runs/ner
-    tfattn ner --run runs/ner "Dmitry flew from Moscow to Berlin."
+tfattn train agnews --data train.csv --run-dir runs/agnews
+tfattn train math --data train.jsonl --backbone path/to/bert [--freeze]
+tfattn evaluate --run runs/agnews [--data test.csv]
+tfattn predict --run runs/agnews "Stocks fell sharply on Monday"
+tfattn attention --run runs/agnews "Stocks fell sharply" --out attention.png
+tfattn export --run runs/agnews --out exported/agnews
+tfattn export-hub --from path/to/hf_bert --out hub/bert
+tfattn train agnews --hub-preprocess hub/bert/preprocess --hub-encoder hub/bert/encoder [--freeze-epochs 1]
+tfattn train ner --data conll2003/train.txt --backbone path/to/bert --run-dir runs/ner
+tfattn ner --run runs/ner "Dmitry flew from Moscow to Berlin."
 """
 
 import argparse
@@ -23,13 +23,16 @@ from tfattn.data import DataError
 from tfattn.run_manifest import RunFinished
 from tfattn.tasks.config import NUMERIC_OPTIONS, POSITIVE_INT
 
-STRATEGIES = ("default", "mirrored", "multiworker")  # tfattn.training.get_strategy's names
 # `tfattn attention` writes one PNG per text; more than this many needs an explicit --limit.
 MAX_ATTENTION_FILES = 20
 
 
-# Config fields that take one of a few words.
-FIELD_CHOICES = {"pooling": ("cls", "mean"), "head": ("dense", "auto"), "positional": ("learned", "sinusoidal")}
+def _field_choices():
+    """Config fields that take one of a few words."""
+    from tfattn.models import POOLINGS
+
+    return {"pooling": POOLINGS, "positional": ("learned", "sinusoidal")}
+
 
 # Help for the config fields whose default (None) says nothing by itself.
 FIELD_HELP = {
@@ -42,6 +45,8 @@ FIELD_HELP = {
     "hub_encoder": "the matching TF-Hub BERT encoder: URL or SavedModel folder",
     "freeze_epochs": "TF-Hub models: epochs on a frozen encoder before fine-tuning (default 1)",
     "validation_data": "NER validation file (default: valid.txt beside --data)",
+    "pooling": "cls, mean or pooled (the encoder's pooled_output); default mean from scratch, cls pretrained, "
+    "pooled for TF-Hub",
     "validation_limit": "score on the first this many validation sentences",
     "max_length": "longest input in tokens (default 256 from scratch, 128 pretrained)",
     "batch_size": "default 64 from scratch, 32 pretrained",
@@ -62,6 +67,7 @@ def _add_config_arguments(parser, config_class, skip=()):
     """One `--option` per config field, typed from its default and range-checked as it is
     parsed (`NUMERIC_OPTIONS`), so the CLI and the config dataclass cannot drift apart."""
     defaults = config_class()
+    choices = _field_choices()
     for field in fields(config_class):
         if field.name in skip:
             continue
@@ -74,11 +80,12 @@ def _add_config_arguments(parser, config_class, skip=()):
         if field.name in NUMERIC_OPTIONS:
             value_type = _checked(field.name, NUMERIC_OPTIONS[field.name])
         help_text = FIELD_HELP.get(field.name) if default is None else f"default: {default}"
-        parser.add_argument(flag, type=value_type, default=default, choices=FIELD_CHOICES.get(field.name), help=help_text)
+        parser.add_argument(flag, type=value_type, default=default, choices=choices.get(field.name), help=help_text)
 
 
 def _checked(name, bound):
     """An argparse type that parses the option `name` and checks it against `bound`."""
+
     def parse(text):
         try:
             return bound.check(name, text)
@@ -91,12 +98,16 @@ def _checked(name, bound):
 
 
 def _optional_field_types(config_class):
-    """The runtime type inside `Optional[...]` of each field (for fields defaulting to None)."""
+    """The runtime type inside `X | None` (or `Optional[X]`) of each field (for fields defaulting to None)."""
+    import types
     import typing
 
     hints = typing.get_type_hints(config_class)
-    return {name: next(t for t in typing.get_args(hint) if t is not type(None)) for name, hint in hints.items()
-            if typing.get_origin(hint) is typing.Union}
+    return {
+        name: next(t for t in typing.get_args(hint) if t is not type(None))
+        for name, hint in hints.items()
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
+    }
 
 
 def _config_from_args(config_class, args):
@@ -110,25 +121,6 @@ def _cmd_train(args):
     train(_config_from_args(TrainConfig, args), overwrite=args.overwrite)
 
 
-def _cmd_train_ner(args):
-    from tfattn.tasks.ner import NerConfig, train_ner
-
-    train_ner(_config_from_args(NerConfig, args), overwrite=args.overwrite)
-
-
-def _cmd_ner(args):
-    import json
-
-    from tfattn.tasks.runs import load_run
-
-    tagger = load_run(args.run)[0]
-    if not hasattr(tagger, "attention_maps") or not hasattr(tagger, "tokenizer"):
-        raise ValueError(f"{args.run} is not an NER run (train one with 'tfattn train ner')")
-    texts = _texts_from(args)
-    for text, entities in zip(texts, tagger(texts)):
-        print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
-
-
 def _texts_from(args):
     texts = list(args.texts)
     if args.file:
@@ -139,41 +131,71 @@ def _texts_from(args):
     return texts
 
 
+def _cmd_ner(args):
+    import json
+
+    from tfattn.tasks.ner import EntityTagger
+
+    tagger = EntityTagger.from_run(args.run, aggregation_strategy=args.aggregation_strategy)
+    texts = _texts_from(args)
+    for text, entities in zip(texts, tagger(texts)):
+        print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+
+
 def _cmd_evaluate(args):
-    from tfattn.data import read_labelled_texts
-    from tfattn.evaluation import write_evaluation
-    from tfattn.tasks.config import TrainConfig, load_examples, load_splits
-    from tfattn.tasks.runs import evaluate_texts, load_run
+    from tfattn.tasks.config import TrainConfig
+    from tfattn.tasks.runs import load_run
 
     model, label_names, config = load_run(args.run)
     config = TrainConfig.from_dict(config)
-    if args.data:
-        prefix = args.prefix or "test"
-        if config.task == "agnews":
+    prefix = args.prefix or ("test" if args.data else "validation")
+    if config.token_task:
+        from tfattn.data import load_conll
+        from tfattn.tasks.ner import evaluate_sentences, write_entity_report
+
+        # hf:NAME sources are read by split name: --data is a test set, else the run's validation
+        # sentences, the first --validation-limit of them, as training scored them.
+        sentences = load_conll(
+            args.data or config.validation_data, "test" if args.data else "validation", label_names=label_names
+        )
+        if not args.data and config.validation_limit:
+            sentences = sentences.subset(range(min(config.validation_limit, len(sentences))))
+        paths = write_entity_report(evaluate_sentences(model, sentences), args.run, prefix)
+    else:
+        from tfattn.data import read_labelled_texts
+        from tfattn.evaluation import write_evaluation
+        from tfattn.tasks.classification import evaluate_texts
+        from tfattn.tasks.config import load_examples, load_splits
+
+        if not args.data:
+            examples = load_splits(config)[1]
+        elif config.task == "agnews":
             examples = load_examples(TrainConfig(task="agnews", data=args.data))
         else:
             examples = read_labelled_texts(args.data, config.text_column, config.label_column, label_names=label_names)
-    else:
-        _, examples = load_splits(config)
-        prefix = args.prefix or "validation"
-    report = evaluate_texts(model, examples)
-    paths = write_evaluation(report, args.run, prefix=prefix, config={"data": examples.source, "run": str(args.run)})
-    print(report.format_text())
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+        report = evaluate_texts(model, examples)
+        paths = write_evaluation(
+            report, args.run, prefix=prefix, config={"data": examples.source, "run": str(args.run)}
+        )
+        paths = paths.values()
+        print(report.format_text())
+    print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 def _cmd_predict(args):
-    from tfattn.tasks.runs import load_run, predict_proba
+    from tfattn.models import TextClassifier
+    from tfattn.tasks.runs import load_run
 
     model, label_names, _ = load_run(args.run)
+    if not isinstance(model, TextClassifier):
+        raise ValueError(f"{args.run} is an NER run: use 'tfattn ner --run {args.run} TEXT'")
     texts = _texts_from(args)
-    for text, probabilities in zip(texts, predict_proba(model, texts)):
+    for text, probabilities in zip(texts, model.predict_proba(texts)):
         best = int(probabilities.argmax())
         print(f"{label_names[best]}\t{probabilities[best]:.3f}\t{text}")
 
 
 def _cmd_attention(args):
-    from tfattn.attention import extract_attention
     from tfattn.plotting import plot_attention, plot_attention_comparison
     from tfattn.tasks.runs import load_run
 
@@ -185,8 +207,8 @@ def _cmd_attention(args):
             f"{len(texts)} texts would write {len(texts)} PNG files; pass --limit N to plot the first N "
             f"(up to {MAX_ATTENTION_FILES} are plotted without it)"
         )
-    maps = extract_attention(load_run(args.run)[0], texts)
-    baseline = extract_attention(load_run(args.compare)[0], texts) if args.compare else [None] * len(maps)
+    maps = load_run(args.run)[0].attention(texts)
+    baseline = load_run(args.compare)[0].attention(texts) if args.compare else [None] * len(maps)
     for index, (after, before) in enumerate(zip(maps, baseline)):
         out = args.out if len(maps) == 1 else f"{os.path.splitext(args.out)[0]}_{index}.png"
         title = after.text[:80]
@@ -196,40 +218,50 @@ def _cmd_attention(args):
             raise ValueError(f"{args.compare} and {args.run} tokenize differently; --compare needs the same tokenizer")
         else:
             plot_attention_comparison(
-                before.attention, after.attention, after.tokens, out, layer=args.layers[0], heads=args.heads,
-                labels=(Path(args.compare).name, Path(args.run).name), title=title,
+                before.attention,
+                after.attention,
+                after.tokens,
+                out,
+                layer=args.layers[0],
+                heads=args.heads,
+                labels=(Path(args.compare).name, Path(args.run).name),
+                title=title,
             )
         print(f"wrote {out}")
 
 
 def _cmd_export(args):
-    from tfattn.export import export_text_classifier
+    from tfattn.export import export_model
+    from tfattn.models import TokenClassifier
     from tfattn.tasks.runs import load_run
 
-    model, label_names, config = load_run(args.run)
-    if config.get("task") == "ner":
-        from tfattn.tasks.ner import export_entity_tagger
-
-        path = export_entity_tagger(model, args.out, overwrite=args.overwrite)
-        print(f"exported SavedModel to {path} (signature serving_default: input_ids, attention_mask, token_type_ids "
-              "-> probabilities, label_ids, scores; tokenizer/ and tagger.json beside it)")
-        return
-    path = export_text_classifier(model, label_names, args.out, overwrite=args.overwrite)
-    print(f"exported SavedModel to {path} (signature serving_default: texts -> probabilities, label, label_names)")
+    model, label_names, _ = load_run(args.run)
+    path = export_model(model, label_names, args.out, overwrite=args.overwrite)
+    outputs = (
+        "label_ids, labels, scores, probabilities, offsets, word_ids, label_names per token"
+        if isinstance(model, TokenClassifier)
+        else "probabilities, label, label_names"
+    )
+    print(f"exported SavedModel to {path} (signature serving_default: texts -> {outputs})")
 
 
 def _cmd_export_hub(args):
-    from tfattn.hub import export_hub_bert
+    from tfattn.models.hub import export_hub_bert
 
     preprocess_dir, encoder_dir = export_hub_bert(
         getattr(args, "from"), args.out, seq_length=args.seq_length, overwrite=args.overwrite
     )
-    print(f"wrote TF-Hub BERT SavedModels: {preprocess_dir} (strings -> input_word_ids, input_mask, "
-          f"input_type_ids) and {encoder_dir} (-> pooled_output, sequence_output, encoder_outputs, attention_probs)")
+    print(
+        f"wrote TF-Hub BERT SavedModels: {preprocess_dir} (strings -> input_word_ids, input_mask, "
+        f"input_type_ids) and {encoder_dir} (-> pooled_output, sequence_output, encoder_outputs, attention_probs)"
+    )
 
 
 def build_parser():
+    # Imported here, once TensorFlow has started quietly (see `main`).
+    from tfattn.ner import AGGREGATION_STRATEGIES
     from tfattn.tasks.config import TASKS, TrainConfig
+    from tfattn.training import STRATEGIES
 
     parser = OneLineErrorParser(prog="tfattn", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -243,6 +275,8 @@ def build_parser():
         "agnews": "AG News topics. --data: an AG News CSV (official format) or tfds:ag_news_subset.",
         "math": "Math-problem topics. --data: a .jsonl/.csv/.xlsx file; columns via --text-column/--label-column "
         "(default problem/subject; the course's xlsx uses 'Задача'/'Тема').",
+        "ner": "CoNLL-2003 named entities. --data: a CoNLL file (2 or 4 columns) or hf:conll2003; "
+        "--validation-data defaults to valid.txt beside it. Needs --backbone.",
     }
     for task in TASKS:
         sub = tasks.add_parser(
@@ -256,19 +290,6 @@ def build_parser():
         sub.add_argument("--run-dir", default=f"runs/{task}", help=f"run folder (default runs/{task})")
         sub.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy")
         sub.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    from tfattn.tasks.ner import NerConfig
-
-    ner_train = tasks.add_parser(
-        "ner",
-        help="CoNLL-2003 named entities",
-        description="Named entities (CoNLL-2003). --data: a CoNLL file (2 or 4 columns) or hf:conll2003; "
-        "--validation-data defaults to valid.txt beside it. --backbone: a Hugging Face BERT name or folder.",
-    )
-    _add_config_arguments(ner_train, NerConfig, skip=("task", "strategy", "run_dir"))
-    ner_train.add_argument("--run-dir", default="runs/ner", help="run folder (default runs/ner)")
-    ner_train.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy")
-    ner_train.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    ner_train.set_defaults(func=_cmd_train_ner)
     train.set_defaults(func=_cmd_train)
 
     run_help = "a run folder written by 'tfattn train'"
@@ -288,11 +309,23 @@ def build_parser():
         sub.add_argument("texts", nargs="*", help="texts (or use --file)")
         sub.add_argument("--file", help="a UTF-8 file with one text per line")
         sub.set_defaults(func=func)
+        if name == "ner":
+            sub.add_argument(
+                "--aggregation-strategy",
+                choices=AGGREGATION_STRATEGIES,
+                default="first",
+                help="how sub-tokens form entities, as Hugging Face names it (default first: a word takes its "
+                "first sub-token's label, as tfattn trains)",
+            )
         if name == "attention":
             sub.add_argument("--out", default="attention.png", help="PNG path")
             sub.add_argument("--layers", type=int, nargs="+", default=[0], help="layer indices")
             sub.add_argument("--heads", type=int, nargs="+", default=None, help="head indices (default all)")
-            sub.add_argument("--limit", type=_checked("limit", POSITIVE_INT), help=f"plot only the first N texts (needed above {MAX_ATTENTION_FILES})")
+            sub.add_argument(
+                "--limit",
+                type=_checked("limit", POSITIVE_INT),
+                help=f"plot only the first N texts (needed above {MAX_ATTENTION_FILES})",
+            )
             sub.add_argument(
                 "--compare", metavar="RUN", help="another run (e.g. the frozen backbone) drawn above, same layer"
             )
@@ -306,9 +339,16 @@ def build_parser():
     export_hub = commands.add_parser(
         "export-hub", help="TF-Hub BERT preprocess + encoder SavedModels from a Hugging Face BERT folder"
     )
-    export_hub.add_argument("--from", required=True, metavar="HF_BERT_FOLDER", help="local checkpoint folder with vocab.txt")
+    export_hub.add_argument(
+        "--from", required=True, metavar="HF_BERT_FOLDER", help="local checkpoint folder with vocab.txt"
+    )
     export_hub.add_argument("--out", required=True, help="folder to hold preprocess/ and encoder/")
-    export_hub.add_argument("--seq-length", type=_checked("seq_length", POSITIVE_INT), default=128, help="preprocess output length (default 128)")
+    export_hub.add_argument(
+        "--seq-length",
+        type=_checked("seq_length", POSITIVE_INT),
+        default=128,
+        help="preprocess output length (default 128)",
+    )
     export_hub.add_argument("--overwrite", action="store_true", help="replace existing folders")
     export_hub.set_defaults(func=_cmd_export_hub)
     return parser

@@ -41,7 +41,9 @@ class ClassificationReport:
             cells.append(str(scores["support"]))
             lines.append(f"{name:>{name_width}}" + "".join(f"  {cell:>{number_width}}" for cell in cells))
         lines.append("")
-        lines.append(f"accuracy {self.accuracy:.{digits}f}  macro-F1 {self.macro_f1:.{digits}f}  examples {self.num_examples}")
+        lines.append(
+            f"accuracy {self.accuracy:.{digits}f}  macro-F1 {self.macro_f1:.{digits}f}  examples {self.num_examples}"
+        )
         return "\n".join(lines)
 
 
@@ -65,9 +67,7 @@ def classification_metrics(y_true, y_pred, label_names):
             raise ValueError(f"{name} has class ids outside 0..{num_classes - 1} ({num_classes} label names)")
 
     labels = list(range(num_classes))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = {
         name: {
             "precision": float(precision[index]),

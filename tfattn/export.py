@@ -1,104 +1,82 @@
-"""SavedModel export of text classifiers: a serving signature from raw strings to labels.
+"""SavedModel export of task models: serving signatures that take raw strings.
 
-The exported folder loads with plain `tf.saved_model.load` (no tfattn import) and serves
-`serving_default(texts: string[batch]) -> {probabilities, label, label_names}`.
+The exported folder loads with plain `tf.saved_model.load` (no tfattn import; a WordPiece model
+also needs `import tensorflow_text` first, for its tokenizer ops) and serves
+`serving_default(texts: string[batch])`:
+- text classifiers -> `probabilities` `[batch, classes]`, `label` `[batch]`, `label_names`;
+- token classifiers (NER) -> per token `label_ids`, `labels`, `scores`, `probabilities`,
+  character `offsets` `[batch, seq, 2]` and `word_ids` (-1 outside words), plus `label_names`:
+  enough to group entities (`tfattn.ner.group_entities`) without a Python tokenizer.
 """
 
-import os
-import shutil
-import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow as tf
 
+TEXTS_SPEC = tf.TensorSpec([None], tf.string, name="texts")
 
-class _TextClassifierModule(tf.Module):
-    def __init__(self, text_model, label_names):
+
+def _batch_first(values, batch):
+    # Repeated per row so every output has the batch dimension first (TF Serving rule).
+    return tf.tile(values[None, :], [batch, 1])
+
+
+class _ServingModule(tf.Module):
+    """What a SavedModel holds: the model and its label names."""
+
+    def __init__(self, model, label_names):
         super().__init__()
-        self.model = text_model
+        self.model = model
         self.label_names = tf.constant(list(label_names))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
+
+class _TextClassifierModule(_ServingModule):
+    @tf.function(input_signature=[TEXTS_SPEC])
     def serve(self, texts):
-        probabilities = tf.cast(self.model(texts, training=False), tf.float32)
-        batch = tf.shape(texts)[0]
+        probabilities = tf.nn.softmax(self.model(texts, training=False))
         return {
             "probabilities": probabilities,
             "label": tf.gather(self.label_names, tf.argmax(probabilities, axis=-1)),
-            # Repeated per row so every output has the batch dimension first (TF Serving rule).
-            "label_names": tf.tile(self.label_names[None, :], [batch, 1]),
+            "label_names": _batch_first(self.label_names, tf.shape(texts)[0]),
         }
 
 
-def export_text_classifier(text_model, label_names, export_dir, overwrite=False):
-    """Write `text_model` as a SavedModel serving raw strings.
+class _TokenClassifierModule(_ServingModule):
+    @tf.function(input_signature=[TEXTS_SPEC])
+    def serve(self, texts):
+        tagged = self.model.tag_tokens(texts)
+        return {
+            **tagged,
+            "labels": tf.gather(self.label_names, tagged["label_ids"]),
+            "label_names": _batch_first(self.label_names, tf.shape(texts)[0]),
+        }
+
+
+def export_model(model, label_names: Sequence[str], export_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write a task model (`TextClassifier` or `TokenClassifier`) as a SavedModel serving raw strings.
 
     The model is saved to a temporary sibling folder first and renamed into place, so an
     interrupted export never leaves a half-written model at `export_dir`.
 
     Args:
-        text_model: a Keras model mapping strings `[batch]` to probabilities `[batch, classes]`.
-        label_names: class names in output order.
+        model: a task model of `tfattn.models`, e.g. from `tfattn.tasks.runs.load_run`.
+        label_names: class (or tag) names in output order.
         export_dir: destination folder.
         overwrite: replace an existing `export_dir` (otherwise it is an error).
 
     Returns:
         The export folder as a `Path`.
     """
+    from tfattn.files import write_atomically
+    from tfattn.models import TokenClassifier
     from tfattn.training import check_finite_weights
 
-    check_finite_weights(text_model)
-    module = _TextClassifierModule(text_model, label_names)
+    check_finite_weights(model)
+    module_class = _TokenClassifierModule if isinstance(model, TokenClassifier) else _TextClassifierModule
+    module = module_class(model, label_names)
     return write_atomically(
         export_dir,
         lambda staging: tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve}),
         overwrite,
     )
-
-
-def write_atomically(export_dir, write, overwrite=False):
-    """Run `write(staging_folder)`, then rename the staging folder to `export_dir`.
-
-    An interrupted export never leaves a half-written folder at `export_dir`; the staging
-    folders that killed exports to the same target left behind (`.NAME.tmp-PID-*` of a process
-    that no longer runs) are removed first. Without `overwrite`, an existing `export_dir` is an
-    error. Returns `export_dir` as a `Path`.
-    """
-    export_dir = Path(export_dir)
-    if export_dir.exists() and not overwrite:
-        raise FileExistsError(f"{export_dir} already exists; pass overwrite=True (--overwrite) to replace it")
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(export_dir)
-    staging = export_dir.with_name(f".{export_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        write(staging)
-        if export_dir.exists():
-            shutil.rmtree(export_dir)
-        staging.rename(export_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return export_dir
-
-
-def remove_stale_staging(export_dir):
-    """Delete staging folders of `export_dir` whose writing process is gone; returns their count."""
-    export_dir = Path(export_dir)
-    removed = 0
-    for staging in export_dir.parent.glob(f".{export_dir.name}.tmp-*"):
-        pid = staging.name.rsplit(".tmp-", 1)[1].split("-")[0]
-        if pid.isdigit() and _process_alive(int(pid)):
-            continue  # another export to the same target is still writing
-        shutil.rmtree(staging, ignore_errors=True)
-        removed += 1
-    return removed
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True

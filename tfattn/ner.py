@@ -8,8 +8,10 @@ The data side of token classification with a Hugging Face *fast* tokenizer, in p
 - `word_predictions` maps sub-token predictions back to one label per word (first sub-token).
 - `entity_scores` / `format_entity_report`: entity-level precision, recall and F1 (seqeval,
   conlleval semantics) per type and overall, plus token accuracy.
-- `group_entities` merges labelled sub-tokens of a raw text into entity spans with character
-  offsets, like the `aggregation_strategy="simple"` token-classification pipeline.
+- `group_entities` merges the per-sub-token label probabilities of a raw text into entity
+  spans with character offsets, with the `aggregation_strategy` of Hugging Face's
+  token-classification pipeline: "simple" (token level: a word may be split between
+  entities) or the word-level "first", "average" and "max" (entities cover whole words).
 
 Label ids index a list of names such as `tfattn.data.conll.NER_LABELS` ("O" first, then B-X/I-X).
 """
@@ -19,6 +21,7 @@ import warnings
 import numpy as np
 
 from tfattn.data.conll import TaggedSentences
+from tfattn.pretrained import HF_FEATURE_NAMES
 
 __all__ = [
     "IGNORE_INDEX",
@@ -28,12 +31,14 @@ __all__ = [
     "entity_scores",
     "format_entity_report",
     "group_entities",
+    "AGGREGATION_STRATEGIES",
 ]
 
 # The label of positions a loss must skip: the convention of HF models and our masked losses.
 IGNORE_INDEX = -100
 OUTSIDE = "O"
-FEATURE_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# Hugging Face's names; "none" (ungrouped tokens) is left out: it returns no entity spans.
+AGGREGATION_STRATEGIES = ("simple", "first", "average", "max")
 
 
 def align_labels(word_ids, word_tags, label_names) -> list[int]:
@@ -76,10 +81,8 @@ def tokenize_and_align(tokenizer, sentences: TaggedSentences, max_length: int = 
     truncated_words = empty_words = truncated_sentences = 0
     # The tokenizer would read an empty batch as one empty sentence, so none skips it.
     if len(sentences):
-        encoded = tokenizer(
-            sentences.words, is_split_into_words=True, truncation=True, max_length=max_length
-        )
-        result.update({name: encoded[name] for name in FEATURE_NAMES if name in encoded})
+        encoded = tokenizer(sentences.words, is_split_into_words=True, truncation=True, max_length=max_length)
+        result.update({name: encoded[name] for name in HF_FEATURE_NAMES.values() if name in encoded})
         for index, (words, tags) in enumerate(zip(sentences.words, sentences.tags)):
             word_ids = encoded.word_ids(index)
             covered = {word_id for word_id in word_ids if word_id is not None}
@@ -104,15 +107,13 @@ def tokenize_and_align(tokenizer, sentences: TaggedSentences, max_length: int = 
     lost = []
     if truncated_words:
         lost.append(
-            f"{truncated_words} words in {truncated_sentences} sentences were cut off at "
-            f"max_length={max_length}"
+            f"{truncated_words} words in {truncated_sentences} sentences were cut off at max_length={max_length}"
         )
     if empty_words:
         lost.append(f"{empty_words} words tokenized to nothing")
     if lost:
         warnings.warn(
-            f"{sentences.source}: {' and '.join(lost)}; these words get no training label "
-            "and are predicted as 'O'",
+            f"{sentences.source}: {' and '.join(lost)}; these words get no training label and are predicted as 'O'",
             stacklevel=2,
         )
     return result
@@ -132,8 +133,7 @@ def word_predictions(word_ids, token_predictions, num_words: int | None = None) 
         predictions = predictions.argmax(axis=-1)
     if predictions.ndim != 1:
         raise ValueError(
-            f"token_predictions must be ids [tokens] or scores [tokens, labels], "
-            f"got shape {predictions.shape}"
+            f"token_predictions must be ids [tokens] or scores [tokens, labels], got shape {predictions.shape}"
         )
     word_ids = list(word_ids)
     if len(predictions) < len(word_ids):
@@ -145,9 +145,7 @@ def word_predictions(word_ids, token_predictions, num_words: int | None = None) 
     for position, word_id in enumerate(word_ids):
         if word_id is not None and word_id != previous:
             if word_id >= num_words:
-                raise ValueError(
-                    f"word id {word_id} at token {position}, but only {num_words} words"
-                )
+                raise ValueError(f"word id {word_id} at token {position}, but only {num_words} words")
             words[word_id] = int(predictions[position])
         previous = word_id
     return words
@@ -177,15 +175,11 @@ def entity_scores(true_word_tags, predicted_word_tags, label_names) -> dict:
     true_word_tags = list(true_word_tags)
     predicted_word_tags = list(predicted_word_tags)
     if len(true_word_tags) != len(predicted_word_tags):
-        raise ValueError(
-            f"{len(true_word_tags)} true sentences but {len(predicted_word_tags)} predicted"
-        )
+        raise ValueError(f"{len(true_word_tags)} true sentences but {len(predicted_word_tags)} predicted")
     y_true, y_pred = [], []
     for index, (true_tags, predicted_tags) in enumerate(zip(true_word_tags, predicted_word_tags)):
         if len(true_tags) != len(predicted_tags):
-            raise ValueError(
-                f"sentence {index}: {len(true_tags)} true tags but {len(predicted_tags)} predicted"
-            )
+            raise ValueError(f"sentence {index}: {len(true_tags)} true tags but {len(predicted_tags)} predicted")
         y_true.append(_names(true_tags, label_names, f"sentence {index}, true tags"))
         y_pred.append(_names(predicted_tags, label_names, f"sentence {index}, predicted tags"))
 
@@ -241,56 +235,94 @@ def format_entity_report(scores: dict) -> str:
 
 
 def group_entities(
-    text: str, offsets, token_label_ids, token_scores, label_names, word_ids=None
+    text: str,
+    offsets,
+    probabilities,
+    label_names,
+    word_ids=None,
+    aggregation_strategy: str = "simple",
 ) -> list[dict]:
-    """Entity spans in `text` from per-sub-token labels, like the "simple" HF aggregation.
+    """Entity spans in `text` from per-sub-token label probabilities, as Hugging Face's
+    `TokenClassificationPipeline` groups them.
 
-    `offsets` are the fast tokenizer's `offset_mapping` (character spans in `text`); tokens
-    with an empty span, i.e. special tokens (0, 0) and padding, are skipped. `token_scores` is
-    each token's score for its label (e.g. its softmax probability).
+    Args:
+        text: the raw text the tokens come from.
+        offsets: `[tokens, 2]` character spans of the tokens in `text` (the fast tokenizer's
+            `offset_mapping`); tokens with an empty span, i.e. special tokens (0, 0) and
+            padding, are skipped.
+        probabilities: `[tokens, labels]`, each token's label probabilities (softmax).
+        label_names: the labels, "O" and B-X/I-X (a bare "X" counts as I-X), in column order.
+        word_ids: `[tokens]`, each token's word index (the encoding's `word_ids()`), None or
+            -1 for tokens of no word, which are skipped. Needed by the word-level strategies.
+        aggregation_strategy: how tokens become labelled units, as Hugging Face names it:
+
+            - "simple": each token is a unit, labelled with its most probable label and scored
+              with that probability; a word may be split between entities.
+            - "first": each word is a unit with the label and score of its first sub-token.
+            - "average": each word is a unit labelled by the argmax of its sub-tokens' mean
+              probabilities, scored with that mean probability.
+            - "max": each word is a unit with the label and score of its sub-token whose
+              top probability is highest.
 
     Consecutive units labelled B-X/I-X of one type form an entity; a B-X, or an I-X after O or
-    after another type, starts a new one. Without `word_ids` the units are the sub-tokens
-    themselves, each with its own label, so a word may be split between entities. With
-    `word_ids` (the encoding's `word_ids()`) the units are words: a word's label and score are
-    those of its first sub-token, and the word joins its entity whole, continuation pieces
-    ("##...") included, whatever they were labelled; their scores are left out of the mean,
-    being scores for labels that were not used.
+    after another type, starts a new one. An entity spans from its first unit's start to its
+    last unit's end (whole words for the word-level strategies) and scores the mean of its
+    units' scores.
 
-    Returns `[{"entity_group": "PER", "score": mean unit score, "word": text[start:end],
-    "start": ..., "end": ...}, ...]` in text order.
+    Returns:
+        `[{"entity_group": "PER", "score": mean unit score, "word": text[start:end],
+        "start": ..., "end": ...}, ...]` in text order.
+
+    Raises:
+        ValueError: for an unknown strategy, a word-level strategy without `word_ids`, or
+            inputs whose lengths or label counts disagree.
     """
+    if aggregation_strategy not in AGGREGATION_STRATEGIES:
+        raise ValueError(
+            f"aggregation_strategy must be one of {', '.join(map(repr, AGGREGATION_STRATEGIES))}; "
+            f"got {aggregation_strategy!r}"
+        )
+    word_level = aggregation_strategy != "simple"
+    if word_level and word_ids is None:
+        raise ValueError(
+            f"aggregation_strategy={aggregation_strategy!r} groups sub-tokens by word: "
+            "pass word_ids (the encoding's word_ids())"
+        )
     label_names = list(label_names)
     offsets = [(int(start), int(end)) for start, end in offsets]
-    token_label_ids = [int(label_id) for label_id in np.asarray(token_label_ids).reshape(-1)]
-    token_scores = [float(score) for score in np.asarray(token_scores).reshape(-1)]
-    lengths = {len(offsets), len(token_label_ids), len(token_scores)}
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(label_names):
+        raise ValueError(
+            f"probabilities must be [tokens, labels] with {len(label_names)} labels, got shape {probabilities.shape}"
+        )
+    lengths = {len(offsets), len(probabilities)}
     if word_ids is not None:
-        word_ids = list(word_ids)
+        # None (Hugging Face's word_ids()) and negative ids (in-graph tensors) mean no word.
+        word_ids = [None if word is None or int(word) < 0 else int(word) for word in word_ids]
         lengths.add(len(word_ids))
     if len(lengths) != 1:
-        raise ValueError(
-            f"offsets, labels, scores (and word_ids) differ in length: {sorted(lengths)}"
-        )
+        raise ValueError(f"offsets, probabilities (and word_ids) differ in length: {sorted(lengths)}")
+
+    # Tokens to group: [(word, start, end, probability row)].
+    tokens = []
+    for position, (start, end) in enumerate(offsets):
+        word = None if word_ids is None else word_ids[position]
+        if end <= start or (word_ids is not None and word is None):
+            continue
+        tokens.append((word, start, end, probabilities[position]))
 
     # Units: (label id, score, start, end), either tokens or whole words.
-    units = []
-    previous_word = None
-    for position, (start, end) in enumerate(offsets):
-        if end <= start:
-            continue
-        label_id, score = token_label_ids[position], token_scores[position]
-        if word_ids is None:
-            units.append([label_id, score, start, end])
-            continue
-        word_id = word_ids[position]
-        if word_id is None:
-            continue
-        if word_id == previous_word:
-            units[-1][3] = max(units[-1][3], end)
-        else:
-            units.append([label_id, score, start, end])
-        previous_word = word_id
+    if word_level:
+        words = []
+        for word, start, end, row in tokens:
+            if words and words[-1][0] == word:
+                words[-1][2] = end
+                words[-1][3].append(row)
+            else:
+                words.append([word, start, end, [row]])
+        units = [(*_word_label(np.stack(rows), aggregation_strategy), start, end) for _, start, end, rows in words]
+    else:
+        units = [(int(row.argmax()), float(row.max()), start, end) for _, start, end, row in tokens]
 
     entities = []
     current = None  # [type, scores, start, end] of the entity being built
@@ -314,6 +346,18 @@ def group_entities(
         }
         for entity_type, scores, start, end in entities
     ]
+
+
+def _word_label(rows, aggregation_strategy: str) -> tuple[int, float]:
+    """(label id, score) of a word from its sub-tokens' probability rows `[pieces, labels]`."""
+    if aggregation_strategy == "first":
+        row = rows[0]
+    elif aggregation_strategy == "average":
+        row = rows.mean(axis=0)
+    else:  # "max": the piece the model is surest of decides; the first one wins a tie.
+        row = rows[rows.max(axis=1).argmax()]
+    label_id = int(row.argmax())
+    return label_id, float(row[label_id])
 
 
 def _align(word_ids, word_tags, continuation_ids: list[int]) -> list[int]:
@@ -342,9 +386,7 @@ def _continuation_ids(label_names) -> list[int]:
         if name.startswith("B-"):
             inside = "I-" + name[2:]
             if inside not in ids:
-                raise ValueError(
-                    f"label {name!r} has no {inside!r} in the label names {label_names}"
-                )
+                raise ValueError(f"label {name!r} has no {inside!r} in the label names {label_names}")
             continuation.append(ids[inside])
         else:
             continuation.append(index)
@@ -356,9 +398,7 @@ def _names(label_ids, label_names: list[str], where: str) -> list[str]:
     names = []
     for label_id in label_ids:
         if not 0 <= label_id < len(label_names):
-            raise ValueError(
-                f"{where}: label id {label_id} is outside 0..{len(label_names) - 1}"
-            )
+            raise ValueError(f"{where}: label id {label_id} is outside 0..{len(label_names) - 1}")
         names.append(label_names[label_id])
     return names
 

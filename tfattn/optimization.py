@@ -77,8 +77,12 @@ def create_optimizer(
         A `tf_keras.optimizers.AdamW`.
 
     Example:
-    >>> optimizer = create_optimizer(3e-5, total_steps=1000)  # 100 warmup steps
-    >>> model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    >>> optimizer = create_optimizer(3e-5, total_steps=1000)  # the first 100 steps warm up
+    >>> model = keras.Sequential([keras.layers.Dense(2)])
+    >>> model.compile(optimizer=optimizer, loss="mse")
+    >>> history = model.fit(tf.zeros([4, 3]), tf.zeros([4, 2]), verbose=0)
+    >>> int(optimizer.iterations), type(optimizer).__name__
+    (1, 'AdamW')
     """
     schedule = WarmupLinearDecay(
         peak_learning_rate=learning_rate,

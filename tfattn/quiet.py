@@ -38,6 +38,9 @@ def start_tensorflow(verbose=False):
 
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Hugging Face's load reports and its "TensorFlow classes are deprecated" notice; tfattn says
+    # itself what it loads and what it initializes anew.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if "tensorflow" not in sys.modules:  # e.g. under pytest, TensorFlow is already there
         _filter_native_stderr()
     import tensorflow as tf

@@ -52,7 +52,12 @@ def fingerprint(source):
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return {"source": str(source), "path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {
+        "source": str(source),
+        "path": str(path.resolve()),
+        "size": path.stat().st_size,
+        "sha256": digest.hexdigest(),
+    }
 
 
 def read_manifest(run_dir):
@@ -123,13 +128,18 @@ def open_run(run_dir, config, data_sources, overwrite=False):
     saved = read_manifest(run_dir) if occupied else None
     if occupied and overwrite:
         if not _is_run_folder(run_dir):
-            raise RunConflict(f"{run_dir}: not a tfattn run folder (no run.json); refusing to empty it, "
-                              "choose another --run-dir")
+            raise RunConflict(
+                f"{run_dir}: not a tfattn run folder (no run.json); refusing to empty it, choose another --run-dir"
+            )
         shutil.rmtree(run_dir)
         occupied, saved = False, None
     if occupied:
         if saved is None:
-            what = "a run of an earlier tfattn (no run.json)" if _is_run_folder(run_dir) else "files that are not a tfattn run"
+            what = (
+                "a run of an earlier tfattn (no run.json)"
+                if _is_run_folder(run_dir)
+                else "files that are not a tfattn run"
+            )
             raise RunConflict(f"{run_dir} holds {what}; pass --overwrite to replace it, or choose another --run-dir")
         differences = _differences(saved, wanted)
         if differences:

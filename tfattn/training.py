@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tfattn.export import write_atomically
+from tfattn.files import write_atomically
 from tfattn.run_manifest import TRAINED, TRAINING, finish_run, open_run, set_status
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -168,8 +168,11 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         for name in ("loss", "val_loss"):
             value = (logs or {}).get(name)
             if value is not None and not math.isfinite(float(value)):
-                kept = (f"the last finished epoch is kept in {self.backup_folder}" if Path(self.backup_folder).is_dir()
-                        else "no epoch had finished")
+                kept = (
+                    f"the last finished epoch is kept in {self.backup_folder}"
+                    if Path(self.backup_folder).is_dir()
+                    else "no epoch had finished"
+                )
                 raise TrainingDiverged(
                     f"training diverged: {name} is {float(value)} at epoch {self._epoch + 1}{where}; stopped without "
                     f"saving a model ({kept}); try a lower --learning-rate with --overwrite"
@@ -248,26 +251,35 @@ def resumed_epoch(backup_folder):
 
 
 class EpochOrder:
-    """Makes a reshuffling dataset's order a function of the epoch index alone.
+    """Makes a reshuffling dataset's order a function of the run's progress alone.
 
     Each new iterator of a `shuffle(..., reshuffle_each_iteration=True)` dataset draws the next
-    order, and Keras makes one iterator per epoch. A run resumed at epoch k must see the orders
-    an uninterrupted run saw from epoch k on, so `advance_to(k)` draws (and discards) orders
-    until k epochs' worth have been drawn.
+    order, and Keras makes one iterator per epoch, plus one when each `fit` starts. A resumed run
+    must see the orders an uninterrupted run saw, so before each fit `advance_to` draws (and
+    discards) the orders that the uninterrupted run drew before it: one per earlier fit and one
+    per epoch of every phase before (`skip_phase` for a phase loaded, not fitted, `record` for
+    one fitted) and of this phase's epochs already done.
     """
 
     def __init__(self, dataset):
         self.dataset = dataset
-        self.epochs_drawn = 0
+        self.drawn = 0  # iterators made in this process
+        self.phase_start = 0  # iterators an uninterrupted run had made when the current phase began
 
-    def advance_to(self, epoch):
-        while self.epochs_drawn < epoch:
+    def advance_to(self, epochs_done):
+        """Before a fit that resumes the current phase after `epochs_done` of its epochs."""
+        while self.drawn < self.phase_start + epochs_done:
             iter(self.dataset)
-            self.epochs_drawn += 1
+            self.drawn += 1
 
     def record(self, history):
-        """Count the epochs a `fit` ran (its returned `History`)."""
-        self.epochs_drawn += len(history.epoch)
+        """Count the iterators of a `fit` that ended the current phase (its returned `History`)."""
+        self.drawn += 1 + len(history.epoch)
+        self.phase_start = self.drawn
+
+    def skip_phase(self, epochs):
+        """A finished phase was loaded, not fitted: its fit made an iterator plus one per epoch."""
+        self.phase_start += 1 + epochs
 
 
 def with_epoch_length(dataset, batches):
@@ -294,14 +306,23 @@ def fit_phase(model, train_data, order, run_dir, phase, first_epoch, last_epoch,
     """
     weights_dir = phase_weights_dir(run_dir, phase)
     if (weights_dir / "weights.index").is_file():
-        model.load_weights(str(weights_dir / "weights"))
+        # A finished phase's optimizer state is not needed: only the model's weights are read.
+        model.load_weights(str(weights_dir / "weights")).expect_partial()
+        # The epochs it ran (early stopping may have ended it before last_epoch).
+        epochs_file = weights_dir / "epochs.json"
+        order.skip_phase(read_json(epochs_file)["epochs"] if epochs_file.is_file() else last_epoch - first_epoch)
         return False
     start = max(first_epoch, resumed_epoch(backup_dir(run_dir) / phase))
-    order.advance_to(start)
+    order.advance_to(start - first_epoch)
     history = model.fit(train_data, initial_epoch=start, epochs=last_epoch, callbacks=callbacks, **fit_kwargs)
     order.record(history)
     check_finite_weights(model)
-    write_atomically(weights_dir, lambda staging: model.save_weights(str(staging / "weights")), overwrite=True)
+
+    def keep(staging):
+        model.save_weights(str(staging / "weights"))
+        write_json(staging / "epochs.json", {"epochs": start - first_epoch + len(history.epoch)})
+
+    write_atomically(weights_dir, keep, overwrite=True)
     return True
 
 
@@ -339,16 +360,20 @@ def standard_callbacks(
     backup = backup_dir(run_dir) / phase
     if append_history is None:
         append_history = is_resuming(run_dir)
-    callbacks = [Throughput(examples_per_epoch)] + ([validation_callback] if validation_callback else []) + [
-        StopOnNonFiniteLoss(backup),
-        KeepBest(run_dir / "checkpoints" / phase, monitor=monitor, patience=patience),
-        # After KeepBest: its on_train_end restores the best weights before fit_phase keeps them.
-        # Saved after every epoch and removed when fit() completes: rerunning the same
-        # command after an interruption continues from the last finished epoch.
-        keras.callbacks.BackupAndRestore(str(backup)),
-        keras.callbacks.TensorBoard(str(run_dir / "logs")),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append_history),
-    ]
+    callbacks = (
+        [Throughput(examples_per_epoch)]
+        + ([validation_callback] if validation_callback else [])
+        + [
+            StopOnNonFiniteLoss(backup),
+            KeepBest(run_dir / "checkpoints" / phase, monitor=monitor, patience=patience),
+            # After KeepBest: its on_train_end restores the best weights before fit_phase keeps them.
+            # Saved after every epoch and removed when fit() completes: rerunning the same
+            # command after an interruption continues from the last finished epoch.
+            keras.callbacks.BackupAndRestore(str(backup)),
+            keras.callbacks.TensorBoard(str(run_dir / "logs")),
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append_history),
+        ]
+    )
     if not sys.stdout.isatty():
         callbacks.append(ProgressLog(batches_per_epoch, batch_size))
     if time_budget:

@@ -26,9 +26,7 @@ _EXPECTED_COLUMNS = 3
 # In the CSV an entity's "&" was replaced by a space: "NASCAR #39;s", "M amp;S", "up to  #36;2".
 # Taking that one space back for the "&" restores "NASCAR's", "M&S", "up to $2". Named entities
 # are listed rather than matched as any "word;", which would also catch "Rises;" or "not;".
-_BARE_ENTITY = re.compile(
-    r" ?(?<![&\w])((?:#\d+|quot|amp|lt|gt|nbsp|hellip|[lr]squo|[lr]dquo|[mn]dash);)"
-)
+_BARE_ENTITY = re.compile(r" ?(?<![&\w])((?:#\d+|quot|amp|lt|gt|nbsp|hellip|[lr]squo|[lr]dquo|[mn]dash);)")
 # Markup arrives escaped ("&lt;A HREF=...&gt;CAL.N&lt;/A&gt;"); after unescaping only the link
 # text is worth keeping. Requiring a letter or "/" after "<" leaves comparisons like "a < b" alone.
 _HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
@@ -78,9 +76,7 @@ def read_agnews_csv(path) -> TextExamples:
         raise DataError(f"{path}, row {row_number + 1} (line {reader.line_num}): {error}") from None
 
     if not texts:
-        raise DataError(
-            f"{path}: no rows (expected AG News CSV rows: class index, title, description)"
-        )
+        raise DataError(f"{path}: no rows (expected AG News CSV rows: class index, title, description)")
     return TextExamples(
         texts=texts,
         labels=np.asarray(labels, dtype=np.int64),
@@ -98,9 +94,7 @@ def load_agnews(source, split: str = "train") -> TextExamples:
         return read_agnews_csv(source)
     if source in _TFDS_NAMES:
         return _load_tfds_agnews(split)
-    raise DataError(
-        f"{source}: no such file (expected an AG News CSV path or 'tfds:ag_news_subset')"
-    )
+    raise DataError(f"{source}: no such file (expected an AG News CSV path or 'tfds:ag_news_subset')")
 
 
 def _parse_label(field: str, where: str) -> int:
@@ -131,16 +125,12 @@ def _load_tfds_agnews(split: str) -> TextExamples:
         )
     try:
         dataset = tfds.load("ag_news_subset", split=split)
-        records = [
-            (record["title"], record["description"], record["label"])
-            for record in tfds.as_numpy(dataset)
-        ]
+        records = [(record["title"], record["description"], record["label"]) for record in tfds.as_numpy(dataset)]
     except Exception as error:
         raise DataError(f"{where}: {_one_line(error)}; offline? pass a local CSV path instead") from error
 
     texts = [
-        clean_agnews_text(f"{title.decode('utf-8')} {description.decode('utf-8')}")
-        for title, description, _ in records
+        clean_agnews_text(f"{title.decode('utf-8')} {description.decode('utf-8')}") for title, description, _ in records
     ]
     return TextExamples(
         texts=texts,

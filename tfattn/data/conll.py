@@ -41,19 +41,14 @@ class TaggedSentences:
         if not self.label_names or len(set(self.label_names)) != len(self.label_names):
             raise DataError(f"{self.source}: label names must be distinct, got {self.label_names}")
         if len(self.words) != len(self.tags):
-            raise DataError(
-                f"{self.source}: {len(self.words)} sentences of words but "
-                f"{len(self.tags)} of tags"
-            )
+            raise DataError(f"{self.source}: {len(self.words)} sentences of words but {len(self.tags)} of tags")
         num_labels = len(self.label_names)
         valid_ids = set(range(num_labels))
         checked_tags = []
         for index, (words, tags) in enumerate(zip(self.words, self.tags)):
             tags = list(tags)
             if len(words) != len(tags):
-                raise DataError(
-                    f"{self.source}, sentence {index}: {len(words)} words but {len(tags)} tags"
-                )
+                raise DataError(f"{self.source}, sentence {index}: {len(words)} words but {len(tags)} tags")
             # Per-sentence set checks keep this fast on the 200k-word training file.
             ids = [_as_id(tag) for tag in tags]
             if not valid_ids.issuperset(ids):
@@ -156,9 +151,7 @@ def read_conll(path, label_names=NER_LABELS) -> TaggedSentences:
 
     if not sentences_words:
         raise DataError(f"{path}: no sentences")
-    return TaggedSentences(
-        words=sentences_words, tags=sentences_tags, label_names=label_names, source=str(path)
-    )
+    return TaggedSentences(words=sentences_words, tags=sentences_tags, label_names=label_names, source=str(path))
 
 
 def load_conll(source, split: str = "train", label_names=NER_LABELS) -> TaggedSentences:
@@ -206,9 +199,7 @@ def _load_hf_dataset(name: str, split: str, label_names: list[str]) -> TaggedSen
     else:
         unknown = [tag for tag in dataset_names if tag not in label_names]
         if unknown:
-            raise DataError(
-                f"{where}: unknown tags {unknown}; known tags: {', '.join(label_names)}"
-            )
+            raise DataError(f"{where}: unknown tags {unknown}; known tags: {', '.join(label_names)}")
         id_map = [label_names.index(tag) for tag in dataset_names]
 
     words = [list(tokens) for tokens in dataset["tokens"]]
@@ -217,9 +208,6 @@ def _load_hf_dataset(name: str, split: str, label_names: list[str]) -> TaggedSen
         sentence_tags = list(sentence_tags)
         # Checked here: a negative id would otherwise index id_map from its end.
         if not all(_as_id(tag) is not None and 0 <= tag < len(id_map) for tag in sentence_tags):
-            raise DataError(
-                f"{where}, sentence {index}: tag ids {sentence_tags} are not all in "
-                f"0..{len(id_map) - 1}"
-            )
+            raise DataError(f"{where}, sentence {index}: tag ids {sentence_tags} are not all in 0..{len(id_map) - 1}")
         tags.append([id_map[tag] for tag in sentence_tags])
     return TaggedSentences(words=words, tags=tags, label_names=label_names, source=where)

@@ -35,9 +35,7 @@ class TextExamples:
     def __post_init__(self):
         labels = np.asarray(self.labels)
         if labels.ndim != 1:
-            raise DataError(
-                f"{self.source}: labels must be one-dimensional, got shape {labels.shape}"
-            )
+            raise DataError(f"{self.source}: labels must be one-dimensional, got shape {labels.shape}")
         # A float label such as 1.5 would be truncated silently by astype, so refuse it.
         if labels.size and not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{self.source}: labels must be integers, got dtype {labels.dtype}")
@@ -145,9 +143,7 @@ def read_utf8_text(path) -> str:
         content = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
-        bad = raw[error.start:error.end]
-        raise DataError(
-            f"{path}, line {line}: not valid UTF-8 (byte {bad.hex(' ')} at offset {error.start})"
-        ) from None
+        bad = raw[error.start : error.end]
+        raise DataError(f"{path}, line {line}: not valid UTF-8 (byte {bad.hex(' ')} at offset {error.start})") from None
     # A byte-order mark from spreadsheet exports would otherwise stick to the first label.
     return content.removeprefix("\ufeff")

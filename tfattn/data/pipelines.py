@@ -12,31 +12,6 @@ import tensorflow as tf
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def encode_texts(vectorizer, texts, max_length, chunk_size=2048, what="texts"):
-    """Token ids of `texts` through a `TextVectorization` layer, as `FitTokenIds` gives them to
-    the model: truncated to `max_length`, and one `[UNK]` for a text with no token. Warns with
-    counts (`what` names the texts) when any text was truncated or had no token.
-
-    Returns a `tf.RaggedTensor` `[num_texts, (length)]` of int32 ids without padding.
-    """
-    from tfattn.layers import FitTokenIds
-
-    fit = FitTokenIds(max_length)
-    pieces, lengths = [], []
-    for start in range(0, len(texts), chunk_size):
-        ids = vectorizer(tf.constant(texts[start : start + chunk_size]))
-        if not isinstance(ids, tf.RaggedTensor):  # a vectorizer built without ragged=True
-            ids = tf.RaggedTensor.from_tensor(ids, padding=0)
-        lengths.append(ids.row_lengths().numpy())
-        # TextVectorization pads with id 0 and never emits 0 for a real token.
-        pieces.append(tf.RaggedTensor.from_tensor(fit(ids), padding=0))
-    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    warn_about_texts(len(lengths), int(np.sum(lengths > max_length)), int(np.sum(lengths == 0)), max_length, what)
-    if not pieces:
-        return tf.ragged.constant([], dtype=tf.int32, ragged_rank=1)
-    return tf.concat(pieces, axis=0)
-
-
 def warn_about_texts(total, truncated=0, empty=0, max_length=None, what="texts", filler="[UNK]"):
     """Warn, with counts out of `total`, about `truncated` texts (longer than `max_length`
     tokens) and `empty` ones (no token besides the special ones; each is read as `filler`)."""

@@ -41,9 +41,7 @@ _JSON_TYPE_NAMES = {
 }
 
 
-def read_labelled_texts(
-    path, text_column: str, label_column: str, label_names=None, sheet=None
-) -> TextExamples:
+def read_labelled_texts(path, text_column: str, label_column: str, label_names=None, sheet=None) -> TextExamples:
     """Read (text, label) pairs from a .jsonl/.json-lines, .csv or .xlsx file.
 
     A csv or xlsx file has a header row (row 1) naming its columns; `sheet` picks an xlsx
@@ -84,9 +82,7 @@ def read_labelled_texts(
         if not label:
             raise DataError(f"{where}: empty label in column {label_column!r}")
         if known_ids is not None and label not in known_ids:
-            raise DataError(
-                f"{where}: unknown label {label!r}; known labels are: {_quoted(label_names)}"
-            )
+            raise DataError(f"{where}: unknown label {label!r}; known labels are: {_quoted(label_names)}")
         texts.append(text)
         labels.append(label)
 
@@ -116,9 +112,7 @@ def save_label_map(label_names, path) -> None:
         "label2id": {name: index for index, name in enumerate(label_names)},
     }
     # ensure_ascii=False keeps Cyrillic names readable in the file instead of \u escapes.
-    Path(path).write_text(
-        json.dumps(content, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-    )
+    Path(path).write_text(json.dumps(content, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def load_label_map(path) -> list[str]:
@@ -127,9 +121,7 @@ def load_label_map(path) -> list[str]:
     try:
         content = json.loads(read_utf8_text(path))
     except json.JSONDecodeError as error:
-        raise DataError(
-            f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
-        ) from None
+        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
     if not isinstance(content, dict) or not isinstance(content.get("label_names"), list):
         raise DataError(f'{path}: expected a JSON object with a "label_names" list')
     label_names = _checked_label_names(content["label_names"], str(path))
@@ -152,17 +144,13 @@ def _jsonl_records(path: Path, text_column: str, label_column: str):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DataError(
-                f"{where}: not valid JSON ({error.msg} at column {error.colno})"
-            ) from None
+            raise DataError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
         if not isinstance(record, dict):
             kind = _JSON_TYPE_NAMES.get(type(record), type(record).__name__)
             raise DataError(f"{where}: expected a JSON object, got {kind}")
         for column in (text_column, label_column):
             if column not in record:
-                raise DataError(
-                    f"{where}: no column {column!r}; columns are: {_quoted(list(record))}"
-                )
+                raise DataError(f"{where}: no column {column!r}; columns are: {_quoted(list(record))}")
         records.append((where, record[text_column], record[label_column]))
     return records
 
@@ -184,9 +172,7 @@ def _csv_records(path: Path, text_column: str, label_column: str):
                 continue
             where = f"{path}, row {row_number} (line {reader.line_num})"
             if len(fields) != len(header):
-                raise DataError(
-                    f"{where}: found {len(fields)} fields, the header has {len(header)}"
-                )
+                raise DataError(f"{where}: found {len(fields)} fields, the header has {len(header)}")
             records.append((where, fields[text_index], fields[label_index]))
     except csv.Error as error:
         raise DataError(f"{path}, row {row_number + 1} (line {reader.line_num}): {error}") from None
@@ -227,9 +213,7 @@ def _xlsx_records(path: Path, text_column: str, label_column: str, sheet):
         elif sheet in workbook.sheetnames:
             worksheet = workbook[sheet]
         else:
-            raise DataError(
-                f"{path}: no sheet {sheet!r}; sheets are: {_quoted(workbook.sheetnames)}"
-            )
+            raise DataError(f"{path}: no sheet {sheet!r}; sheets are: {_quoted(workbook.sheetnames)}")
         rows = worksheet.iter_rows(values_only=True)
         header = next(rows, None)
         if header is None:

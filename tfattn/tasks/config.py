@@ -1,15 +1,16 @@
-"""What defines a text-classification run (`TrainConfig`), the tasks it can run, and their splits.
+"""What defines a training run (`TrainConfig`), the tasks it can run, and their data splits.
 
-One config serves every model family: without `backbone` the from-scratch transformer is
-trained; with `backbone` (a Hugging Face name or a local checkpoint folder) a pretrained one
-is fine-tuned, or trained frozen with `freeze`; with `hub_preprocess` and `hub_encoder` a
-TF-Hub BERT pair is trained frozen for `freeze_epochs`, then fine-tuned. Fields left at None take the family's default
-(see `resolve`), and the resolved values are what a run saves as `config.json`.
+One config serves every task (text classification: agnews, math; token classification: ner)
+and every model family: without `backbone` the from-scratch transformer is trained; with
+`backbone` (a Hugging Face name or a local checkpoint folder) a pretrained one is fine-tuned,
+or trained frozen with `freeze`; with `hub_preprocess` and `hub_encoder` a TF-Hub BERT pair is
+trained frozen for `freeze_epochs`, then fine-tuned. Fields left at None take the task's and
+family's default (see `resolve`), and the resolved values are what a run saves as `config.json`.
 """
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Optional
+from pathlib import Path
 
 import numpy as np
 
@@ -19,10 +20,17 @@ from tfattn.data import MATH_TOPICS, DataError, load_agnews, read_labelled_texts
 TASKS = {
     "agnews": ("tfds:ag_news_subset", None, None),
     "math": (None, MATH_TOPICS["text_column"], MATH_TOPICS["label_column"]),
+    "ner": (None, None, None),
 }
+# Tasks with one label per token (the others have one per text).
+TOKEN_TASKS = ("ner",)
 
-SCRATCH_DEFAULTS = {"max_length": 256, "batch_size": 64, "epochs": 10, "learning_rate": 1e-3}
-PRETRAINED_DEFAULTS = {"max_length": 128, "batch_size": 32, "epochs": 3, "learning_rate": 3e-5}
+SCRATCH_DEFAULTS = {"max_length": 256, "batch_size": 64, "epochs": 10, "learning_rate": 1e-3, "pooling": "mean"}
+PRETRAINED_DEFAULTS = {"max_length": 128, "batch_size": 32, "epochs": 3, "learning_rate": 3e-5, "pooling": "cls"}
+# Per task, what differs from the family defaults (NER fine-tunes best a little faster).
+TASK_DEFAULTS = {"ner": {"learning_rate": 5e-5}}
+# TF-Hub encoders are read through their pooled_output unless --pooling says otherwise.
+HUB_DEFAULTS = {"pooling": "pooled"}
 FROZEN_LEARNING_RATE = 1e-3
 
 
@@ -33,8 +41,8 @@ class Bound:
 
     kind: type
     what: str
-    low: Optional[float] = None
-    high: Optional[float] = None
+    low: float | None = None
+    high: float | None = None
     low_open: bool = False
     high_open: bool = False
 
@@ -65,11 +73,13 @@ POSITIVE_FLOAT = Bound(float, "a positive number", low=0, low_open=True)
 NON_NEGATIVE_FLOAT = Bound(float, "a number >= 0", low=0)
 FRACTION = Bound(float, "a number in [0, 1)", low=0, high=1, high_open=True)
 
-# Every numeric option of the training configs (TrainConfig and NerConfig), checked when the
+# Every numeric option of `TrainConfig`, checked when the
 # command line is parsed and again when a config is resolved, so the Python API gets the same
 # one-line errors.
 NUMERIC_OPTIONS = {
-    "validation_fraction": Bound(float, "a number between 0 and 1 (exclusive)", low=0, high=1, low_open=True, high_open=True),
+    "validation_fraction": Bound(
+        float, "a number between 0 and 1 (exclusive)", low=0, high=1, low_open=True, high_open=True
+    ),
     "seed": NON_NEGATIVE_INT,
     "limit": Bound(int, "an integer >= 2 (one training and one validation example)", low=2),
     "validation_limit": POSITIVE_INT,
@@ -105,22 +115,23 @@ class TrainConfig:
 
     task: str = "agnews"
     run_dir: str = "runs/agnews"
-    data: Optional[str] = None  # a file; agnews also takes tfds:ag_news_subset
-    text_column: Optional[str] = None  # for csv / jsonl / xlsx task files
-    label_column: Optional[str] = None
+    data: str | None = None  # a file; agnews also takes tfds:ag_news_subset, ner hf:conll2003
+    text_column: str | None = None  # for csv / jsonl / xlsx task files
+    label_column: str | None = None
     validation_fraction: float = 0.1
+    validation_data: str | None = None  # ner: default valid.txt beside `data`
+    validation_limit: int | None = None  # ner: score on the first this many sentences
     seed: int = 0
-    limit: Optional[int] = None  # train on a random subset of this many examples (smoke tests)
+    limit: int | None = None  # train on a subset of this many examples (smoke tests)
     # pretrained backbone (None: the from-scratch transformer)
-    backbone: Optional[str] = None
+    backbone: str | None = None
     freeze: bool = False
-    pooling: str = "cls"
-    head: str = "dense"
+    pooling: str | None = None  # cls, mean or pooled; default mean from scratch, cls pretrained, pooled TF-Hub
     # TF-Hub BERT pair (URL or SavedModel folder), instead of backbone; trained frozen for
     # freeze_epochs (default 1) at the frozen learning rate, then fine-tuned for `epochs`
-    hub_preprocess: Optional[str] = None
-    hub_encoder: Optional[str] = None
-    freeze_epochs: Optional[int] = None
+    hub_preprocess: str | None = None
+    hub_encoder: str | None = None
+    freeze_epochs: int | None = None
     # from-scratch model
     vocab_size: int = 20000
     embed_dim: int = 64
@@ -130,14 +141,14 @@ class TrainConfig:
     positional: str = "learned"
     dropout: float = 0.1
     # optimization (None: the family's default)
-    max_length: Optional[int] = None
-    batch_size: Optional[int] = None
-    epochs: Optional[int] = None
-    learning_rate: Optional[float] = None
+    max_length: int | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    learning_rate: float | None = None
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     patience: int = 2
-    time_budget: Optional[float] = None  # seconds of training wall time, then stop
+    time_budget: float | None = None  # seconds of training wall time, then stop
     # devices
     strategy: str = "default"
     mixed_precision: bool = False
@@ -159,32 +170,60 @@ class TrainConfig:
             return f"TF-Hub {self.hub_encoder}"
         return (self.backbone or "from-scratch transformer") + (" (frozen)" if self.backbone and self.freeze else "")
 
+    @property
+    def token_task(self):
+        """True for tasks with one label per token (NER)."""
+        return self.task in TOKEN_TASKS
+
     def resolve(self):
         """A copy with every None default filled in for this task and model family."""
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         check_numeric_options(self)
+        from tfattn.models.task_models import POOLINGS  # here: the CLI reads this module before TensorFlow starts
+
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"--embed-dim ({self.embed_dim}) must be a multiple of --num-heads ({self.num_heads})")
         data, text_column, label_column = TASKS[self.task]
         if bool(self.hub_preprocess) != bool(self.hub_encoder):
-            raise ValueError("a TF-Hub model needs both hub_preprocess and hub_encoder (--hub-preprocess, --hub-encoder)")
+            raise ValueError(
+                "a TF-Hub model needs both hub_preprocess and hub_encoder (--hub-preprocess, --hub-encoder)"
+            )
         if self.hub_encoder and self.backbone:
             raise ValueError("choose one pretrained model: a backbone or a TF-Hub pair, not both")
         if self.freeze_epochs and not self.hub_encoder:
             raise ValueError("freeze_epochs (--freeze-epochs) applies to TF-Hub models; use --freeze for a backbone")
-        family = PRETRAINED_DEFAULTS if self.pretrained else SCRATCH_DEFAULTS
-        values = {name: getattr(self, name) if getattr(self, name) is not None else default
-                  for name, default in family.items()}
+        if self.token_task:
+            if not self.data:
+                raise ValueError("NER training needs --data: a CoNLL file (e.g. ../shared/data/conll2003/train.txt)")
+            if not self.backbone:
+                raise ValueError("NER training needs --backbone: a Hugging Face BERT name or local checkpoint folder")
+        defaults = {
+            **(PRETRAINED_DEFAULTS if self.pretrained else SCRATCH_DEFAULTS),
+            **(HUB_DEFAULTS if self.hub_encoder else {}),
+            **TASK_DEFAULTS.get(self.task, {}),
+        }
+        values = {
+            name: getattr(self, name) if getattr(self, name) is not None else default
+            for name, default in defaults.items()
+        }
         if self.pretrained and self.freeze and self.learning_rate is None:
             values["learning_rate"] = FROZEN_LEARNING_RATE
         if self.hub_encoder:
             values["freeze_epochs"] = 1 if self.freeze_epochs is None else self.freeze_epochs
         if self.pretrained and values["max_length"] < 3:
-            raise ValueError(f"--max-length must be at least 3 for a pretrained model ([CLS], a token, [SEP]), "
-                             f"got {values['max_length']}")
+            raise ValueError(
+                f"--max-length must be at least 3 for a pretrained model ([CLS], a token, [SEP]), "
+                f"got {values['max_length']}"
+            )
+        validation_data = self.validation_data
+        if self.token_task and validation_data is None:
+            validation_data = self.data if self.data.startswith("hf:") else str(Path(self.data).with_name("valid.txt"))
         return replace(
             self,
+            validation_data=validation_data,
             data=self.data or data,
             text_column=self.text_column or text_column,
             label_column=self.label_column or label_column,

@@ -1,31 +1,43 @@
-"""The training loop every text-classification run goes through, for every model family.
+"""The one training loop: every task (text or token classification) with every model family.
 
-`train(config)`: load and split the task's data, tokenize it once, build and compile the model
-under the chosen `tf.distribute` strategy with AdamW + warmup, `model.fit` on length-bucketed
-`tf.data` batches, then save a strings-in model and its validation report into the run folder.
+`train(config)`: load and split the task's data, tokenize it once, build the task model
+(preprocessor + encoder + head, `tfattn.models`) under the chosen `tf.distribute` strategy,
+compile it with AdamW + warmup, `model.fit` on length-bucketed `tf.data` batches, then save it
+(`tfattn.models.save_model`, raw strings in) and its validation report into the run folder.
 Rerunning the same config after an interruption resumes from the last finished epoch; rerunning
 a finished run stops at once, and another config or changed data in the same folder is refused
 (`tfattn.run_manifest`).
 
-A *family* knows how to tokenize, build, wrap for raw strings and save one kind of model:
-`ScratchFamily` (the from-scratch transformer), `PretrainedFamily` (a Hugging Face backbone) and
-`HubFamily` (a TF-Hub preprocess + encoder pair). A family trains in one or more *phases*:
-TF-Hub models first train their head on a frozen encoder, then fine-tune everything, each phase
-compiled afresh with its own AdamW + warmup schedule.
+A *task* (`tfattn.tasks.classification.ClassificationTask`, `tfattn.tasks.ner.NerTask`) names
+its data, head, loss, metrics and validation report; a *family* names the preprocessor and
+encoder: `ScratchFamily` (a vocabulary learned from the training texts + tfattn's transformer),
+`PretrainedFamily` (a Hugging Face BERT) and `HubFamily` (a TF-Hub preprocess + encoder pair).
+A run trains in one or more *phases*: TF-Hub models first train their head on a frozen encoder,
+then fine-tune everything, each phase compiled afresh with its own AdamW + warmup schedule.
 """
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tfattn.data.pipelines import count_batches, encode_texts, make_dataset
-from tfattn.evaluation import write_evaluation
-from tfattn.networks import build_text_classifier, build_token_classifier, build_vectorizer
+import numpy as np
+import tf_keras as keras
+
+from tfattn.data.pipelines import count_batches, make_dataset, warn_about_texts
+from tfattn.models import (
+    HubEncoder,
+    HubPreprocessor,
+    HuggingFaceEncoder,
+    TransformerEncoder,
+    VocabularyPreprocessor,
+    preprocess_in_chunks,
+    save_model,
+)
 from tfattn.optimization import create_optimizer
-from tfattn.tasks.config import FROZEN_LEARNING_RATE, load_splits
-from tfattn.tasks.runs import HUB_MODEL_DIR, MODEL_FILE, PRETRAINED_DIR, evaluate_texts, write_labels
+from tfattn.tasks.config import FROZEN_LEARNING_RATE, TrainConfig
+from tfattn.tasks.runs import MODEL_DIR, load_run_model, write_labels
 from tfattn.training import (
     EpochOrder,
-    MacroF1,
     finish_training,
     fit_phase,
     fit_verbosity,
@@ -40,9 +52,8 @@ from tfattn.training import (
 
 @dataclass(frozen=True)
 class Phase:
-    """Part of a run with one optimizer schedule; `trainable`: whether a pretrained encoder
-    trains in it (families without a separate encoder ignore it). Its name names its backup,
-    best-epoch and final-weights folders."""
+    """Part of a run with one optimizer schedule; `trainable`: whether the encoder trains in it.
+    Its name names its backup, best-epoch and final-weights folders."""
 
     name: str
     epochs: int
@@ -51,7 +62,8 @@ class Phase:
 
 
 class Family:
-    """What every family shares: its config and run folder, and by default one training phase."""
+    """What every family shares: its config and run folder, and its phases (`--freeze` trains
+    the head alone)."""
 
     def __init__(self, config, run_dir):
         self.config = config
@@ -61,32 +73,43 @@ class Family:
         """Fail in one line if the model cannot be loaded; runs before the run folder is touched."""
 
     def phases(self):
-        return [Phase("train", self.config.epochs, self.config.learning_rate)]
+        c = self.config
+        return [Phase("train", c.epochs, c.learning_rate, trainable=not c.freeze)]
 
-    def set_phase(self, model, phase):
-        """Prepare `model` for `phase`, before it is compiled for it."""
+    def encode_tagged(self, sentences, what):
+        raise ValueError("token classification (NER) needs a Hugging Face BERT: pass --backbone")
 
 
 class ScratchFamily(Family):
-    """The from-scratch transformer: a TextVectorization vocabulary learned from the training texts."""
+    """The from-scratch transformer over a word vocabulary learned from the training texts."""
 
     def prepare(self, train_texts):
         # A resumed run must reuse the vocabulary its checkpoint was trained with.
-        vocab_path = self.run_dir / "vocab.txt"
-        resuming = is_resuming(self.run_dir) and vocab_path.exists()
-        saved = vocab_path.read_text(encoding="utf-8").split("\n") if resuming else None
-        self.vectorizer = build_vectorizer(train_texts, self.config.vocab_size, vocabulary=saved)
-        # The first two entries are padding and [UNK], which set_vocabulary adds back itself.
-        vocab_path.write_text("\n".join(self.vectorizer.get_vocabulary()[2:]), encoding="utf-8")
-
-    def encode(self, texts, what):
-        return encode_texts(self.vectorizer, texts, self.config.max_length, what=what)
-
-    def build_model(self, num_classes):
         c = self.config
-        return build_token_classifier(
-            vocab_size=self.vectorizer.vocabulary_size(),
-            num_classes=num_classes,
+        vocab_path = self.run_dir / "vocab.txt"
+        if is_resuming(self.run_dir) and vocab_path.exists():
+            words = vocab_path.read_text(encoding="utf-8").split("\n")
+            self.preprocessor = VocabularyPreprocessor(words, c.max_length)
+        else:
+            self.preprocessor = VocabularyPreprocessor.adapt(train_texts, c.vocab_size, c.max_length)
+        vocab_path.write_text("\n".join(self.preprocessor.words), encoding="utf-8")
+
+    def encode_texts(self, texts, what):
+        lengths = np.concatenate(
+            [
+                self.preprocessor.token_ids(list(texts[start : start + 4096])).row_lengths().numpy()
+                for start in range(0, len(texts), 4096)
+            ]
+            or [np.zeros(0, np.int64)]
+        )
+        max_length = self.config.max_length
+        warn_about_texts(len(texts), int(np.sum(lengths > max_length)), int(np.sum(lengths == 0)), max_length, what)
+        return preprocess_in_chunks(self.preprocessor, texts)
+
+    def build_encoder(self):
+        c = self.config
+        return TransformerEncoder(
+            vocab_size=len(self.preprocessor.vocabulary),
             max_length=c.max_length,
             embed_dim=c.embed_dim,
             num_heads=c.num_heads,
@@ -96,73 +119,68 @@ class ScratchFamily(Family):
             positional=c.positional,
         )
 
-    def save_text_model(self, model):
-        """Save the strings-in view of the trained model; return it."""
-        text_model = build_text_classifier(self.vectorizer, model, self.config.max_length)
-        text_model.save(self.run_dir / MODEL_FILE)
-        return text_model
-
 
 class PretrainedFamily(Family):
-    """A Hugging Face checkpoint (name or folder) with a classification head."""
+    """A Hugging Face BERT checkpoint (name or folder). Training texts are tokenized by its fast
+    tokenizer; the saved model reads raw strings through the in-graph `BertPreprocessor`, which
+    gives the same ids."""
 
     def check(self):
         from tfattn.pretrained import check_pretrained_source, load_tokenizer
 
         check_pretrained_source(self.config.backbone)
         self.tokenizer = load_tokenizer(self.config.backbone)  # a hub name fails here, in seconds offline
+        if not hasattr(self.tokenizer, "vocab") or "[CLS]" not in self.tokenizer.vocab:
+            raise ValueError(
+                f"{self.config.backbone}: not a WordPiece (BERT-family) checkpoint; tfattn's models "
+                "read raw strings through BERT's WordPiece"
+            )
 
     def prepare(self, train_texts):
-        """The tokenizer was loaded by `check`."""
+        from tfattn.models.wordpiece import BertPreprocessor
 
-    def encode(self, texts, what):
+        tokens = sorted(self.tokenizer.vocab, key=self.tokenizer.vocab.get)
+        self.preprocessor = BertPreprocessor(
+            vocabulary=tokens,
+            lower_case=getattr(self.tokenizer, "do_lower_case", True),
+            max_length=self.config.max_length,
+        )
+
+    def encode_texts(self, texts, what):
         from tfattn.pretrained import tokenize_texts
 
         return tokenize_texts(self.tokenizer, texts, self.config.max_length, what=what)
 
-    def build_model(self, num_classes):
-        from tfattn.pretrained import TransformerClassifier
+    def encode_tagged(self, sentences, what):
+        from tfattn.ner import tokenize_and_align
 
-        c = self.config
-        model = TransformerClassifier.from_pretrained_backbone(
-            c.backbone, num_classes, pooling=c.pooling, dropout=c.dropout, head=c.head
-        )
-        if c.freeze:
-            model.freeze_backbone()
-        return model
+        return tokenize_and_align(self.tokenizer, sentences, self.config.max_length)
 
-    def save_text_model(self, model):
-        """Save the classifier and tokenizer; return the strings-in model loaded back from them."""
-        from tfattn.pretrained import load_pretrained_text_classifier, save_pretrained_text_classifier
-
-        save_pretrained_text_classifier(model, self.tokenizer, self.run_dir / PRETRAINED_DIR)
-        return load_pretrained_text_classifier(self.run_dir / PRETRAINED_DIR, self.config.max_length)
+    def build_encoder(self):
+        return HuggingFaceEncoder.from_pretrained(self.config.backbone)
 
 
 class HubFamily(Family):
     """A TF-Hub BERT preprocess + encoder pair (URLs or SavedModel folders, e.g. `tfattn export-hub`)."""
 
     def check(self):
-        from tfattn.hub import resolve_hub_handle
+        from tfattn.models.hub import resolve_hub_handle
 
         resolve_hub_handle(self.config.hub_preprocess, "preprocess model")
         resolve_hub_handle(self.config.hub_encoder, "encoder")
 
     def prepare(self, train_texts):
-        from tfattn.hub import load_hub_layer
+        self.preprocessor = HubPreprocessor(self.config.hub_preprocess)
 
-        self.preprocessor = load_hub_layer(self.config.hub_preprocess, "preprocess model")
+    def encode_texts(self, texts, what):
+        features = preprocess_in_chunks(self.preprocessor, texts)
+        lengths = features["input_mask"].row_lengths().numpy()
+        # The preprocess model truncates by itself, so truncated texts cannot be counted here.
+        warn_about_texts(len(lengths), empty=int(np.sum(lengths <= 2)), what=what, filler="[CLS] [SEP] only")
+        return features
 
-    def encode(self, texts, what):
-        from tfattn.hub import preprocess_in_chunks
-
-        return preprocess_in_chunks(self.preprocessor, texts, what=what)
-
-    def build_model(self, num_classes):
-        from tfattn.hub import HubBertClassifier
-
-        c = self.config
-        return HubBertClassifier(c.hub_preprocess, c.hub_encoder, num_classes, dropout=c.dropout)
+    def build_encoder(self):
+        return HubEncoder(self.config.hub_encoder)
 
     def phases(self):
         c = self.config
@@ -173,27 +191,24 @@ class HubFamily(Family):
             return [fine_tuned]
         return [Phase("frozen", c.freeze_epochs, FROZEN_LEARNING_RATE, trainable=False), fine_tuned]
 
-    def set_phase(self, model, phase):
-        if phase.trainable:
-            model.unfreeze_encoder()
-        else:
-            model.freeze_encoder()
 
-    def save_text_model(self, model):
-        """Save the handles and weights; the model itself takes raw strings."""
-        from tfattn.hub import save_hub_classifier
-
-        save_hub_classifier(model, self.run_dir / HUB_MODEL_DIR)
-        return model
-
-
-def _family_of(config, run_dir):
+def family_of(config, run_dir):
     family_class = HubFamily if config.hub_encoder else PretrainedFamily if config.backbone else ScratchFamily
-    return family_class(config, run_dir)
+    return family_class(config, Path(run_dir))
 
 
-def train(config, callbacks=(), overwrite=False):
-    """Train, evaluate on the validation split and save everything under `config.run_dir`.
+def task_of(config):
+    if config.token_task:
+        from tfattn.tasks.ner import NerTask
+
+        return NerTask(config)
+    from tfattn.tasks.classification import ClassificationTask
+
+    return ClassificationTask(config)
+
+
+def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (), overwrite: bool = False):
+    """Train, evaluate on the validation data and save everything under `config.run_dir`.
 
     Args:
         config: a `TrainConfig`; None fields take the task's and family's defaults.
@@ -201,7 +216,7 @@ def train(config, callbacks=(), overwrite=False):
         overwrite: replace a run folder that holds another (or the same, finished) run.
 
     Returns:
-        The validation `ClassificationReport`.
+        The task's validation report: a `ClassificationReport`, or for NER the `entity_scores` dict.
 
     Raises:
         tfattn.run_manifest.RunFinished: the run folder holds this run, already finished.
@@ -209,34 +224,35 @@ def train(config, callbacks=(), overwrite=False):
         tfattn.training.TrainingDiverged: the loss became NaN or infinite.
     """
     config = config.resolve()
-    train_examples, validation_examples = load_splits(config)
-    family = _family_of(config, Path(config.run_dir))
+    task = task_of(config)
+    train_split, validation_split = task.load()
+    family = family_of(config, config.run_dir)
     family.check()
     run_dir = start_run(
-        config.run_dir, asdict(config), [config.data], config.seed, config.mixed_precision, overwrite=overwrite
+        config.run_dir, asdict(config), task.data_sources(), config.seed, config.mixed_precision, overwrite=overwrite
     )
-    label_names = train_examples.label_names
-    print(
-        f"{config.task}: {len(train_examples)} training / {len(validation_examples)} validation examples "
-        f"from {train_examples.source}; model: {config.model_description}"
-    )
+    label_names = train_split.label_names
+    print(f"{task.describe(train_split, validation_split)}; model: {config.model_description}")
 
-    family.prepare(train_examples.texts)
-    train_data = make_dataset(
-        family.encode(train_examples.texts, "training texts"), train_examples.labels, config.batch_size,
-        shuffle=True, seed=config.seed,
-    )
-    validation_data = make_dataset(
-        family.encode(validation_examples.texts, "validation texts"), validation_examples.labels, config.batch_size
-    )
+    family.prepare(task.texts_for_vocabulary(train_split))
+    train_features, train_labels = task.encode(family, train_split, "training")
+    train_data = make_dataset(train_features, train_labels, config.batch_size, shuffle=True, seed=config.seed)
+    validation = task.validation(family, validation_split)
     batches_per_epoch = count_batches(train_data)
     train_data = with_epoch_length(train_data, batches_per_epoch)
 
     strategy = get_strategy(config.strategy)
     with strategy.scope():
-        model = family.build_model(len(label_names))
-    # Built before fit: BackupAndRestore can only restore into existing variables.
-    model(next(iter(train_data))[0])
+        model = task.build_model(family.preprocessor, family.build_encoder(), label_names)
+        # Built before fit: BackupAndRestore can only restore into existing variables. Built in the
+        # scope: the task models create their variables on first call, and a variable created
+        # outside the strategy's scope cannot be trained under it.
+        model(next(iter(train_data))[0])
+    if config.pretrained:
+        print(
+            f"newly initialized (trained from scratch): the head, {len(label_names)} outputs on the "
+            f"{config.pooling if not config.token_task else 'token'} vectors; every other weight is pretrained"
+        )
     order = EpochOrder(train_data)
     phases = family.phases()
     first_epoch = 0
@@ -244,7 +260,10 @@ def train(config, callbacks=(), overwrite=False):
         last_epoch = first_epoch + phase.epochs
         if len(phases) > 1:
             print(f"phase {phase.name!r}: epochs {first_epoch + 1}-{last_epoch}, learning rate {phase.learning_rate:g}")
-        family.set_phase(model, phase)
+        if phase.trainable:
+            model.unfreeze_encoder()
+        else:
+            model.freeze_encoder()
         with strategy.scope():
             model.compile(
                 optimizer=create_optimizer(
@@ -253,24 +272,32 @@ def train(config, callbacks=(), overwrite=False):
                     warmup_fraction=config.warmup_fraction,
                     weight_decay=config.weight_decay,
                 ),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy", MacroF1(len(label_names))],
+                loss=task.loss(),
+                metrics=task.metrics(len(label_names)),
                 jit_compile=config.jit_compile,
             )
         trained = fit_phase(
-            model, train_data, order, run_dir, phase.name, first_epoch, last_epoch,
+            model,
+            train_data,
+            order,
+            run_dir,
+            phase.name,
+            first_epoch,
+            last_epoch,
             callbacks=standard_callbacks(
                 run_dir,
-                len(train_examples),
+                len(train_split),
                 batches_per_epoch,
                 config.batch_size,
                 patience=config.patience,
+                monitor=task.monitor,
                 time_budget=config.time_budget,
                 phase=phase.name,
                 append_history=index > 0 or is_resuming(run_dir),
+                validation_callback=validation.callback,
             )
             + list(callbacks),
-            validation_data=validation_data,
+            validation_data=validation.data,
             verbose=fit_verbosity(),
         )
         if not trained:
@@ -278,10 +305,9 @@ def train(config, callbacks=(), overwrite=False):
         first_epoch = last_epoch
     mark_trained(run_dir)  # fit_phase checked the weights are finite
 
-    text_model = family.save_text_model(model)
+    save_model(model, run_dir / MODEL_DIR)
     write_labels(run_dir, label_names)
-    report = evaluate_texts(text_model, validation_examples)
-    write_evaluation(report, run_dir, prefix="validation", config=asdict(config))
-    print(report.format_text())
-    finish_training(run_dir, f"validation accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}")
+    # The report is of the saved model, loaded back: what evaluate, predict and export will use.
+    report, summary = task.report(load_run_model(run_dir), model, validation_split, validation, run_dir)
+    finish_training(run_dir, summary)
     return report

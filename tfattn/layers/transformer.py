@@ -174,9 +174,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 initializer=self._fresh_initializer(),
             )
         else:
-            self.position_embeddings = tf.constant(
-                sinusoidal_position_encoding(self.max_length, self.embed_dim)
-            )
+            self.position_embeddings = tf.constant(sinusoidal_position_encoding(self.max_length, self.embed_dim))
         super().build(input_shape)
 
     def call(self, token_ids):
@@ -268,9 +266,7 @@ class TransformerBlock(keras.layers.Layer):
         self.dropout = float(dropout)
         self.key_dim = int(key_dim) if key_dim is not None else self.embed_dim // self.num_heads
         if self.key_dim < 1:
-            raise ValueError(
-                f"key_dim must be >= 1 (embed_dim={embed_dim}, num_heads={num_heads})"
-            )
+            raise ValueError(f"key_dim must be >= 1 (embed_dim={embed_dim}, num_heads={num_heads})")
         self.activation = keras.activations.get(activation)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.supports_masking = True

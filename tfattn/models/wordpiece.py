@@ -12,6 +12,9 @@ The pipeline follows the Hugging Face one step by step:
 3. pre-tokenization (`BertPreTokenizer`): split on spaces, each punctuation character a word;
 4. WordPiece, greedy longest match first, a word of more than 100 characters being "[UNK]";
 5. `[CLS] tokens [SEP]`, truncated to `max_length`, padded.
+
+`BertPreprocessor.encode_with_offsets` also gives what the fast tokenizer's `offset_mapping` and
+`word_ids()` give: each token's character span in the raw text and the index of its word.
 """
 
 import json
@@ -50,6 +53,8 @@ _CJK_CHARS = (
 )
 # BERT's punctuation: every ASCII symbol that is not a letter, digit or space, plus Unicode P*.
 _PUNCTUATION_CHARS = r"[!-/:-@\[-`{-~]|\p{P}"
+# Words end at runs of spaces (dropped) and around each punctuation character (kept as a word).
+_WORD_DELIMITERS = f" +|{_PUNCTUATION_CHARS}"
 
 
 def read_vocabulary(vocab_file):
@@ -65,9 +70,7 @@ def normalize_bert_text(texts, lower_case=True):
     Invalid UTF-8 is first replaced by U+FFFD, which the normalizer then drops, as Python-side
     decoding with `errors="replace"` followed by the Hugging Face tokenizer would do.
     """
-    texts = tf.strings.unicode_transcode(
-        texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
-    )
+    texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
     texts = tf.strings.regex_replace(texts, _DROPPED_CHARS, "")
     texts = tf.strings.regex_replace(texts, _WHITESPACE_CHARS, " ")
     texts = tf.strings.regex_replace(texts, _CJK_CHARS, r" \1 ")
@@ -90,7 +93,7 @@ def split_bert_words(normalized_texts):
     """
     return tf_text.regex_split(
         normalized_texts,
-        delim_regex_pattern=f" +|{_PUNCTUATION_CHARS}",
+        delim_regex_pattern=_WORD_DELIMITERS,
         keep_delim_regex_pattern=_PUNCTUATION_CHARS,
     )
 
@@ -107,12 +110,34 @@ def _replace_rows(rows, replace, ids):
     return tf.concat([replacements, rows], axis=1)
 
 
+def _char_indices(texts, byte_offsets):
+    """Code point indices of byte offsets into valid UTF-8 strings.
+
+    Args:
+        texts: strings `[batch]`, valid UTF-8.
+        byte_offsets: int64 RaggedTensor `[batch, (offsets)]`, byte offsets into the row's text
+            that fall on character boundaries (the text's length included).
+
+    Returns:
+        An int64 RaggedTensor shaped like `byte_offsets`: the number of characters before each.
+    """
+    _, char_starts = tf.strings.unicode_decode_with_offsets(texts, "UTF-8")
+    # Shifting each row by the bytes of the rows before it makes one sorted sequence for the
+    # whole batch, so a single searchsorted serves rows of any length.
+    row_bases = tf.cumsum(tf.cast(tf.strings.length(texts), tf.int64), exclusive=True)
+    starts = char_starts.flat_values + tf.gather(row_bases, char_starts.value_rowids())
+    rows = byte_offsets.value_rowids()
+    queries = byte_offsets.flat_values + tf.gather(row_bases, rows)
+    index = tf.searchsorted(starts, queries, side="left", out_type=tf.int64)
+    return byte_offsets.with_flat_values(index - tf.gather(char_starts.row_starts(), rows))
+
+
 @keras.saving.register_keras_serializable(package="tfattn")
 class BertPreprocessor(keras.layers.Layer):
     """Raw strings to BERT inputs, with the ids of the Hugging Face fast tokenizer.
 
-    Calling the layer on strings `[batch]` returns int32 `[batch, seq]` tensors `input_ids`
-    (`[CLS] tokens [SEP]`, truncated to `max_length`), `attention_mask` and `token_type_ids`.
+    Calling the layer on strings `[batch]` returns int32 `[batch, seq]` tensors `input_word_ids`
+    (`[CLS] tokens [SEP]`, truncated to `max_length`), `input_mask` and `input_type_ids`.
     Rows are padded to the longest one in the batch, or to `max_length` when
     `pad_to_max_length` (the fixed shape of the TF-Hub BERT preprocessors).
 
@@ -185,15 +210,9 @@ class BertPreprocessor(keras.layers.Layer):
         # Special tokens are found in the raw text, before normalization could alter them.
         chunks = tf_text.regex_split(texts, self._special_pattern, self._special_pattern)
         chunk_texts = chunks.flat_values
-        matches = tf.equal(chunk_texts[:, None], tf.constant(self._special_tokens)[None, :])
-        is_special = tf.reduce_any(matches, axis=1)
-        special_ids = tf.gather(
-            tf.constant(self._special_ids, tf.int32), tf.argmax(matches, axis=1)
-        )
+        is_special, special_ids = self._match_special_tokens(chunk_texts)
 
-        words = split_bert_words(
-            normalize_bert_text(tf.where(is_special, "", chunk_texts), self.lower_case)
-        )
+        words = split_bert_words(normalize_bert_text(tf.where(is_special, "", chunk_texts), self.lower_case))
         word_strings = words.flat_values
         too_long = tf.strings.length(word_strings, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
         word_ids = self._wordpiece.tokenize(tf.where(too_long, "", word_strings))
@@ -208,8 +227,143 @@ class BertPreprocessor(keras.layers.Layer):
         chunk_words = tf.concat([special_words, chunk_words], axis=1)
         return chunks.with_flat_values(chunk_words).merge_dims(1, 2)
 
+    def _match_special_tokens(self, chunk_texts):
+        """Which chunks of text `[chunks]` are a special token, and that token's int32 id."""
+        matches = tf.equal(chunk_texts[:, None], tf.constant(self._special_tokens)[None, :])
+        is_special = tf.reduce_any(matches, axis=1)
+        special_ids = tf.gather(tf.constant(self._special_ids, tf.int32), tf.argmax(matches, axis=1))
+        return is_special, special_ids
+
     def call(self, texts):
         return self.pack([self.tokenize(texts)])
+
+    def encode_with_offsets(self, texts):
+        """BERT inputs plus each token's character span and word, like `return_offsets_mapping`.
+
+        Args:
+            texts: strings `[batch]` (a tensor, or anything `tf.convert_to_tensor` takes).
+
+        Returns:
+            A dict of int32 tensors: `input_word_ids`, `input_mask` and `input_type_ids`
+            `[batch, seq]`, the same as calling the layer; `offsets` `[batch, seq, 2]`, each
+            token's `(start, end)` in characters (code points) of the text, (0, 0) for `[CLS]`,
+            `[SEP]` and padding, as Hugging Face's `offset_mapping`; `word_ids` `[batch, seq]`,
+            the index of the token's word (a special token written in the text, such as
+            "[SEP]", counts as a word, as in Hugging Face's `word_ids()`), -1 for `[CLS]`,
+            `[SEP]` and padding.
+
+        Every character is normalized on its own, so each normalized character knows the
+        original character it comes from; a token spans the original characters of its first
+        and last normalized characters. This is how Hugging Face aligns too: an accented letter
+        keeps its one character, and every piece of a decomposed character (a Hangul syllable
+        becomes several jamo, which may be separate tokens) spans that whole character. A word
+        of more than 100 characters is one "[UNK]" spanning the word.
+
+        Offsets index the text as Python sees it: strings (or UTF-8 bytes) decoded strictly.
+        Invalid UTF-8 is first repaired with U+FFFD, one per maximal invalid subsequence like
+        Python's `bytes.decode(errors="replace")`, and offsets count the repaired text's
+        characters; a decoder that repaired a sequence into another number of U+FFFD would
+        see the offsets after it shifted.
+        """
+        texts = tf.convert_to_tensor(texts, tf.string)
+        # Offsets count characters, so the text must be valid UTF-8 before they are counted.
+        texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+        # As in `tokenize_words`: regex_split stops at NUL, and U+0001 is dropped just the same.
+        texts = tf.strings.regex_replace(texts, r"\x00", "\x01")
+        chunks, chunk_begins, _ = tf_text.regex_split_with_offsets(texts, self._special_pattern, self._special_pattern)
+        chunk_texts = chunks.flat_values
+        is_special, special_ids = self._match_special_tokens(chunk_texts)
+        chunk_starts = _char_indices(texts, chunk_begins).flat_values
+
+        # One string per character of the ordinary chunks, and its index in the text.
+        chars = tf.strings.unicode_split(tf.where(is_special, "", chunk_texts), "UTF-8")
+        char_chunks = chars.value_rowids()
+        in_chunk = tf.range(tf.size(chars.flat_values, out_type=tf.int64)) - tf.gather(chars.row_starts(), char_chunks)
+        char_sources = tf.gather(chunk_starts, char_chunks) + in_chunk
+        normalized_chars = normalize_bert_text(chars.flat_values, self.lower_case)
+        # Where each character's normalized bytes begin, counted over all chunks end to end:
+        # a byte of a normalized chunk belongs to the last character beginning at or before it.
+        # Dropped characters take no bytes, and the character after them wins the tie.
+        char_ends = tf.cumsum(tf.cast(tf.strings.length(normalized_chars), tf.int64))
+        char_ends = tf.concat([tf.zeros([1], tf.int64), char_ends], axis=0)
+        char_begins = char_ends[:-1]
+        chunk_bases = tf.gather(char_ends, chars.row_starts())
+        normalized_chunks = tf.strings.reduce_join(chars.with_flat_values(normalized_chars), axis=1)
+
+        words, word_begins, _ = tf_text.regex_split_with_offsets(
+            normalized_chunks, _WORD_DELIMITERS, _PUNCTUATION_CHARS
+        )
+        word_strings = words.flat_values
+        too_long = tf.strings.length(word_strings, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
+        piece_ids, piece_begins, piece_ends = self._wordpiece.tokenize_with_offsets(
+            tf.where(too_long, "", word_strings)
+        )
+        # A word over the limit becomes one [UNK] over all of its bytes, as in Hugging Face.
+        piece_ids = _replace_rows(piece_ids, too_long, tf.fill(tf.shape(too_long), self.unk_id))
+        piece_begins = _replace_rows(piece_begins, too_long, tf.zeros_like(too_long, tf.int64))
+        piece_ends = _replace_rows(piece_ends, too_long, tf.cast(tf.strings.length(word_strings), tf.int64))
+        word_bases = tf.gather(chunk_bases, words.value_rowids()) + word_begins.flat_values
+        piece_words = piece_ids.value_rowids()
+        piece_begins = tf.gather(word_bases, piece_words) + piece_begins.flat_values
+        piece_ends = tf.gather(word_bases, piece_words) + piece_ends.flat_values
+        first_chars = tf.searchsorted(char_begins, piece_begins, side="right") - 1
+        last_chars = tf.searchsorted(char_begins, piece_ends - 1, side="right") - 1
+        # Rows of (id, start, end) per piece: one tensor keeps ids and spans in step below.
+        pieces = tf.stack(
+            [
+                tf.cast(piece_ids.flat_values, tf.int64),
+                tf.gather(char_sources, first_chars),
+                tf.gather(char_sources, last_chars) + 1,
+            ],
+            axis=1,
+        )
+        chunk_words = words.with_flat_values(piece_ids.with_flat_values(pieces))
+
+        # A special-token chunk is one word of one piece spanning the token's (ASCII) characters.
+        special_chunk_starts = tf.boolean_mask(chunk_starts, is_special)
+        special_pieces = tf.stack(
+            [
+                tf.cast(tf.boolean_mask(special_ids, is_special), tf.int64),
+                special_chunk_starts,
+                special_chunk_starts + tf.cast(tf.strings.length(tf.boolean_mask(chunk_texts, is_special)), tf.int64),
+            ],
+            axis=1,
+        )
+        special_words = tf.RaggedTensor.from_row_lengths(
+            tf.RaggedTensor.from_row_lengths(special_pieces, tf.ones_like(special_chunk_starts)),
+            tf.cast(is_special, tf.int64),
+        )
+        chunk_words = tf.concat([special_words, chunk_words], axis=1)
+        # [batch, (words), (pieces), 3]
+        text_words = chunks.with_flat_values(chunk_words).merge_dims(1, 2)
+
+        # A word's index counts the words before it in its own text.
+        word_index = tf.range(text_words.values.nrows()) - tf.gather(text_words.row_starts(), text_words.value_rowids())
+        pieces = text_words.values.flat_values
+        word_ids = tf.gather(word_index, text_words.values.value_rowids())
+        pieces = tf.concat([pieces, word_ids[:, None]], axis=1)
+        pieces = text_words.with_flat_values(pieces).merge_dims(1, 2)  # [batch, (pieces), 4]
+
+        features = self.pack([pieces.with_flat_values(tf.cast(pieces.flat_values[:, 0], tf.int32))])
+        # The same truncation as `pack` (one segment keeps its first max_length - 2 pieces),
+        # then (0, 0) spans and word -1 for [CLS], [SEP] and padding.
+        pieces = pieces.with_flat_values(pieces.flat_values[:, 1:])[:, : self.max_length - 2]
+        batch_size = pieces.nrows()
+        outside = tf.RaggedTensor.from_tensor(tf.tile(tf.constant([[[0, 0, -1]]], tf.int64), [batch_size, 1, 1]))
+        framed = tf.concat([outside, pieces, outside], axis=1)
+        framed = framed.to_tensor(default_value=tf.constant([0, 0, -1], tf.int64))
+        width = tf.shape(features["input_word_ids"])[1]
+        padding = [[0, 0], [0, width - tf.shape(framed)[1]], [0, 0]]
+        framed = tf.pad(framed, padding, constant_values=0)
+        framed = tf.cast(framed, tf.int32)
+        offsets = framed[:, :, :2]
+        word_ids = framed[:, :, 2]
+        # Padding past the longest row (pad_to_max_length) must read as no word either.
+        word_ids = tf.where(tf.cast(features["input_mask"], tf.bool), word_ids, -1)
+        if self.pad_to_max_length:
+            offsets = tf.ensure_shape(offsets, [None, self.max_length, 2])
+            word_ids = tf.ensure_shape(word_ids, [None, self.max_length])
+        return {**features, "offsets": offsets, "word_ids": word_ids}
 
     def pack(self, segments, seq_length=None):
         """BERT inputs from a list of tokenized segments: one text, or two for a pair.
@@ -225,24 +379,22 @@ class BertPreprocessor(keras.layers.Layer):
         if seq_length is None:
             seq_length = self.max_length
             pad_to = seq_length if self.pad_to_max_length else None
-        segments = [
-            segment.merge_dims(1, 2) if segment.ragged_rank == 2 else segment for segment in segments
-        ]
+        segments = [segment.merge_dims(1, 2) if segment.ragged_rank == 2 else segment for segment in segments]
         budget = seq_length - (len(segments) + 1)
         segments = tf_text.RoundRobinTrimmer(budget).trim(segments)
         input_ids, token_type_ids = tf_text.combine_segments(
             segments, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id
         )
         features = {
-            "input_ids": input_ids.to_tensor(default_value=self.pad_id),
-            "attention_mask": tf.ones_like(input_ids).to_tensor(default_value=0),
-            "token_type_ids": tf.cast(token_type_ids, tf.int32).to_tensor(default_value=0),
+            "input_word_ids": input_ids.to_tensor(default_value=self.pad_id),
+            "input_mask": tf.ones_like(input_ids).to_tensor(default_value=0),
+            "input_type_ids": tf.cast(token_type_ids, tf.int32).to_tensor(default_value=0),
         }
         if pad_to is not None:
-            width = tf.shape(features["input_ids"])[1]
+            width = tf.shape(features["input_word_ids"])[1]
             padding = [[0, 0], [0, pad_to - width]]
             features = {
-                name: tf.pad(value, padding, constant_values=self.pad_id if name == "input_ids" else 0)
+                name: tf.pad(value, padding, constant_values=self.pad_id if name == "input_word_ids" else 0)
                 for name, value in features.items()
             }
             if isinstance(pad_to, int):
@@ -274,8 +426,7 @@ def bert_preprocessor_from_pretrained(folder, max_length=128, **kwargs):
     strip_accents = config.get("strip_accents")
     if strip_accents is not None and strip_accents != lower_case:
         raise ValueError(
-            f"{config_file}: strip_accents={strip_accents} with do_lower_case={lower_case} "
-            "is not supported"
+            f"{config_file}: strip_accents={strip_accents} with do_lower_case={lower_case} is not supported"
         )
     if not config.get("tokenize_chinese_chars", True):
         raise ValueError(f"{config_file}: tokenize_chinese_chars=false is not supported")

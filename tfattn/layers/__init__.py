@@ -1,0 +1,17 @@
+"""Transformer building blocks as tf-keras layers (registered for deserialization as "tfattn>...")."""
+
+from tfattn.layers.transformer import (
+    FitTokenIds,
+    TokenAndPositionEmbedding,
+    TransformerBlock,
+    scaled_dot_product_attention,
+    sinusoidal_position_encoding,
+)
+
+__all__ = [
+    "FitTokenIds",
+    "TokenAndPositionEmbedding",
+    "TransformerBlock",
+    "scaled_dot_product_attention",
+    "sinusoidal_position_encoding",
+]

@@ -1,0 +1,197 @@
+"""Encoders: Keras layers from the feature dict to contextual vectors, and attention on request.
+
+Every encoder takes the dict a preprocessor makes (`input_word_ids`, `input_mask`,
+`input_type_ids`; int32 `[batch, seq]`) and returns a dict, as TF Model Garden's encoders do:
+- `sequence_output` `[batch, seq, hidden]`, one vector per token;
+- `pooled_output` `[batch, hidden]`: BERT's pooler (tanh dense over `[CLS]`) for pretrained
+  encoders, the mean of real tokens for the from-scratch one;
+- with `output_attentions=True`, `attention_scores`: a list with each layer's attention
+  `[batch, heads, query, key]`.
+
+- `TransformerEncoder`: tfattn's own embedding + transformer blocks, trained from scratch.
+- `HuggingFaceEncoder`: a Hugging Face transformers TF backbone (BERT family).
+- `tfattn.models.hub.HubEncoder`: a TF-Hub BERT encoder; attention only where the module returns
+  `attention_probs` (those written by `tfattn export-hub` do, tfhub.dev ones do not).
+"""
+
+from pathlib import Path
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfattn.layers import TokenAndPositionEmbedding, TransformerBlock
+from tfattn.pretrained import HF_FEATURE_NAMES
+
+__all__ = ["Encoder", "HuggingFaceEncoder", "TransformerEncoder", "masked_mean"]
+
+
+def masked_mean(sequence: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean of `sequence` `[batch, seq, hidden]` over the positions where `mask` is set."""
+    mask = tf.cast(mask, sequence.dtype)[:, :, None]
+    return tf.reduce_sum(sequence * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), tf.cast(1, sequence.dtype))
+
+
+class Encoder(keras.layers.Layer):
+    """What every encoder shares: `call(features, training, output_attentions) -> dict`."""
+
+    def use_pooler(self, used: bool) -> None:
+        """Whether the task reads `pooled_output`: an encoder with a trainable pooler keeps it out
+        of training when it is not read (it would get no gradient). Default: nothing to do."""
+
+    def head_initializer(self) -> keras.initializers.Initializer:
+        """The initializer of a task head on this encoder: Keras's default (Glorot uniform) here;
+        pretrained encoders use their own checkpoint's recipe."""
+        return keras.initializers.GlorotUniform()
+
+
+@keras.saving.register_keras_serializable(package="tfattn")
+class TransformerEncoder(Encoder):
+    """Token and position embeddings followed by `num_blocks` post-norm transformer blocks.
+
+    Args:
+        vocab_size: size of the token table (id 0 is padding).
+        max_length: longest accepted input.
+        embed_dim, num_heads, ff_dim, dropout: per-block sizes (see `TransformerBlock`).
+        num_blocks: number of stacked blocks.
+        positional: `"learned"` or `"sinusoidal"` position embeddings.
+
+    Example:
+    >>> encoder = TransformerEncoder(vocab_size=50, max_length=8, embed_dim=8, num_heads=2, ff_dim=16)
+    >>> ids = tf.constant([[5, 6, 0]])
+    >>> outputs = encoder({"input_word_ids": ids, "input_mask": tf.sign(ids)}, output_attentions=True)
+    >>> outputs["sequence_output"].shape, outputs["attention_scores"][0].shape
+    (TensorShape([1, 3, 8]), TensorShape([1, 2, 3, 3]))
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        max_length,
+        embed_dim=64,
+        num_heads=2,
+        ff_dim=128,
+        num_blocks=1,
+        dropout=0.1,
+        positional="learned",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(embed_dim) % int(num_heads):
+            raise ValueError(f"embed_dim ({embed_dim}) must be a multiple of num_heads ({num_heads})")
+        if int(num_blocks) < 1:
+            raise ValueError(f"num_blocks must be at least 1, got {num_blocks!r}")
+        self.vocab_size, self.max_length = int(vocab_size), int(max_length)
+        self.embed_dim, self.num_heads, self.ff_dim = int(embed_dim), int(num_heads), int(ff_dim)
+        self.num_blocks, self.dropout, self.positional = int(num_blocks), float(dropout), positional
+        self.embedding = TokenAndPositionEmbedding(
+            self.vocab_size,
+            self.max_length,
+            self.embed_dim,
+            positional=positional,
+            name="embedding",
+            dtype=self.dtype_policy,
+        )
+        self.blocks = [
+            TransformerBlock(
+                self.embed_dim,
+                self.num_heads,
+                self.ff_dim,
+                dropout=self.dropout,
+                name=f"block_{index}",
+                dtype=self.dtype_policy,
+            )
+            for index in range(self.num_blocks)
+        ]
+
+    def build(self, input_shape):
+        shape = tf.TensorShape(input_shape["input_word_ids"] if isinstance(input_shape, dict) else input_shape)
+        with tf.name_scope(self.embedding.name):
+            self.embedding.build(shape)
+        for block in self.blocks:
+            with tf.name_scope(block.name):
+                block.build(shape.concatenate([self.embed_dim]))
+        super().build(input_shape)
+
+    def call(self, features, training=None, output_attentions=False):
+        mask = tf.cast(features["input_mask"], tf.bool)
+        x = self.embedding(features["input_word_ids"])
+        scores = []
+        for block in self.blocks:
+            x, layer_scores = block(x, padding_mask=mask, training=training, return_attention_scores=True)
+            scores.append(layer_scores)
+        outputs = {"sequence_output": x, "pooled_output": masked_mean(x, mask)}
+        if output_attentions:
+            outputs["attention_scores"] = scores
+        return outputs
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "embed_dim": self.embed_dim,
+            "num_heads": self.num_heads,
+            "ff_dim": self.ff_dim,
+            "num_blocks": self.num_blocks,
+            "dropout": self.dropout,
+            "positional": self.positional,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfattn")
+class HuggingFaceEncoder(Encoder):
+    """A Hugging Face transformers TF backbone (`TFAutoModel`, BERT family) as an encoder.
+
+    Args:
+        backbone: a transformers TF model; or, instead,
+        hf_config: its `config.to_dict()`, to build the architecture with fresh weights (how a
+            saved model is rebuilt before its trained weights are loaded, with no download).
+
+    Build one from a hub name or a checkpoint folder with `HuggingFaceEncoder.from_pretrained`.
+    """
+
+    def __init__(self, backbone=None, hf_config=None, **kwargs):
+        super().__init__(**kwargs)
+        if (backbone is None) == (hf_config is None):
+            raise ValueError("pass exactly one of backbone and hf_config")
+        if backbone is None:
+            from transformers import AutoConfig, TFAutoModel
+
+            hf_config = dict(hf_config)
+            backbone = TFAutoModel.from_config(AutoConfig.for_model(hf_config.pop("model_type"), **hf_config))
+        self.backbone = backbone
+        self._pooler_used = True
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "HuggingFaceEncoder":
+        """The pretrained backbone of a hub name or a local checkpoint folder."""
+        from tfattn.pretrained import load_backbone
+
+        return cls(backbone=load_backbone(name_or_path), **kwargs)
+
+    @property
+    def main_layer(self):
+        return getattr(self.backbone, self.backbone.base_model_prefix)
+
+    def head_initializer(self):
+        # As Hugging Face initializes the heads it adds to a checkpoint.
+        return keras.initializers.TruncatedNormal(stddev=getattr(self.backbone.config, "initializer_range", 0.02))
+
+    def use_pooler(self, used):
+        self._pooler_used = bool(used)
+        pooler = getattr(self.main_layer, "pooler", None)
+        if pooler is not None:
+            pooler.trainable = self.trainable and self._pooler_used
+
+    def call(self, features, training=None, output_attentions=False):
+        inputs = {HF_FEATURE_NAMES[name]: value for name, value in features.items() if name in HF_FEATURE_NAMES}
+        outputs = self.backbone(**inputs, output_attentions=output_attentions, training=training, return_dict=True)
+        sequence = outputs.last_hidden_state
+        pooled = getattr(outputs, "pooler_output", None)
+        result = {"sequence_output": sequence, "pooled_output": sequence[:, 0] if pooled is None else pooled}
+        if output_attentions:
+            result["attention_scores"] = list(outputs.attentions)
+        return result
+
+    def get_config(self):
+        return {**super().get_config(), "hf_config": self.backbone.config.to_dict()}

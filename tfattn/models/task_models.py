@@ -1,0 +1,278 @@
+"""Task models: a preprocessor, an encoder and a head, for every model family alike.
+
+- `TextClassifier(preprocessor, encoder, num_classes, pooling)`: one label per text.
+- `TokenClassifier(preprocessor, encoder, label_names)`: one label per token (NER).
+
+Both return float32 logits; take raw strings `[batch]` (preprocessed in the graph, so a
+SavedModel serves strings) or an already preprocessed feature dict (training pipelines
+tokenize once, up front); freeze and unfreeze their encoder; hand back every layer's attention
+for given texts (`attention`); and save to / load from one folder format (`save_model`,
+`load_model`) whatever the encoder: `model.json` (the Keras config, preprocessor vocabulary
+and encoder architecture included) plus a TensorFlow checkpoint of all weights.
+
+Example:
+>>> from tfattn.models import TextClassifier, TransformerEncoder, VocabularyPreprocessor
+>>> preprocessor = VocabularyPreprocessor(["stocks", "fell", "goal"], max_length=16)
+>>> encoder = TransformerEncoder(vocab_size=5, max_length=16, embed_dim=8, num_heads=2, ff_dim=16)
+>>> model = TextClassifier(preprocessor, encoder, num_classes=2, pooling="mean")
+>>> model(tf.constant(["Stocks fell", "Goal!"])).shape
+TensorShape([2, 2])
+>>> maps = model.attention(["Stocks fell"])
+>>> maps[0].tokens, maps[0].attention.shape
+(['stocks', 'fell'], (1, 2, 2, 2))
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfattn.models.encoders import Encoder, masked_mean
+from tfattn.models.preprocessors import tokens_of
+
+__all__ = ["POOLINGS", "TextAttention", "TextClassifier", "TokenClassifier", "load_model", "save_model"]
+
+POOLINGS = ("cls", "mean", "pooled")
+MODEL_CONFIG_FILE = "model.json"
+WEIGHTS_PREFIX = "weights"
+
+
+@dataclass
+class TextAttention:
+    """Attention of one text: `attention[layer]` is `[heads, tokens, tokens]` (query, key)."""
+
+    text: str
+    tokens: list
+    attention: np.ndarray  # [layers, heads, tokens, tokens]
+
+    @property
+    def num_layers(self):
+        return self.attention.shape[0]
+
+    @property
+    def num_heads(self):
+        return self.attention.shape[1]
+
+
+class TaskModel(keras.Model):
+    """What both task models share: strings or features in, encoder freezing, attention."""
+
+    def __init__(self, preprocessor, encoder, dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.preprocessor = preprocessor
+        self.encoder = encoder
+        self.dropout_rate = float(dropout)
+        self.dropout = keras.layers.Dropout(self.dropout_rate)
+        self.encoder.use_pooler(self.reads_pooler)
+
+    reads_pooler = False  # whether the head reads the encoder's pooled_output
+
+    def features(self, inputs: tf.Tensor | dict) -> dict:
+        """The feature dict of `inputs`: strings `[batch]` are preprocessed, a dict passes through."""
+        if isinstance(inputs, dict):
+            return inputs
+        return self.preprocessor(tf.convert_to_tensor(inputs, tf.string))
+
+    def freeze_encoder(self) -> None:
+        """Train only the head. Recompile afterwards: Keras fixes the trained weights at compile."""
+        self.encoder.trainable = False
+
+    def unfreeze_encoder(self) -> None:
+        """Train the encoder too. Recompile afterwards (e.g. with the warmup optimizer)."""
+        self.encoder.trainable = True
+        self.encoder.use_pooler(self.reads_pooler)
+
+    def attention(self, texts: str | Sequence[str], batch_size: int = 32) -> list[TextAttention]:
+        """Every layer's attention for each text, padding removed: a list of `TextAttention`."""
+        if isinstance(texts, str):
+            texts = [texts]
+        vocabulary = self.preprocessor.vocabulary
+        results = []
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            features = self.features(batch)
+            scores = self.encoder(features, training=False, output_attentions=True)["attention_scores"]
+            scores = tf.stack([tf.cast(layer, tf.float32) for layer in scores], axis=1).numpy()
+            ids, mask = features["input_word_ids"].numpy(), features["input_mask"].numpy().astype(bool)
+            for row, text in enumerate(batch):
+                length = int(mask[row].sum())
+                results.append(
+                    TextAttention(text, tokens_of(vocabulary, ids[row][mask[row]]), scores[row, :, :, :length, :length])
+                )
+        return results
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "dropout": self.dropout_rate,
+        }
+
+    def build_from_config(self, config):
+        # Keras would call `build(input_shape)`, feeding a float placeholder to the string
+        # preprocessor; a task model is built by calling it on a string, as `load_model` does.
+        self(tf.constant(["build"]), training=False)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for part in ("preprocessor", "encoder"):
+            config[part] = keras.saving.deserialize_keras_object(config[part])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfattn")
+class TextClassifier(TaskModel):
+    """One label per text: encoder, pooling, dropout, dense -> logits `[batch, num_classes]`.
+
+    Args:
+        preprocessor: strings -> feature dict (`tfattn.models.preprocessors`).
+        encoder: feature dict -> `sequence_output`, `pooled_output` (`tfattn.models.encoders`).
+        num_classes: number of classes.
+        pooling: how a text becomes one vector, for every encoder: `"cls"` (the first token),
+            `"mean"` (mean of real tokens) or `"pooled"` (the encoder's `pooled_output`).
+        dropout: dropout rate before the dense head.
+    """
+
+    def __init__(
+        self,
+        preprocessor: keras.layers.Layer,
+        encoder: Encoder,
+        num_classes: int,
+        pooling: str = "cls",
+        dropout: float = 0.1,
+        **kwargs,
+    ):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+        self.pooling = pooling
+        self.reads_pooler = pooling == "pooled"
+        super().__init__(preprocessor, encoder, dropout=dropout, **kwargs)
+        self.num_classes = int(num_classes)
+        self.head = keras.layers.Dense(self.num_classes, kernel_initializer=encoder.head_initializer(), name="logits")
+
+    def call(self, inputs, training=None):
+        features = self.features(inputs)
+        outputs = self.encoder(features, training=training)
+        if self.pooling == "pooled":
+            vector = outputs["pooled_output"]
+        elif self.pooling == "cls":
+            vector = outputs["sequence_output"][:, 0]
+        else:
+            vector = masked_mean(outputs["sequence_output"], features["input_mask"])
+        return tf.cast(self.head(self.dropout(vector, training=training)), tf.float32)
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities `[len(texts), num_classes]` of raw strings, in input order."""
+        texts = list(texts)
+        batches = [
+            tf.nn.softmax(self(tf.constant(texts[start : start + batch_size]), training=False)).numpy()
+            for start in range(0, len(texts), batch_size)
+        ]
+        return np.concatenate(batches) if batches else np.zeros((0, self.num_classes), np.float32)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "pooling": self.pooling}
+
+
+@keras.saving.register_keras_serializable(package="tfattn")
+class TokenClassifier(TaskModel):
+    """One label per token: encoder, dropout, dense -> logits `[batch, seq, labels]`.
+
+    Args:
+        preprocessor: strings -> feature dict. Tagging raw text with character offsets
+            (`tag_tokens`) needs one with `encode_with_offsets` (`BertPreprocessor`).
+        encoder: feature dict -> `sequence_output`.
+        label_names: the tags, e.g. `tfattn.data.NER_LABELS`.
+        dropout: dropout rate before the dense head.
+    """
+
+    def __init__(
+        self,
+        preprocessor: keras.layers.Layer,
+        encoder: Encoder,
+        label_names: Sequence[str],
+        dropout: float = 0.1,
+        **kwargs,
+    ):
+        super().__init__(preprocessor, encoder, dropout=dropout, **kwargs)
+        label_names = [str(name) for name in label_names]
+        if len(label_names) < 2:
+            raise ValueError(f"label_names needs at least 2 labels, got {label_names}")
+        self.label_names = label_names
+        self.head = keras.layers.Dense(
+            len(self.label_names), kernel_initializer=encoder.head_initializer(), name="logits"
+        )
+
+    def call(self, inputs, training=None):
+        sequence = self.encoder(self.features(inputs), training=training)["sequence_output"]
+        return tf.cast(self.head(self.dropout(sequence, training=training)), tf.float32)
+
+    def tag_tokens(self, texts: tf.Tensor | Sequence[str]) -> dict[str, tf.Tensor]:
+        """Per-token predictions of raw strings, all computed in the graph (what the NER export
+        serves): `probabilities` `[batch, seq, labels]`, `label_ids` and `scores` `[batch, seq]`,
+        `offsets` `[batch, seq, 2]` (character start, end in each text; (0, 0) for special tokens
+        and padding) and `word_ids` `[batch, seq]` (-1 outside words)."""
+        if not hasattr(self.preprocessor, "encode_with_offsets"):
+            raise ValueError(
+                f"tagging raw text needs character offsets, which {type(self.preprocessor).__name__} does not give; "
+                "use a WordPiece (BERT-family) model"
+            )
+        encoded = self.preprocessor.encode_with_offsets(tf.convert_to_tensor(texts, tf.string))
+        features = {name: encoded[name] for name in ("input_word_ids", "input_mask", "input_type_ids")}
+        probabilities = tf.nn.softmax(self(features, training=False))
+        return {
+            "probabilities": probabilities,
+            "label_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
+            "scores": tf.reduce_max(probabilities, axis=-1),
+            "offsets": encoded["offsets"],
+            "word_ids": encoded["word_ids"],
+        }
+
+    def get_config(self):
+        return {**super().get_config(), "label_names": self.label_names}
+
+
+def save_model(model: TaskModel, folder: str | Path) -> Path:
+    """Write a task model to `folder` (created; its files replaced): `model.json` and the weights.
+
+    Refuses (`tfattn.training.TrainingDiverged`) a model with non-finite weights.
+    """
+    from tfattn.training import check_finite_weights, write_json
+
+    check_finite_weights(model)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = keras.saving.serialize_keras_object(model)
+    # A saved model is for inference and export: no optimizer or loss to rebuild.
+    config.pop("compile_config", None)
+    config.pop("build_config", None)
+    write_json(folder / MODEL_CONFIG_FILE, config)
+    _weights_checkpoint(model).write(str(folder / WEIGHTS_PREFIX))
+    return folder
+
+
+def _weights_checkpoint(model):
+    # The encoder and head only: the preprocessor's state is its config, and an optimizer (which
+    # `model.save_weights` would add) has no place in a saved model.
+    return tf.train.Checkpoint(encoder=model.encoder, head=model.head)
+
+
+def load_model(folder: str | Path) -> TaskModel:
+    """A task model written by `save_model`: rebuilt from `model.json` (no download; TF-Hub
+    handles must still resolve), then its weights loaded."""
+    folder = Path(folder)
+    config_file = folder / MODEL_CONFIG_FILE
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder}: no {MODEL_CONFIG_FILE}; not a model saved by tfattn")
+    model = keras.saving.deserialize_keras_object(json.loads(config_file.read_text(encoding="utf-8")))
+    model(tf.constant(["build"]), training=False)  # creates the variables the checkpoint fills
+    _weights_checkpoint(model).read(str(folder / WEIGHTS_PREFIX)).assert_existing_objects_matched()
+    return model
