@@ -16,7 +16,11 @@ from tfattn.models import (
     preprocess_in_chunks,
 )
 from tfattn.models.encoders import masked_mean
-from tfattn.models.wordpiece import BertPreprocessor, bert_preprocessor_from_pretrained
+from tfattn.models.wordpiece import (
+    BertPreprocessor,
+    bert_preprocessor_from_pretrained,
+    bert_preprocessor_from_tokenizer,
+)
 
 
 def _feature_shapes(batch, length):
@@ -329,3 +333,20 @@ def test_hugging_face_encoder_pooler_leaves_training_when_unused(tiny_bert_encod
     finally:
         tiny_bert_encoder.use_pooler(True)
     assert len(tiny_bert_encoder.trainable_weights) == HF_NUM_WEIGHTS
+
+
+def test_bert_preprocessor_from_a_loaded_tokenizer_equals_the_one_from_its_folder(tiny_bert_dir):
+    from tfattn.pretrained import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_bert_dir)
+    from_tokenizer = bert_preprocessor_from_tokenizer(tokenizer, max_length=16)
+    from_folder = bert_preprocessor_from_pretrained(tiny_bert_dir, max_length=16)
+    assert from_tokenizer.lower_case == from_folder.lower_case
+    assert list(from_tokenizer.vocabulary) == list(from_folder.vocabulary)
+    texts = tf.constant(["Müller visited Paris!", "", "x" * 300])
+    for name, value in from_folder(texts).items():
+        np.testing.assert_array_equal(from_tokenizer(texts)[name], value)
+
+    tokenizer.init_kwargs["strip_accents"] = False  # with lower-casing: not reproduced in the graph
+    with pytest.raises(ValueError, match="strip_accents=False with do_lower_case=True is not supported"):
+        bert_preprocessor_from_tokenizer(tokenizer)

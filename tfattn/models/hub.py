@@ -124,9 +124,7 @@ class HubEncoder(Encoder):
         self.module = load_hub_layer(self.handle, "encoder", trainable=True, name="module")
 
     def call(self, features, training=None, output_attentions=False):
-        outputs = self.module(
-            {name: features[name] for name in ("input_word_ids", "input_mask", "input_type_ids")}, training=training
-        )
+        outputs = self.module({name: features[name] for name in FEATURE_NAMES}, training=training)
         result = {"sequence_output": outputs["sequence_output"], "pooled_output": outputs["pooled_output"]}
         if output_attentions:
             if "attention_probs" not in outputs:

@@ -15,7 +15,7 @@ attention maps use to name the tokens.
   folder).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -88,18 +88,25 @@ class VocabularyPreprocessor(keras.layers.Layer):
         """Ragged word ids `[batch, (words)]` before truncation (for counting long texts)."""
         return self.vectorizer(tf.convert_to_tensor(texts, tf.string))
 
-    def call(self, texts):
-        word_ids = self.fit_token_ids(self.token_ids(texts))
+    def pack(self, word_ids):
+        """The features of ragged word ids from `token_ids`: truncated, padded, never empty."""
+        word_ids = self.fit_token_ids(word_ids)
         mask = tf.cast(tf.not_equal(word_ids, 0), tf.int32)
         return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": tf.zeros_like(word_ids)}
+
+    def call(self, texts):
+        return self.pack(self.token_ids(texts))
 
     def get_config(self):
         return {**super().get_config(), "vocabulary": self.words, "max_length": self.max_length}
 
 
-def preprocess_in_chunks(preprocessor: keras.layers.Layer, texts: Sequence[str], chunk_size: int = 1024) -> dict:
+def preprocess_in_chunks(
+    preprocessor: Callable[[tf.Tensor], dict], texts: Sequence[str], chunk_size: int = 1024
+) -> dict:
     """The features of many texts as ragged `[n, (length)]` int32 tensors without padding,
-    ready for `tfattn.data.pipelines.make_dataset` to batch by length."""
+    ready for `tfattn.data.pipelines.make_dataset` to batch by length. `preprocessor` is a
+    preprocessor layer, or any function from a string tensor to the padded feature dict."""
     parts = {name: [] for name in FEATURE_NAMES}
     texts = list(texts)
     for start in range(0, len(texts), chunk_size):
@@ -112,8 +119,8 @@ def preprocess_in_chunks(preprocessor: keras.layers.Layer, texts: Sequence[str],
 
 
 def tokens_of(vocabulary, token_ids):
-    """Token strings of an id row (ids as strings when `vocabulary` is None)."""
+    """Token strings of an id row; `vocabulary` is a numpy array of tokens by id (build it once
+    for many rows), or None: ids as strings."""
     if vocabulary is None:
         return [str(int(i)) for i in token_ids]
-    vocabulary = np.asarray(vocabulary, dtype=object)
     return vocabulary[np.asarray(token_ids, np.int64)].tolist()

@@ -32,7 +32,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.models.encoders import Encoder, masked_mean
-from tfattn.models.preprocessors import tokens_of
+from tfattn.models.preprocessors import FEATURE_NAMES, tokens_of
 
 __all__ = ["POOLINGS", "TextAttention", "TextClassifier", "TokenClassifier", "load_model", "save_model"]
 
@@ -91,6 +91,8 @@ class TaskModel(keras.Model):
         if isinstance(texts, str):
             texts = [texts]
         vocabulary = self.preprocessor.vocabulary
+        if vocabulary is not None:
+            vocabulary = np.asarray(vocabulary, dtype=object)  # once, not per text
         results = []
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start : start + batch_size])
@@ -226,7 +228,7 @@ class TokenClassifier(TaskModel):
                 "use a WordPiece (BERT-family) model"
             )
         encoded = self.preprocessor.encode_with_offsets(tf.convert_to_tensor(texts, tf.string))
-        features = {name: encoded[name] for name in ("input_word_ids", "input_mask", "input_type_ids")}
+        features = {name: encoded[name] for name in FEATURE_NAMES}
         probabilities = tf.nn.softmax(self(features, training=False))
         return {
             "probabilities": probabilities,

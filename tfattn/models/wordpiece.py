@@ -28,6 +28,7 @@ import tf_keras as keras
 __all__ = [
     "BertPreprocessor",
     "bert_preprocessor_from_pretrained",
+    "bert_preprocessor_from_tokenizer",
     "normalize_bert_text",
     "read_vocabulary",
     "split_bert_words",
@@ -422,13 +423,32 @@ def bert_preprocessor_from_pretrained(folder, max_length=128, **kwargs):
     folder = Path(folder)
     config_file = folder / "tokenizer_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    kwargs.setdefault("lower_case", _supported_lower_case(config, config_file))
+    return BertPreprocessor(vocab_file=folder / "vocab.txt", max_length=max_length, **kwargs)
+
+
+def bert_preprocessor_from_tokenizer(tokenizer, max_length=128, **kwargs):
+    """A `BertPreprocessor` with the vocabulary and options of a loaded Hugging Face tokenizer
+    (from a hub name or a folder alike), with the checks of `bert_preprocessor_from_pretrained`;
+    a tokenizer that is not WordPiece (no `[CLS]` token) is refused."""
+    vocabulary = tokenizer.get_vocab()
+    source = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+    if "[CLS]" not in vocabulary:
+        raise ValueError(
+            f"{source}: not a WordPiece (BERT-family) tokenizer; tfattn's models read raw strings through "
+            "BERT's WordPiece"
+        )
+    kwargs.setdefault("lower_case", _supported_lower_case(tokenizer.init_kwargs, source))
+    return BertPreprocessor(vocabulary=sorted(vocabulary, key=vocabulary.get), max_length=max_length, **kwargs)
+
+
+def _supported_lower_case(config, source):
+    """`do_lower_case` of a Hugging Face tokenizer config, refusing (naming `source`) the
+    `strip_accents` and `tokenize_chinese_chars` settings `BertPreprocessor` does not reproduce."""
     lower_case = config.get("do_lower_case", True)
     strip_accents = config.get("strip_accents")
     if strip_accents is not None and strip_accents != lower_case:
-        raise ValueError(
-            f"{config_file}: strip_accents={strip_accents} with do_lower_case={lower_case} is not supported"
-        )
+        raise ValueError(f"{source}: strip_accents={strip_accents} with do_lower_case={lower_case} is not supported")
     if not config.get("tokenize_chinese_chars", True):
-        raise ValueError(f"{config_file}: tokenize_chinese_chars=false is not supported")
-    kwargs.setdefault("lower_case", lower_case)
-    return BertPreprocessor(vocab_file=folder / "vocab.txt", max_length=max_length, **kwargs)
+        raise ValueError(f"{source}: tokenize_chinese_chars=false is not supported")
+    return lower_case

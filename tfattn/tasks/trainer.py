@@ -95,16 +95,19 @@ class ScratchFamily(Family):
         vocab_path.write_text("\n".join(self.preprocessor.words), encoding="utf-8")
 
     def encode_texts(self, texts, what):
-        lengths = np.concatenate(
-            [
-                self.preprocessor.token_ids(list(texts[start : start + 4096])).row_lengths().numpy()
-                for start in range(0, len(texts), 4096)
-            ]
-            or [np.zeros(0, np.int64)]
-        )
+        # One pass: the words per text (before truncation) are counted on the way.
+        word_counts = []
+
+        def preprocess(chunk):
+            word_ids = self.preprocessor.token_ids(chunk)
+            word_counts.append(word_ids.row_lengths().numpy())
+            return self.preprocessor.pack(word_ids)
+
+        features = preprocess_in_chunks(preprocess, texts)
+        lengths = np.concatenate(word_counts or [np.zeros(0, np.int64)])
         max_length = self.config.max_length
         warn_about_texts(len(texts), int(np.sum(lengths > max_length)), int(np.sum(lengths == 0)), max_length, what)
-        return preprocess_in_chunks(self.preprocessor, texts)
+        return features
 
     def build_encoder(self):
         c = self.config
@@ -126,25 +129,16 @@ class PretrainedFamily(Family):
     gives the same ids."""
 
     def check(self):
+        from tfattn.models.wordpiece import bert_preprocessor_from_tokenizer
         from tfattn.pretrained import check_pretrained_source, load_tokenizer
 
         check_pretrained_source(self.config.backbone)
         self.tokenizer = load_tokenizer(self.config.backbone)  # a hub name fails here, in seconds offline
-        if not hasattr(self.tokenizer, "vocab") or "[CLS]" not in self.tokenizer.vocab:
-            raise ValueError(
-                f"{self.config.backbone}: not a WordPiece (BERT-family) checkpoint; tfattn's models "
-                "read raw strings through BERT's WordPiece"
-            )
+        # Refuses a tokenizer the in-graph WordPiece cannot reproduce, before the run folder is touched.
+        self.preprocessor = bert_preprocessor_from_tokenizer(self.tokenizer, self.config.max_length)
 
     def prepare(self, train_texts):
-        from tfattn.models.wordpiece import BertPreprocessor
-
-        tokens = sorted(self.tokenizer.vocab, key=self.tokenizer.vocab.get)
-        self.preprocessor = BertPreprocessor(
-            vocabulary=tokens,
-            lower_case=getattr(self.tokenizer, "do_lower_case", True),
-            max_length=self.config.max_length,
-        )
+        """The preprocessor was built by `check`."""
 
     def encode_texts(self, texts, what):
         from tfattn.pretrained import tokenize_texts
