@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -208,3 +209,24 @@ def test_pooling_takes_cls_mean_or_pooled_and_head_is_gone(tmp_path, capsys):
     with pytest.raises(ValueError, match="--pooling must be one of cls, mean, pooled, got 'max'"):
         TrainConfig(pooling="max").resolve()
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--workers", "127.0.0.1:1234,hostonly"], "--workers takes HOST:PORT,HOST:PORT,...; got 'hostonly'"),
+        (["--workers", "a:1,a:1", "--worker-index", "0"], "--workers lists an address twice"),
+        (["--workers", "a:1,b:2", "--worker-index", "2"], "--worker-index must be in 0..1 for 2 workers, got 2"),
+        (["--worker-index", "1"], "--worker-index needs --workers"),
+        (["--strategy", "multiworker"], "--strategy multiworker needs the cluster"),
+        (["--workers", "a:1,b:2", "--worker-index", "0", "--strategy", "mirrored"], "not mirrored"),
+    ],
+)
+def test_bad_worker_options_stop_in_one_line(extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    argv = ["train", "agnews", "--data", "missing.csv", "--run-dir", str(tmp_path / "run")] + extra
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1, error
+    assert "TF_CONFIG" not in os.environ
+    assert not (tmp_path / "run").exists()

@@ -101,12 +101,12 @@ def test_preprocess_in_chunks_truncates_strips_padding_and_fills_empty_rows():
 
 def _scratch_family(run_dir, max_length):
     config = TrainConfig(run_dir=str(run_dir), max_length=max_length, vocab_size=50).resolve()
-    return ScratchFamily(config, run_dir)
+    return ScratchFamily(config)
 
 
 def test_scratch_family_warns_with_counts_of_truncated_and_empty_texts(tmp_path):
     family = _scratch_family(tmp_path, max_length=3)
-    family.prepare(["stocks fell on monday", "the team won the cup"])
+    family.prepare(["stocks fell on monday", "the team won the cup"], tmp_path)
     assert (tmp_path / "vocab.txt").read_text(encoding="utf-8").split("\n") == family.preprocessor.words
     texts = ["stocks fell on monday again", "the cup", "?!", "   ", "won"]
     with pytest.warns(UserWarning) as caught:
@@ -126,12 +126,12 @@ def test_scratch_family_warns_with_counts_of_truncated_and_empty_texts(tmp_path)
 
 def test_a_resumed_scratch_run_reuses_its_saved_vocabulary(tmp_path):
     first = _scratch_family(tmp_path, max_length=8)
-    first.prepare(["alpha beta beta gamma"])
+    first.prepare(["alpha beta beta gamma"], tmp_path)
     # A backup checkpoint makes the folder an interrupted run: the vocabulary is read back,
     # not learned again from (here, different) texts.
     (tmp_path / "backup" / "train").mkdir(parents=True)
     (tmp_path / "backup" / "train" / "checkpoint").write_text("x")
     resumed = _scratch_family(tmp_path, max_length=8)
-    resumed.prepare(["other words entirely"])
+    resumed.prepare(["other words entirely"], tmp_path)
     assert resumed.preprocessor.vocabulary == first.preprocessor.vocabulary
     assert resumed.preprocessor.words[0] == "beta"

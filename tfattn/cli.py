@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tfattn.data import DataError
 from tfattn.run_manifest import RunFinished
-from tfattn.tasks.config import NUMERIC_OPTIONS, POSITIVE_INT
+from tfattn.tasks.config import NON_NEGATIVE_INT, NUMERIC_OPTIONS, POSITIVE_INT
+from tfattn.workers import WorkerLost
 
 # `tfattn attention` writes one PNG per text; more than this many needs an explicit --limit.
 MAX_ATTENTION_FILES = 20
@@ -117,7 +118,16 @@ def _config_from_args(config_class, args):
 def _cmd_train(args):
     from tfattn.tasks.config import TrainConfig
     from tfattn.tasks.trainer import train
+    from tfattn.workers import parse_worker_addresses, set_worker_cluster
 
+    if args.workers:
+        # The launcher: this process is worker --worker-index of --workers (TF_CONFIG says so).
+        if args.strategy not in ("default", "multiworker"):
+            raise ValueError(f"--workers trains with --strategy multiworker, not {args.strategy}")
+        set_worker_cluster(parse_worker_addresses(args.workers), args.worker_index)
+        args.strategy = "multiworker"
+    elif args.worker_index is not None:
+        raise ValueError("--worker-index needs --workers HOST:PORT,HOST:PORT,...")
     train(_config_from_args(TrainConfig, args), overwrite=args.overwrite)
 
 
@@ -289,6 +299,17 @@ def build_parser():
         _add_config_arguments(sub, TrainConfig, skip=("task", "strategy", "run_dir"))
         sub.add_argument("--run-dir", default=f"runs/{task}", help=f"run folder (default runs/{task})")
         sub.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy")
+        sub.add_argument(
+            "--workers",
+            metavar="HOST:PORT,HOST:PORT",
+            help="train on several workers (multi-worker strategy): every worker's address, the chief first; run "
+            "the same command on each with its --worker-index",
+        )
+        sub.add_argument(
+            "--worker-index",
+            type=_checked("worker_index", NON_NEGATIVE_INT),
+            help="this worker's place in --workers (0: the chief, which writes the run folder)",
+        )
         sub.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     train.set_defaults(func=_cmd_train)
 
@@ -379,6 +400,9 @@ def main(argv=None):
     except (DataError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except WorkerLost as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -23,7 +23,7 @@ def get_strategy(name="default"):
     Args:
         name: `"default"` (one device), `"mirrored"` (every local GPU; without GPUs every
             logical CPU device, which is how tests exercise it) or `"multiworker"` (several
-            hosts, configured by the `TF_CONFIG` environment variable).
+            workers, configured by the `TF_CONFIG` environment variable: `tfattn.workers`).
     """
     if name == "default":
         return tf.distribute.get_strategy()
@@ -33,7 +33,19 @@ def get_strategy(name="default"):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        from tfattn.workers import check_worker_cluster
+
+        check_worker_cluster()
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as error:
+            if "program startup" not in str(error):
+                raise
+            # Collective ops are configured when TensorFlow's runtime starts, i.e. by the first op.
+            raise ValueError(
+                "the multi-worker strategy must be created before any other TensorFlow work in the process: "
+                "call tfattn.tasks.train first (the tfattn command does)"
+            ) from None
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 

@@ -18,7 +18,6 @@ then fine-tune everything, each phase compiled afresh with its own AdamW + warmu
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import tf_keras as keras
@@ -48,6 +47,7 @@ from tfattn.training import (
     start_run,
     with_epoch_length,
 )
+from tfattn.workers import lost_workers_reported, worker_run_dir
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,8 @@ class Family:
     """What every family shares: its config and run folder, and its phases (`--freeze` trains
     the head alone)."""
 
-    def __init__(self, config, run_dir):
+    def __init__(self, config):
         self.config = config
-        self.run_dir = run_dir
 
     def check(self):
         """Fail in one line if the model cannot be loaded; runs before the run folder is touched."""
@@ -83,11 +82,11 @@ class Family:
 class ScratchFamily(Family):
     """The from-scratch transformer over a word vocabulary learned from the training texts."""
 
-    def prepare(self, train_texts):
+    def prepare(self, train_texts, run_dir):
         # A resumed run must reuse the vocabulary its checkpoint was trained with.
         c = self.config
-        vocab_path = self.run_dir / "vocab.txt"
-        if is_resuming(self.run_dir) and vocab_path.exists():
+        vocab_path = run_dir / "vocab.txt"
+        if is_resuming(run_dir) and vocab_path.exists():
             words = vocab_path.read_text(encoding="utf-8").split("\n")
             self.preprocessor = VocabularyPreprocessor(words, c.max_length)
         else:
@@ -137,7 +136,7 @@ class PretrainedFamily(Family):
         # Refuses a tokenizer the in-graph WordPiece cannot reproduce, before the run folder is touched.
         self.preprocessor = bert_preprocessor_from_tokenizer(self.tokenizer, self.config.max_length)
 
-    def prepare(self, train_texts):
+    def prepare(self, train_texts, run_dir):
         """The preprocessor was built by `check`."""
 
     def encode_texts(self, texts, what):
@@ -163,7 +162,7 @@ class HubFamily(Family):
         resolve_hub_handle(self.config.hub_preprocess, "preprocess model")
         resolve_hub_handle(self.config.hub_encoder, "encoder")
 
-    def prepare(self, train_texts):
+    def prepare(self, train_texts, run_dir):
         self.preprocessor = HubPreprocessor(self.config.hub_preprocess)
 
     def encode_texts(self, texts, what):
@@ -186,9 +185,9 @@ class HubFamily(Family):
         return [Phase("frozen", c.freeze_epochs, FROZEN_LEARNING_RATE, trainable=False), fine_tuned]
 
 
-def family_of(config, run_dir):
+def family_of(config):
     family_class = HubFamily if config.hub_encoder else PretrainedFamily if config.backbone else ScratchFamily
-    return family_class(config, Path(run_dir))
+    return family_class(config)
 
 
 def task_of(config):
@@ -218,24 +217,29 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         tfattn.training.TrainingDiverged: the loss became NaN or infinite.
     """
     config = config.resolve()
+    # First: a multi-worker strategy must exist before any other TensorFlow work in the process.
+    strategy = get_strategy(config.strategy)
     task = task_of(config)
     train_split, validation_split = task.load()
-    family = family_of(config, config.run_dir)
+    family = family_of(config)
     family.check()
-    run_dir = start_run(
-        config.run_dir, asdict(config), task.data_sources(), config.seed, config.mixed_precision, overwrite=overwrite
-    )
+    with worker_run_dir(config.run_dir, strategy) as run_dir, lost_workers_reported():
+        return _train(config, task, family, train_split, validation_split, strategy, run_dir, callbacks, overwrite)
+
+
+def _train(config, task, family, train_split, validation_split, strategy, run_dir, callbacks, overwrite):
+    """`train` in the folder this worker writes (`tfattn.workers.worker_run_dir`)."""
+    run_dir = start_run(run_dir, asdict(config), task.data_sources(), config.seed, config.mixed_precision, overwrite)
     label_names = train_split.label_names
     print(f"{task.describe(train_split, validation_split)}; model: {config.model_description}")
 
-    family.prepare(task.texts_for_vocabulary(train_split))
+    family.prepare(task.texts_for_vocabulary(train_split), run_dir)
     train_features, train_labels = task.encode(family, train_split, "training")
     train_data = make_dataset(train_features, train_labels, config.batch_size, shuffle=True, seed=config.seed)
     validation = task.validation(family, validation_split)
     batches_per_epoch = count_batches(train_data)
     train_data = with_epoch_length(train_data, batches_per_epoch)
 
-    strategy = get_strategy(config.strategy)
     with strategy.scope():
         model = task.build_model(family.preprocessor, family.build_encoder(), label_names)
         # Built before fit: BackupAndRestore can only restore into existing variables. Built in the

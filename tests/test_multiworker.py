@@ -1,0 +1,189 @@
+"""Multi-worker training: two worker processes on 127.0.0.1 (`tfattn train --workers ...`) train
+the same model as one process with the same global batch and seed; a killed worker stops the
+other with a one-line error in bounded time, and rerunning both resumes from the backup.
+
+Exact equivalence needs equal halves of every global batch (Keras averages each worker's loss
+over its own examples) and no dropout (each worker draws its own masks): the data are 80 long
+texts, truncated to one length, so 64 training examples make 4 full batches of 16 per epoch.
+What remains is the order of float sums in the all-reduce: losses agree to `RELATIVE_TOLERANCE`.
+"""
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+RELATIVE_TOLERANCE = 1e-5
+EPOCHS = 3
+# Worker 1 kills itself (SIGKILL) here: epoch 2 (0-based 1), after its second batch.
+KILL_AT = "1,1"
+# The survivor must stop within this many seconds of the kill (TensorFlow's health check
+# notices a silent peer within about 10-30 s).
+LOST_WORKER_SECONDS = 120
+
+RUNNER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import tf_keras as keras
+    import tfattn.training
+
+    kill_at = os.environ.get("TFATTN_TEST_KILL_AT")
+    if kill_at:
+        epoch_to_kill, batch_to_kill = map(int, kill_at.split(","))
+
+        class KillAt(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+
+            def on_train_batch_end(self, batch, logs=None):
+                if (self.epoch, batch) == (epoch_to_kill, batch_to_kill):
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        standard = tfattn.training.standard_callbacks
+
+        def with_kill(*args, **kwargs):
+            return standard(*args, **kwargs) + [KillAt()]
+
+        tfattn.training.standard_callbacks = with_kill
+        import tfattn.tasks.trainer
+
+        tfattn.tasks.trainer.standard_callbacks = with_kill
+
+    from tfattn.cli import main
+
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+    path = tmp_path_factory.mktemp("multiworker") / "runner.py"
+    path.write_text(RUNNER)
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_texts_csv(agnews_csv, tmp_path_factory):
+    """80 AG News rows (20 per class) of at least 40 words: every text is truncated to the same
+    length, so every batch is full and splits evenly between the two workers."""
+    per_class = {label: [] for label in "1234"}
+    with open(agnews_csv, newline="", encoding="utf-8") as handle:
+        for label, title, description in csv.reader(handle):
+            if len(f"{title} {description}".split()) >= 40 and len(per_class[label]) < 20:
+                per_class[label].append((label, title, description))
+    path = tmp_path_factory.mktemp("data") / "long.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, quoting=csv.QUOTE_ALL).writerows(row for rows in per_class.values() for row in rows)
+    return path
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def arguments(family, data, run_dir, tiny_bert_dir):
+    common = ["train", "agnews", "--data", str(data), "--validation-fraction", "0.2", "--batch-size", "16"]
+    common += ["--epochs", str(EPOCHS), "--dropout", "0", "--seed", "3", "--run-dir", str(run_dir)]
+    if family == "scratch":
+        return common + ["--max-length", "24", "--embed-dim", "16", "--ff-dim", "32", "--vocab-size", "500"]
+    return common + ["--max-length", "16", "--backbone", str(tiny_bert_dir), "--learning-rate", "1e-3"]
+
+
+def start(runner, args, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    env.pop("TF_CONFIG", None)
+    return subprocess.Popen(
+        [sys.executable, str(runner), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+
+
+def run_workers(runner, args, kill_worker_1=False):
+    """Both workers' (returncode, output, seconds from start to exit), run to the end."""
+    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    processes = [
+        start(
+            runner,
+            args + ["--workers", workers, "--worker-index", str(index)],
+            {"TFATTN_TEST_KILL_AT": KILL_AT} if kill_worker_1 and index == 1 else None,
+        )
+        for index in range(2)
+    ]
+    began = time.monotonic()
+    results = []
+    for process in processes:
+        output, _ = process.communicate(timeout=600)
+        results.append((process.returncode, output, time.monotonic() - began))
+    return results
+
+
+def history(run_dir):
+    with open(Path(run_dir) / "history.csv", newline="") as handle:
+        return [
+            {k: float(v) for k, v in row.items() if k in ("epoch", "loss", "val_loss")}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def assert_same_history(got, expected):
+    assert [row["epoch"] for row in got] == [row["epoch"] for row in expected]
+    for got_row, expected_row in zip(got, expected):
+        for key in ("loss", "val_loss"):
+            assert got_row[key] == pytest.approx(expected_row[key], rel=RELATIVE_TOLERANCE), (key, got, expected)
+
+
+@pytest.mark.parametrize("family", ["scratch", "pretrained"])
+def test_two_workers_train_as_one_process_with_the_same_global_batch(
+    family, runner, long_texts_csv, tiny_bert_dir, tmp_path
+):
+    single = subprocess.run(
+        [sys.executable, str(runner), *arguments(family, long_texts_csv, tmp_path / "single", tiny_bert_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert single.returncode == 0, single.stdout + single.stderr[-3000:]
+
+    results = run_workers(runner, arguments(family, long_texts_csv, tmp_path / "workers", tiny_bert_dir))
+    for returncode, output, _ in results:
+        assert returncode == 0, output[-3000:]
+    assert_same_history(history(tmp_path / "workers"), history(tmp_path / "single"))
+    # Only the chief wrote: its run folder is complete, and no worker copy is left behind.
+    assert (tmp_path / "workers" / "model" / "model.json").is_file()
+    assert "Traceback" not in results[1][1]
+
+
+def test_a_killed_worker_stops_the_other_and_a_rerun_resumes(runner, long_texts_csv, tiny_bert_dir, tmp_path):
+    args = arguments("scratch", long_texts_csv, tmp_path / "run", tiny_bert_dir)
+    (chief_code, chief_output, chief_seconds), (killed_code, _, killed_seconds) = run_workers(
+        runner, args, kill_worker_1=True
+    )
+    assert killed_code == -signal.SIGKILL
+    assert chief_code == 3, chief_output[-3000:]
+    assert "error: lost contact with another worker" in chief_output
+    assert "Traceback" not in chief_output
+    assert chief_seconds - killed_seconds < LOST_WORKER_SECONDS
+    assert len(history(tmp_path / "run")) == 1  # epoch 1 finished and was backed up
+
+    results = run_workers(runner, args)
+    for returncode, output, _ in results:
+        assert returncode == 0, output[-3000:]
+        assert "resuming the interrupted run" in output
+    uninterrupted = run_workers(runner, arguments("scratch", long_texts_csv, tmp_path / "uninterrupted", tiny_bert_dir))
+    assert all(returncode == 0 for returncode, _, _ in uninterrupted)
+    assert_same_history(history(tmp_path / "run"), history(tmp_path / "uninterrupted"))
