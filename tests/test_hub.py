@@ -213,3 +213,25 @@ def test_two_phase_training_resumes_without_redoing_the_frozen_phase(tiny_hub_di
     assert main(["predict", "--run", str(run_dir), "Stocks rally as tech earnings beat forecasts"]) == 0
     assert main(["attention", "--run", str(run_dir), "Stocks rally", "--out", str(tmp_path / "a.png")]) == 0
     assert (tmp_path / "a.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_hub_model_trains_under_mirrored_strategy_over_two_cpu_devices(tiny_hub_dirs, agnews_csv, tmp_path):
+    # A SavedModel restored under a strategy runs only in a replica context: the model is built
+    # through `strategy.run`, as `fit` calls it.
+    config = TrainConfig(
+        data=str(agnews_csv),
+        run_dir=str(tmp_path / "run"),
+        limit=100,
+        epochs=1,
+        batch_size=16,
+        hub_preprocess=str(tiny_hub_dirs[0]),
+        hub_encoder=str(tiny_hub_dirs[1]),
+        freeze_epochs=1,
+        strategy="mirrored",
+    )
+    report = train(config)
+    assert report.num_examples == 10
+    with open(tmp_path / "run" / "history.csv") as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    assert len(losses) == 2 and all(np.isfinite(losses))

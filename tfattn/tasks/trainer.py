@@ -244,8 +244,9 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
         model = task.build_model(family.preprocessor, family.build_encoder(), label_names)
         # Built before fit: BackupAndRestore can only restore into existing variables. Built in the
         # scope: the task models create their variables on first call, and a variable created
-        # outside the strategy's scope cannot be trained under it.
-        model(next(iter(train_data))[0])
+        # outside the strategy's scope cannot be trained under it. Called in a replica, as `fit`
+        # calls it: a TF-Hub SavedModel restored under a strategy cannot run in cross-replica context.
+        strategy.run(model, args=(next(iter(train_data))[0],))
     if config.pretrained:
         print(
             f"newly initialized (trained from scratch): the head, {len(label_names)} outputs on the "
