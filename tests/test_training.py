@@ -7,6 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 from sklearn.metrics import f1_score
 
+from tfattn.data.pipelines import count_batches
 from tfattn.training import (
     EpochOrder,
     KeepBest,
@@ -126,10 +127,10 @@ def _phases(run_dir, phases, stop_first_phase_early=False):
     model.compile(run_eagerly=True)
     model(tf.zeros([1, 1]))
     dataset = _shuffled()
-    order = EpochOrder(dataset)
+    order = EpochOrder(dataset, count_batches(dataset))
     for index, (name, first, last) in enumerate(phases):
         callbacks = [_StopAfterFirstEpoch()] if stop_first_phase_early and index == 0 else []
-        fit_phase(model, dataset, order, run_dir, name, first, last, callbacks=callbacks, verbose=0)
+        fit_phase(model, order, run_dir, name, first, last, callbacks=callbacks, verbose=0)
     return model.seen
 
 

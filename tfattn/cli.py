@@ -45,7 +45,9 @@ FIELD_HELP = {
     "hub_preprocess": "a TF-Hub BERT preprocess model: URL or SavedModel folder (see export-hub)",
     "hub_encoder": "the matching TF-Hub BERT encoder: URL or SavedModel folder",
     "freeze_epochs": "TF-Hub models: epochs on a frozen encoder before fine-tuning (default 1)",
-    "validation_data": "NER validation file (default: valid.txt beside --data)",
+    "validation_data": "validation file: NER (default: valid.txt beside --data), or with --stream",
+    "stream": "stream the training data from --data (files, a folder or a glob; .csv, .jsonl, .tsv, .tfrecord) "
+    "instead of reading it into memory; needs --validation-data",
     "pooling": "cls, mean or pooled (the encoder's pooled_output); default mean from scratch, cls pretrained, "
     "pooled for TF-Hub",
     "validation_limit": "score on the first this many validation sentences",
@@ -75,7 +77,9 @@ def _add_config_arguments(parser, config_class, skip=()):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=FIELD_HELP.get(field.name)
+            )
             continue
         value_type = _optional_field_types(config_class)[field.name] if default is None else type(default)
         if field.name in NUMERIC_OPTIONS:
@@ -172,17 +176,14 @@ def _cmd_evaluate(args):
             sentences = sentences.subset(range(min(config.validation_limit, len(sentences))))
         paths = write_entity_report(evaluate_sentences(model, sentences), args.run, prefix)
     else:
-        from tfattn.data import read_labelled_texts
         from tfattn.evaluation import write_evaluation
         from tfattn.tasks.classification import evaluate_texts
-        from tfattn.tasks.config import load_examples, load_splits
+        from tfattn.tasks.config import load_validation_examples, read_task_file
 
-        if not args.data:
-            examples = load_splits(config)[1]
-        elif config.task == "agnews":
-            examples = load_examples(TrainConfig(task="agnews", data=args.data))
+        if args.data:
+            examples = read_task_file(config, args.data, label_names)
         else:
-            examples = read_labelled_texts(args.data, config.text_column, config.label_column, label_names=label_names)
+            examples = load_validation_examples(config, label_names)
         report = evaluate_texts(model, examples)
         paths = write_evaluation(
             report, args.run, prefix=prefix, config={"data": examples.source, "run": str(args.run)}

@@ -263,26 +263,35 @@ def resumed_epoch(backup_folder):
 
 
 class EpochOrder:
-    """Makes a reshuffling dataset's order a function of the run's progress alone.
+    """In-memory training data whose reshuffled order is a function of the run's progress alone.
 
     Each new iterator of a `shuffle(..., reshuffle_each_iteration=True)` dataset draws the next
     order, and Keras makes one iterator per epoch, plus one when each `fit` starts. A resumed run
-    must see the orders an uninterrupted run saw, so before each fit `advance_to` draws (and
+    must see the orders an uninterrupted run saw, so before each fit `data_from` draws (and
     discards) the orders that the uninterrupted run drew before it: one per earlier fit and one
     per epoch of every phase before (`skip_phase` for a phase loaded, not fitted, `record` for
     one fitted) and of this phase's epochs already done.
+
+    `StreamOrder` is the same interface for data streamed from files.
     """
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def __init__(self, dataset, batches_per_epoch):
+        self.dataset = with_epoch_length(dataset, batches_per_epoch)
+        self.batches_per_epoch = batches_per_epoch
+        self.fit_kwargs = {}
         self.drawn = 0  # iterators made in this process
         self.phase_start = 0  # iterators an uninterrupted run had made when the current phase began
 
-    def advance_to(self, epochs_done):
-        """Before a fit that resumes the current phase after `epochs_done` of its epochs."""
+    def sample_batch(self):
+        """One batch, e.g. to build a model (does not count as an epoch's iterator)."""
+        return next(iter(self.dataset))
+
+    def data_from(self, epochs_done):
+        """The data for a fit that resumes the current phase after `epochs_done` of its epochs."""
         while self.drawn < self.phase_start + epochs_done:
             iter(self.dataset)
             self.drawn += 1
+        return self.dataset
 
     def record(self, history):
         """Count the iterators of a `fit` that ended the current phase (its returned `History`)."""
@@ -292,6 +301,48 @@ class EpochOrder:
     def skip_phase(self, epochs):
         """A finished phase was loaded, not fitted: its fit made an iterator plus one per epoch."""
         self.phase_start += 1 + epochs
+
+
+class StreamOrder:
+    """Training data streamed from files (`tfattn.data.streaming`): one endless, deterministic
+    stream of batches, of which every epoch takes `batches_per_epoch`.
+
+    `make_dataset(input_context)` builds one input pipeline's stream of per-replica batches
+    (`tf.distribute.InputContext`: which files this worker reads, its batch size). Every fit
+    builds the stream afresh and skips the batches an uninterrupted run had consumed before it,
+    so a resumed run sees the same batches; skipping replays the reading and tokenizing, not
+    the training.
+    """
+
+    def __init__(self, make_dataset, batches_per_epoch):
+        import tf_keras as keras
+
+        self.make_dataset = make_dataset
+        self.batches_per_epoch = batches_per_epoch
+        self.fit_kwargs = {"steps_per_epoch": batches_per_epoch}
+        self.epochs_before = 0  # epochs an uninterrupted run had trained when the current phase began
+        self._epochs_done = 0
+        self._creator = keras.utils.experimental.DatasetCreator
+
+    def sample_batch(self):
+        return next(iter(self.make_dataset(tf.distribute.InputContext())))
+
+    def data_from(self, epochs_done):
+        self._epochs_done = epochs_done
+        epochs = self.epochs_before + epochs_done
+
+        def stream(input_context):
+            # Each input pipeline feeds its local replicas one batch each per step.
+            replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+            return self.make_dataset(input_context).skip(epochs * self.batches_per_epoch * replicas)
+
+        return self._creator(stream)
+
+    def record(self, history):
+        self.epochs_before += self._epochs_done + len(history.epoch)
+
+    def skip_phase(self, epochs):
+        self.epochs_before += epochs
 
 
 def with_epoch_length(dataset, batches):
@@ -309,9 +360,10 @@ def phase_weights_dir(run_dir, phase):
     return Path(run_dir) / "phases" / phase
 
 
-def fit_phase(model, train_data, order, run_dir, phase, first_epoch, last_epoch, callbacks, **fit_kwargs):
-    """Fit epochs `first_epoch`..`last_epoch - 1` of one phase, resumable, then keep its final
-    weights in `phases/PHASE/` (written atomically).
+def fit_phase(model, order, run_dir, phase, first_epoch, last_epoch, callbacks, **fit_kwargs):
+    """Fit epochs `first_epoch`..`last_epoch - 1` of one phase on the training data of `order`
+    (an `EpochOrder` or `StreamOrder`), resumable, then keep its final weights in
+    `phases/PHASE/` (written atomically).
 
     A phase whose weights are already kept is not trained again: its weights are loaded.
     Returns True when the phase was trained now, False when it was loaded.
@@ -325,8 +377,10 @@ def fit_phase(model, train_data, order, run_dir, phase, first_epoch, last_epoch,
         order.skip_phase(read_json(epochs_file)["epochs"] if epochs_file.is_file() else last_epoch - first_epoch)
         return False
     start = max(first_epoch, resumed_epoch(backup_dir(run_dir) / phase))
-    order.advance_to(start - first_epoch)
-    history = model.fit(train_data, initial_epoch=start, epochs=last_epoch, callbacks=callbacks, **fit_kwargs)
+    train_data = order.data_from(start - first_epoch)
+    history = model.fit(
+        train_data, initial_epoch=start, epochs=last_epoch, callbacks=callbacks, **order.fit_kwargs, **fit_kwargs
+    )
     order.record(history)
     check_finite_weights(model)
 

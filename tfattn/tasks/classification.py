@@ -1,6 +1,7 @@
 """Text classification (AG News, math-problem topics, any labelled texts): the task's data, head,
 loss, metrics and validation report, for `tfattn.tasks.trainer.train`."""
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -11,8 +12,8 @@ from tfattn.data import TextExamples
 from tfattn.data.pipelines import make_dataset
 from tfattn.evaluation import ClassificationReport, classification_metrics, write_evaluation
 from tfattn.models import TextClassifier
-from tfattn.tasks.config import load_splits
-from tfattn.training import MacroF1
+from tfattn.tasks.config import load_splits, load_validation_examples
+from tfattn.training import MacroF1, StreamOrder
 
 
 @dataclass
@@ -25,8 +26,34 @@ class Validation:
     encoded: Any | None = None
 
 
+@dataclass
+class StreamedTexts:
+    """Training data streamed from files (`tfattn.data.streaming`), checked and counted, not loaded."""
+
+    files: list
+    stream_format: Any
+    summary: Any
+
+    def __len__(self):
+        return self.summary.num_examples
+
+    @property
+    def label_names(self):
+        return self.summary.label_names
+
+    @property
+    def source(self):
+        files = self.files
+        return str(files[0]) if len(files) == 1 else f"{len(files)} files ({files[0]} ... {files[-1]}), streamed"
+
+
+# A streamed run learns its from-scratch vocabulary from this many texts (the first ones).
+VOCABULARY_SAMPLE = 100_000
+
+
 class ClassificationTask:
-    """One label per text; validated on a stratified split of the training file."""
+    """One label per text; validated on a stratified split of the training file, or, when the
+    training data are streamed, on the `validation_data` file."""
 
     monitor = "val_accuracy"
 
@@ -34,16 +61,55 @@ class ClassificationTask:
         self.config = config
 
     def load(self):
-        return load_splits(self.config)
+        if not self.config.stream:
+            return load_splits(self.config)
+        from tfattn.data.streaming import StreamFormat, count_and_check, expand_data_files
+
+        c = self.config
+        files = expand_data_files(c.data)
+        stream_format = StreamFormat.for_files(files, c.task, c.text_column, c.label_column)
+        print(f"checking {len(files)} data file(s) before streaming them ...", flush=True)
+        train = StreamedTexts(files, stream_format, count_and_check(files, stream_format))
+        return train, load_validation_examples(c, train.label_names)
 
     def data_sources(self):
-        return [self.config.data]
+        if not self.config.stream:
+            return [self.config.data]
+        from tfattn.data.streaming import expand_data_files
+
+        return [str(path) for path in expand_data_files(self.config.data)] + [self.config.validation_data]
 
     def describe(self, train, validation):
         return f"{self.config.task}: {len(train)} training / {len(validation)} validation examples from {train.source}"
 
     def texts_for_vocabulary(self, train):
+        if isinstance(train, StreamedTexts):
+            from tfattn.data.streaming import sample_texts
+
+            return sample_texts(train.files, train.stream_format, VOCABULARY_SAMPLE)
         return train.texts
+
+    def stream_order(self, family, train):
+        """The streamed training data as a `StreamOrder`: each worker reads its share of the
+        files, tokenized by the family's preprocessor in the input pipeline."""
+        from tfattn.data.streaming import stream_examples, streaming_dataset
+
+        c = self.config
+
+        def make_dataset(input_context):
+            examples = stream_examples(
+                train.files,
+                train.stream_format,
+                train.label_names,
+                worker_index=input_context.input_pipeline_id,
+                num_workers=input_context.num_input_pipelines,
+            )
+            batch_size = input_context.get_per_replica_batch_size(c.batch_size)
+            return streaming_dataset(
+                examples, family.preprocessor, batch_size, shuffle_buffer=c.shuffle_buffer, seed=c.seed, repeat=True
+            )
+
+        return StreamOrder(make_dataset, math.ceil(len(train) / c.batch_size))
 
     def encode(self, family, examples, what):
         return family.encode_texts(examples.texts, f"{what} texts"), examples.labels

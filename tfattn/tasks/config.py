@@ -98,6 +98,7 @@ NUMERIC_OPTIONS = {
     "weight_decay": NON_NEGATIVE_FLOAT,
     "patience": POSITIVE_INT,
     "time_budget": POSITIVE_FLOAT,
+    "shuffle_buffer": NON_NEGATIVE_INT,
 }
 
 
@@ -123,6 +124,10 @@ class TrainConfig:
     validation_limit: int | None = None  # ner: score on the first this many sentences
     seed: int = 0
     limit: int | None = None  # train on a subset of this many examples (smoke tests)
+    # Stream the training data from `data` (files, a folder, a glob) instead of reading it into
+    # memory; validation then reads `validation_data`, a file.
+    stream: bool = False
+    shuffle_buffer: int = 10_000  # examples in the streaming shuffle buffer
     # pretrained backbone (None: the from-scratch transformer)
     backbone: str | None = None
     freeze: bool = False
@@ -200,6 +205,8 @@ class TrainConfig:
                 raise ValueError("NER training needs --data: a CoNLL file (e.g. ../shared/data/conll2003/train.txt)")
             if not self.backbone:
                 raise ValueError("NER training needs --backbone: a Hugging Face BERT name or local checkpoint folder")
+        if self.stream:
+            self._check_streaming()
         defaults = {
             **(PRETRAINED_DEFAULTS if self.pretrained else SCRATCH_DEFAULTS),
             **(HUB_DEFAULTS if self.hub_encoder else {}),
@@ -231,13 +238,40 @@ class TrainConfig:
         )
 
 
+    def _check_streaming(self):
+        if self.token_task:
+            raise ValueError(f"--stream reads text classification data; {self.task} reads its files into memory")
+        if not self.data or self.data.startswith("tfds:"):
+            raise ValueError("--stream needs --data: files, a folder or a glob pattern (not a TFDS name)")
+        if not self.validation_data:
+            raise ValueError(
+                "--stream needs --validation-data: a labelled file, read into memory (streamed data is not split)"
+            )
+        if self.limit:
+            raise ValueError("--limit subsets data read into memory; with --stream, give a smaller file instead")
+
+
 def load_examples(config):
     """All labelled examples of the config's task, before splitting."""
-    if config.task == "agnews":
-        return load_agnews(config.data)
     if not config.data:
         raise DataError(f"task {config.task!r} needs --data (a .jsonl, .csv or .xlsx file)")
-    return read_labelled_texts(config.data, config.text_column, config.label_column)
+    return read_task_file(config, config.data)
+
+
+def read_task_file(config, path, label_names=None):
+    """The labelled examples of one file (or TFDS name, for agnews) in the config's task format;
+    `label_names` fixes the classes (an unknown label is an error)."""
+    if config.task == "agnews":
+        return load_agnews(path)
+    return read_labelled_texts(path, config.text_column, config.label_column, label_names=label_names)
+
+
+def load_validation_examples(config, label_names=None):
+    """The examples a run validates on: its `validation_data` file when training streamed, else
+    the validation part of `load_splits`."""
+    if config.stream:
+        return read_task_file(config, config.validation_data, label_names)
+    return load_splits(config)[1]
 
 
 def load_splits(config):

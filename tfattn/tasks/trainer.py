@@ -45,7 +45,6 @@ from tfattn.training import (
     mark_trained,
     standard_callbacks,
     start_run,
-    with_epoch_length,
 )
 from tfattn.workers import lost_workers_reported, worker_run_dir
 
@@ -200,6 +199,16 @@ def task_of(config):
     return ClassificationTask(config)
 
 
+def training_order(config, task, family, train_split):
+    """The training data, as an `EpochOrder` (read into memory, tokenized once) or a
+    `StreamOrder` (`--stream`: read and tokenized as training goes)."""
+    if config.stream:
+        return task.stream_order(family, train_split)
+    features, labels = task.encode(family, train_split, "training")
+    data = make_dataset(features, labels, config.batch_size, shuffle=True, seed=config.seed)
+    return EpochOrder(data, count_batches(data))
+
+
 def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (), overwrite: bool = False):
     """Train, evaluate on the validation data and save everything under `config.run_dir`.
 
@@ -234,11 +243,8 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
     print(f"{task.describe(train_split, validation_split)}; model: {config.model_description}")
 
     family.prepare(task.texts_for_vocabulary(train_split), run_dir)
-    train_features, train_labels = task.encode(family, train_split, "training")
-    train_data = make_dataset(train_features, train_labels, config.batch_size, shuffle=True, seed=config.seed)
+    order = training_order(config, task, family, train_split)
     validation = task.validation(family, validation_split)
-    batches_per_epoch = count_batches(train_data)
-    train_data = with_epoch_length(train_data, batches_per_epoch)
 
     with strategy.scope():
         model = task.build_model(family.preprocessor, family.build_encoder(), label_names)
@@ -246,13 +252,12 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
         # scope: the task models create their variables on first call, and a variable created
         # outside the strategy's scope cannot be trained under it. Called in a replica, as `fit`
         # calls it: a TF-Hub SavedModel restored under a strategy cannot run in cross-replica context.
-        strategy.run(model, args=(next(iter(train_data))[0],))
+        strategy.run(model, args=(order.sample_batch()[0],))
     if config.pretrained:
         print(
             f"newly initialized (trained from scratch): the head, {len(label_names)} outputs on the "
             f"{config.pooling if not config.token_task else 'token'} vectors; every other weight is pretrained"
         )
-    order = EpochOrder(train_data)
     phases = family.phases()
     first_epoch = 0
     for index, phase in enumerate(phases):
@@ -267,7 +272,7 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
             model.compile(
                 optimizer=create_optimizer(
                     phase.learning_rate,
-                    batches_per_epoch * phase.epochs,
+                    order.batches_per_epoch * phase.epochs,
                     warmup_fraction=config.warmup_fraction,
                     weight_decay=config.weight_decay,
                 ),
@@ -277,7 +282,6 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
             )
         trained = fit_phase(
             model,
-            train_data,
             order,
             run_dir,
             phase.name,
@@ -286,7 +290,7 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
             callbacks=standard_callbacks(
                 run_dir,
                 len(train_split),
-                batches_per_epoch,
+                order.batches_per_epoch,
                 config.batch_size,
                 patience=config.patience,
                 monitor=task.monitor,
