@@ -187,3 +187,21 @@ def test_a_killed_worker_stops_the_other_and_a_rerun_resumes(runner, long_texts_
     uninterrupted = run_workers(runner, arguments("scratch", long_texts_csv, tmp_path / "uninterrupted", tiny_bert_dir))
     assert all(returncode == 0 for returncode, _, _ in uninterrupted)
     assert_same_history(history(tmp_path / "run"), history(tmp_path / "uninterrupted"))
+
+
+def test_two_workers_stream_their_own_files(runner, long_texts_csv, tiny_bert_dir, tmp_path):
+    """Streamed data are sharded by file: each worker reads two of the four files."""
+    with open(long_texts_csv, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    for index in range(4):
+        with open(tmp_path / f"part-{index}.csv", "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle, quoting=csv.QUOTE_ALL).writerows(rows[index:64:4])
+    with open(tmp_path / "valid.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, quoting=csv.QUOTE_ALL).writerows(rows[64:])
+    args = arguments("scratch", tmp_path / "part-*.csv", tmp_path / "run", tiny_bert_dir)
+    args += ["--stream", "--validation-data", str(tmp_path / "valid.csv"), "--shuffle-buffer", "16"]
+    results = run_workers(runner, args)
+    for returncode, output, _ in results:
+        assert returncode == 0, output[-3000:]
+        assert "64 training / 16 validation examples from 4 files" in output
+    assert [row["epoch"] for row in history(tmp_path / "run")] == list(range(EPOCHS))
