@@ -139,8 +139,19 @@ def lost_workers_reported():
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = _reason(error)
         raise WorkerLost(
             f"lost contact with another worker ({reason[:200]}); rerun every worker's command to resume "
             "from the last finished epoch"
         ) from None
+
+
+def _reason(error) -> str:
+    """The line of a TensorFlow error that says what happened to the other worker."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "unhealthy" in line or "aborted" in line or "heartbeat" in line:
+            line = line.split("}} ", 1)[-1]
+            # "The following tasks are unhealthy (...):" is followed by the tasks' names.
+            return f"{line} {lines[index + 1]}" if line.endswith(":") and index + 1 < len(lines) else line
+    return next((line for line in lines if not line.endswith("execution error:")), type(error).__name__)

@@ -64,6 +64,11 @@ class Family:
     """What every family shares: its config and run folder, and its phases (`--freeze` trains
     the head alone)."""
 
+    # Whether the model must be built inside a replica (`strategy.run`), as `fit` calls it, rather
+    # than by a plain call in the strategy's scope. A plain call is preferred: in a replica, the
+    # unseeded head initializer draws other values under a multi-worker strategy than alone.
+    builds_in_replica_context = False
+
     def __init__(self, config):
         self.config = config
 
@@ -154,6 +159,9 @@ class PretrainedFamily(Family):
 
 class HubFamily(Family):
     """A TF-Hub BERT preprocess + encoder pair (URLs or SavedModel folders, e.g. `tfattn export-hub`)."""
+
+    # A SavedModel restored under a strategy cannot run its functions in cross-replica context.
+    builds_in_replica_context = True
 
     def check(self):
         from tfattn.models.hub import resolve_hub_handle
@@ -250,9 +258,12 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
         model = task.build_model(family.preprocessor, family.build_encoder(), label_names)
         # Built before fit: BackupAndRestore can only restore into existing variables. Built in the
         # scope: the task models create their variables on first call, and a variable created
-        # outside the strategy's scope cannot be trained under it. Called in a replica, as `fit`
-        # calls it: a TF-Hub SavedModel restored under a strategy cannot run in cross-replica context.
-        strategy.run(model, args=(order.sample_batch()[0],))
+        # outside the strategy's scope cannot be trained under it.
+        features = order.sample_batch()[0]
+        if family.builds_in_replica_context:
+            strategy.run(model, args=(features,))
+        else:
+            model(features)
     if config.pretrained:
         print(
             f"newly initialized (trained from scratch): the head, {len(label_names)} outputs on the "
