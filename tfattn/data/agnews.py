@@ -15,7 +15,7 @@ import numpy as np
 from tfattn.data.examples import DataError, TextExamples, iter_utf8_lines
 from tfattn.hosts import host_resolves
 
-__all__ = ["AGNEWS_LABELS", "clean_agnews_text", "read_agnews_csv", "load_agnews"]
+__all__ = ["AGNEWS_LABELS", "clean_agnews_text", "iter_agnews_rows", "read_agnews_csv", "load_agnews"]
 
 # Official class index i (1..4) is label i - 1 here; TFDS "ag_news_subset" uses the same order.
 AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
@@ -47,15 +47,22 @@ def clean_agnews_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def read_agnews_csv(path) -> TextExamples:
-    """Read an AG News CSV in the official format; raise `DataError` on any bad row.
+def iter_agnews_rows(path):
+    """Parse an AG News CSV in the official format one row at a time, raising `DataError` on any bad row.
 
-    No row is skipped: a wrong column count, a label that is not 1..4, or a row whose title and
-    description are both empty after cleaning stops the read with the row and line named.
+    Memory stays bounded by the longest row, so streaming input reads files of any size with
+    the same parsing as `read_agnews_csv`. No row is skipped: a wrong column count, a label that
+    is not 1..4, or a row whose title and description are both empty after cleaning stops the
+    read with the row and line named; so does a file with no rows.
+
+    Args:
+        path: the CSV file.
+
+    Yields:
+        `(where, text, label)`: where the row is ("FILE, row R (line L)"), the cleaned title and
+        description, and the 0-based class id.
     """
     path = Path(path)
-    texts = []
-    labels = []
     reader = csv.reader(iter_utf8_lines(path))
     row_number = 0
     try:
@@ -67,21 +74,34 @@ def read_agnews_csv(path) -> TextExamples:
                     "(class index, title, description)"
                 )
             label_field, title, description = fields
-            labels.append(_parse_label(label_field, where))
+            label = _parse_label(label_field, where)
             text = clean_agnews_text(f"{title} {description}")
             if not text:
                 raise DataError(f"{where}: title and description are both empty")
-            texts.append(text)
+            yield where, text, label
     except csv.Error as error:
         raise DataError(f"{path}, row {row_number + 1} (line {reader.line_num}): {error}") from None
-
-    if not texts:
+    if row_number == 0:
         raise DataError(f"{path}: no rows (expected AG News CSV rows: class index, title, description)")
+
+
+def read_agnews_csv(path) -> TextExamples:
+    """Read an AG News CSV in the official format; raise `DataError` on any bad row.
+
+    No row is skipped: a wrong column count, a label that is not 1..4, or a row whose title and
+    description are both empty after cleaning stops the read with the row and line named
+    (`iter_agnews_rows` parses the rows).
+    """
+    texts = []
+    labels = []
+    for _, text, label in iter_agnews_rows(path):
+        texts.append(text)
+        labels.append(label)
     return TextExamples(
         texts=texts,
         labels=np.asarray(labels, dtype=np.int64),
         label_names=list(AGNEWS_LABELS),
-        source=str(path),
+        source=str(Path(path)),
     )
 
 

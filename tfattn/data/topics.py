@@ -18,6 +18,7 @@ from tfattn.data.examples import DataError, TextExamples, iter_utf8_lines, read_
 __all__ = [
     "MATH_TOPICS",
     "COURSE_TOPICS",
+    "iter_labelled_rows",
     "read_labelled_texts",
     "load_math_topics",
     "save_label_map",
@@ -41,15 +42,25 @@ _JSON_TYPE_NAMES = {
 }
 
 
-def read_labelled_texts(path, text_column: str, label_column: str, label_names=None, sheet=None) -> TextExamples:
-    """Read (text, label) pairs from a .jsonl/.json-lines, .csv or .xlsx file.
+def iter_labelled_rows(path, text_column: str, label_column: str, label_names=None, sheet=None):
+    """Parse (text, label) pairs from a .jsonl/.json-lines, .csv or .xlsx file one row at a time.
 
-    A csv or xlsx file has a header row (row 1) naming its columns; `sheet` picks an xlsx
-    worksheet by name (default: the active one). Cell values are turned into stripped text,
-    so numbers in a spreadsheet become text too. With `label_names=None` the classes are the
-    file's sorted unique labels; given `label_names` (e.g. from `load_label_map`) fix the ids,
-    and a label outside them is an error. No row is skipped: a missing column, a bad JSON
-    line, an empty text or label stops the read with `DataError` naming the file and row/line.
+    The rows are checked as `read_labelled_texts` checks them (it reads through this), with
+    memory bounded by the longest row, so streaming input reads files of any size the same way.
+    No row is skipped: a missing column, a bad JSON line, an empty text or label, or a label
+    outside `label_names` stops the read with `DataError` naming the file and row/line; so does
+    a file with no examples.
+
+    Args:
+        path: the file; its suffix picks the format.
+        text_column: the column (JSON key) holding the text.
+        label_column: the column (JSON key) holding the label name.
+        label_names: the known label names; None accepts any label.
+        sheet: an xlsx worksheet name (default: the active one).
+
+    Yields:
+        `(where, text, label)`: where the row is ("FILE, line L" or "FILE, row R ..."), the
+        stripped text and the stripped label name.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -67,13 +78,12 @@ def read_labelled_texts(path, text_column: str, label_column: str, label_names=N
             "expected .jsonl, .json-lines, .csv or .xlsx"
         )
 
-    known_ids = None
+    known = None
     if label_names is not None:
         label_names = _checked_label_names(label_names, "label_names")
-        known_ids = {name: index for index, name in enumerate(label_names)}
+        known = set(label_names)
 
-    texts = []
-    labels = []
+    count = 0
     for where, text_value, label_value in records:
         text = _as_text(text_value)
         if not text:
@@ -81,21 +91,40 @@ def read_labelled_texts(path, text_column: str, label_column: str, label_names=N
         label = _as_text(label_value)
         if not label:
             raise DataError(f"{where}: empty label in column {label_column!r}")
-        if known_ids is not None and label not in known_ids:
+        if known is not None and label not in known:
             raise DataError(f"{where}: unknown label {label!r}; known labels are: {_quoted(label_names)}")
+        count += 1
+        yield where, text, label
+    if not count:
+        raise DataError(f"{path}: no examples")
+
+
+def read_labelled_texts(path, text_column: str, label_column: str, label_names=None, sheet=None) -> TextExamples:
+    """Read (text, label) pairs from a .jsonl/.json-lines, .csv or .xlsx file.
+
+    A csv or xlsx file has a header row (row 1) naming its columns; `sheet` picks an xlsx
+    worksheet by name (default: the active one). Cell values are turned into stripped text,
+    so numbers in a spreadsheet become text too. With `label_names=None` the classes are the
+    file's sorted unique labels; given `label_names` (e.g. from `load_label_map`) fix the ids,
+    and a label outside them is an error. No row is skipped: a missing column, a bad JSON
+    line, an empty text or label stops the read with `DataError` naming the file and row/line
+    (`iter_labelled_rows` parses the rows).
+    """
+    # A list, so an iterator of names is not used up by the row checks before the ids are set.
+    label_names = None if label_names is None else list(label_names)
+    texts = []
+    labels = []
+    for _, text, label in iter_labelled_rows(path, text_column, label_column, label_names, sheet):
         texts.append(text)
         labels.append(label)
-
-    if not texts:
-        raise DataError(f"{path}: no examples")
-    if known_ids is None:
+    if label_names is None:
         label_names = sorted(set(labels))
-        known_ids = {name: index for index, name in enumerate(label_names)}
+    known_ids = {name: index for index, name in enumerate(label_names)}
     return TextExamples(
         texts=texts,
         labels=np.asarray([known_ids[label] for label in labels], dtype=np.int64),
         label_names=label_names,
-        source=str(path),
+        source=str(Path(path)),
     )
 
 
@@ -132,8 +161,7 @@ def load_label_map(path) -> list[str]:
 
 
 def _jsonl_records(path: Path, text_column: str, label_column: str):
-    """(where, text value, label value) for each JSON object line."""
-    records = []
+    """(where, text value, label value) for each JSON object line, as it is read."""
     # Split on "\n" only: str.splitlines would also break at U+2028 inside JSON strings, and
     # "\n" is what read_utf8_text counts when it names a line.
     for line_number, line in enumerate(_split_on_newline(iter_utf8_lines(path)), start=1):
@@ -151,14 +179,12 @@ def _jsonl_records(path: Path, text_column: str, label_column: str):
         for column in (text_column, label_column):
             if column not in record:
                 raise DataError(f"{where}: no column {column!r}; columns are: {_quoted(list(record))}")
-        records.append((where, record[text_column], record[label_column]))
-    return records
+        yield where, record[text_column], record[label_column]
 
 
 def _csv_records(path: Path, text_column: str, label_column: str):
-    """(where, text value, label value) for each data row under the header row."""
+    """(where, text value, label value) for each data row under the header row, as it is read."""
     reader = csv.reader(iter_utf8_lines(path))
-    records = []
     row_number = 0  # the last row read; the header is row 1
     try:
         header = next(reader, None)
@@ -173,10 +199,9 @@ def _csv_records(path: Path, text_column: str, label_column: str):
             where = f"{path}, row {row_number} (line {reader.line_num})"
             if len(fields) != len(header):
                 raise DataError(f"{where}: found {len(fields)} fields, the header has {len(header)}")
-            records.append((where, fields[text_index], fields[label_index]))
+            yield where, fields[text_index], fields[label_index]
     except csv.Error as error:
         raise DataError(f"{path}, row {row_number + 1} (line {reader.line_num}): {error}") from None
-    return records
 
 
 def _split_on_newline(lines):
@@ -192,7 +217,7 @@ def _split_on_newline(lines):
 
 
 def _xlsx_records(path: Path, text_column: str, label_column: str, sheet):
-    """(where, text value, label value) for each non-blank row under the header row."""
+    """(where, text value, label value) for each non-blank row under the header row, as it is read."""
     # Imported here: openpyxl takes a noticeable time to import and only xlsx files need it.
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
@@ -220,15 +245,13 @@ def _xlsx_records(path: Path, text_column: str, label_column: str, sheet):
             raise DataError(f"{path}: sheet {worksheet.title!r} is empty (expected a header row)")
         header = [_as_text(value) for value in header]
         text_index, label_index = _column_indices(path, header, text_column, label_column)
-        records = []
         for row_number, row in enumerate(rows, start=2):
             # Formatting can make a sheet extend past its data; wholly empty rows hold no record.
             if all(value is None for value in row):
                 continue
             # Rows may stop before their last empty cells.
             cells = list(row) + [None] * (len(header) - len(row))
-            records.append((f"{path}, row {row_number}", cells[text_index], cells[label_index]))
-        return records
+            yield f"{path}, row {row_number}", cells[text_index], cells[label_index]
     finally:
         # A read-only workbook keeps its file open until closed.
         workbook.close()

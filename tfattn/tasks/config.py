@@ -237,7 +237,6 @@ class TrainConfig:
             **values,
         )
 
-
     def _check_streaming(self):
         if self.token_task:
             raise ValueError(f"--stream reads text classification data; {self.task} reads its files into memory")
