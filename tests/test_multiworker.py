@@ -114,14 +114,18 @@ def start(runner, args, env_extra=None):
     )
 
 
-def run_workers(runner, args, kill_worker_1=False):
-    """Both workers' (returncode, output, seconds from start to exit), run to the end."""
+def run_workers(runner, args, kill_worker_1=False, temp_dir=None):
+    """Both workers' (returncode, output, seconds from start to exit), run to the end;
+    `temp_dir`: their TMPDIR (where worker 1 keeps its copy of the run folder)."""
     workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
     processes = [
         start(
             runner,
             args + ["--workers", workers, "--worker-index", str(index)],
-            {"TFATTN_TEST_KILL_AT": KILL_AT} if kill_worker_1 and index == 1 else None,
+            {
+                **({"TFATTN_TEST_KILL_AT": KILL_AT} if kill_worker_1 and index == 1 else {}),
+                **({"TMPDIR": str(temp_dir)} if temp_dir else {}),
+            },
         )
         for index in range(2)
     ]
@@ -169,12 +173,17 @@ def test_two_workers_train_as_one_process_with_the_same_global_batch(
     )
     assert single.returncode == 0, single.stdout + single.stderr[-3000:]
 
-    results = run_workers(runner, arguments(family, long_texts_csv, tmp_path / "workers", tiny_bert_dir))
+    (tmp_path / "tmp").mkdir()
+    results = run_workers(
+        runner, arguments(family, long_texts_csv, tmp_path / "workers", tiny_bert_dir), temp_dir=tmp_path / "tmp"
+    )
     for returncode, output, _ in results:
         assert returncode == 0, output[-3000:]
     assert_same_history(history(tmp_path / "workers"), history(tmp_path / "single"))
     # Only the chief wrote: its run folder is complete, and no worker copy is left behind.
     assert (tmp_path / "workers" / "model" / "model.json").is_file()
+    assert not list((tmp_path / "tmp").glob("tfattn-worker*"))
+    assert not list((tmp_path / "workers").rglob("workertemp_*"))  # Keras's own per-worker backups
     assert "Traceback" not in results[1][1]
 
 
