@@ -10,7 +10,6 @@ epoch 2 and the seconds until the chief stops are measured.
 """
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -22,42 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import test_multiworker as harness  # noqa: E402  (the tests' runner, data and worker launcher)
-
-
-def long_texts(source, path):
-    per_class = {label: [] for label in "1234"}
-    with open(source, newline="", encoding="utf-8") as handle:
-        for label, title, description in csv.reader(handle):
-            if len(f"{title} {description}".split()) >= 40 and len(per_class[label]) < 20:
-                per_class[label].append((label, title, description))
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle, quoting=csv.QUOTE_ALL).writerows(row for rows in per_class.values() for row in rows)
-
-
-def tiny_bert(minilm_dir, folder):
-    import shutil
-
-    import tf_keras as keras
-    from transformers import BertConfig, TFBertModel
-
-    vocab_size = sum(1 for _ in open(minilm_dir / "vocab.txt", encoding="utf-8"))
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    keras.utils.set_random_seed(0)
-    model = TFBertModel(config)
-    model(model.dummy_inputs)
-    model.save_pretrained(folder)
-    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
-        if (minilm_dir / name).is_file():
-            shutil.copy(minilm_dir / name, folder / name)
+from task_harness import save_tiny_bert  # noqa: E402
 
 
 def main():
@@ -71,9 +35,9 @@ def main():
     runner = work / "runner.py"
     runner.write_text(harness.RUNNER)
     data = work / "long.csv"
-    long_texts(args.data, data)
+    harness.write_long_texts(args.data, data)
     bert = work / "tiny_bert"
-    tiny_bert(offline_minilm_path(), bert)
+    save_tiny_bert(offline_minilm_path(), bert)
 
     results = {}
     for family in ("scratch", "pretrained"):

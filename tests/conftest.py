@@ -84,31 +84,7 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(minilm_dir, tmp_path_factory) -> Path:
-    """A tiny random BERT (2 layers, hidden 32, no dropout, so runs are exactly reproducible)
-    saved as a Hugging Face checkpoint folder, with the MiniLM tokenizer files: the whole
-    pretrained path in seconds."""
-    import shutil
+    """A tiny random BERT checkpoint folder (`task_harness.save_tiny_bert`)."""
+    from task_harness import save_tiny_bert
 
-    from transformers import BertConfig, TFBertModel
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    vocab_size = sum(1 for _ in open(minilm_dir / "vocab.txt", encoding="utf-8"))
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        classifier_dropout=0.0,
-    )
-    keras.utils.set_random_seed(0)
-    model = TFBertModel(config)
-    model(model.dummy_inputs)
-    model.save_pretrained(folder)
-    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
-        if (minilm_dir / name).is_file():
-            shutil.copy(minilm_dir / name, folder / name)
-    return folder
+    return save_tiny_bert(minilm_dir, tmp_path_factory.mktemp("tiny_bert"))

@@ -42,7 +42,7 @@ import tf_keras as keras
 from tfattn.export import export_model
 from tfattn.models import FEATURE_NAMES, TextClassifier, TokenClassifier, load_model, save_model
 
-__all__ = ["FreshInterpreter", "captured_logs", "exported_tiny_hub_bert", "run_task_test"]
+__all__ = ["FreshInterpreter", "captured_logs", "exported_tiny_hub_bert", "run_task_test", "save_tiny_bert"]
 
 LEARNING_RATE = 1e-2
 ATOL = 1e-5
@@ -163,6 +163,37 @@ class FreshInterpreter:
 # --- the TF-Hub export of the tiny BERT, once per session --------------------------------
 
 _HUB_EXPORTS = {}
+
+
+def save_tiny_bert(minilm_dir, folder):
+    """Save a tiny random BERT (2 layers, hidden 32, no dropout, so runs are exactly reproducible)
+    as a Hugging Face checkpoint folder, with the MiniLM tokenizer files: the whole pretrained
+    path in seconds. Returns `folder`."""
+    import shutil
+
+    from transformers import BertConfig, TFBertModel
+
+    folder, minilm_dir = Path(folder), Path(minilm_dir)
+    vocab_size = sum(1 for _ in open(minilm_dir / "vocab.txt", encoding="utf-8"))
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        classifier_dropout=0.0,
+    )
+    keras.utils.set_random_seed(0)
+    model = TFBertModel(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        if (minilm_dir / name).is_file():
+            shutil.copy(minilm_dir / name, folder / name)
+    return folder
 
 
 def exported_tiny_hub_bert(tiny_bert_dir, tmp_path_factory):

@@ -73,19 +73,23 @@ def runner(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def long_texts_csv(agnews_csv, tmp_path_factory):
-    """80 AG News rows (20 per class) of at least 40 words: every text is truncated to the same
-    length, so every batch is full and splits evenly between the two workers."""
+def write_long_texts(source, path):
+    """80 AG News rows of `source` (20 per class) of at least 40 words, as a CSV at `path`: every
+    text is truncated to the same length, so every batch is full and splits evenly between the
+    two workers."""
     per_class = {label: [] for label in "1234"}
-    with open(agnews_csv, newline="", encoding="utf-8") as handle:
+    with open(source, newline="", encoding="utf-8") as handle:
         for label, title, description in csv.reader(handle):
             if len(f"{title} {description}".split()) >= 40 and len(per_class[label]) < 20:
                 per_class[label].append((label, title, description))
-    path = tmp_path_factory.mktemp("data") / "long.csv"
     with open(path, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle, quoting=csv.QUOTE_ALL).writerows(row for rows in per_class.values() for row in rows)
     return path
+
+
+@pytest.fixture(scope="module")
+def long_texts_csv(agnews_csv, tmp_path_factory):
+    return write_long_texts(agnews_csv, tmp_path_factory.mktemp("data") / "long.csv")
 
 
 def free_ports(count):

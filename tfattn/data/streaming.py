@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from tfattn.data.agnews import AGNEWS_LABELS, iter_agnews_rows
 from tfattn.data.examples import DataError, iter_utf8_lines
-from tfattn.data.topics import _checked_label_names, _quoted, _split_on_newline, iter_labelled_rows
+from tfattn.data.topics import _checked_label_names, _split_on_newline, checked_rows, iter_labelled_rows
 from tfattn.models.preprocessors import FEATURE_NAMES
 
 __all__ = [
@@ -484,27 +484,19 @@ def _file_rows(path: Path, stream_format: StreamFormat, label_names) -> Iterator
 
 def _iter_tab_rows(path: Path, label_names=None) -> Iterator[tuple[str, str, str]]:
     """(where, text, label name) of each `LABEL<TAB>TEXT` line; blank lines hold no example."""
-    known = None if label_names is None else set(label_names)
-    count = 0
-    # Split on "\n" only, as for JSON lines, so line numbers are what an editor shows.
-    for line_number, line in enumerate(_split_on_newline(iter_utf8_lines(path)), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {line_number}"
-        label, tab, text = line.partition("\t")
-        if not tab:
-            raise DataError(f"{where}: no tab; expected LABEL<TAB>TEXT")
-        label, text = label.strip(), text.strip()
-        if not label:
-            raise DataError(f"{where}: empty label before the tab")
-        if not text:
-            raise DataError(f"{where}: empty text after the tab")
-        if known is not None and label not in known:
-            raise DataError(f"{where}: unknown label {label!r}; known labels are: {_quoted(label_names)}")
-        count += 1
-        yield where, text, label
-    if not count:
-        raise DataError(f"{path}: no examples")
+
+    def records():
+        # Split on "\n" only, as for JSON lines, so line numbers are what an editor shows.
+        for line_number, line in enumerate(_split_on_newline(iter_utf8_lines(path)), start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {line_number}"
+            label, tab, text = line.partition("\t")
+            if not tab:
+                raise DataError(f"{where}: no tab; expected LABEL<TAB>TEXT")
+            yield where, text, label
+
+    return checked_rows(path, records(), label_names, "after the tab", "before the tab")
 
 
 def _text_reader(stream_format: StreamFormat, label_names: list[str]):

@@ -78,19 +78,26 @@ def iter_labelled_rows(path, text_column: str, label_column: str, label_names=No
             "expected .jsonl, .json-lines, .csv or .xlsx"
         )
 
+    yield from checked_rows(path, records, label_names, f"in column {text_column!r}", f"in column {label_column!r}")
+
+
+def checked_rows(path, records, label_names=None, text_place="", label_place=""):
+    """`(where, text, label)` of `records` (`(where, text value, label value)`), stripped, with a
+    `DataError` naming the row for an empty text or label or, given `label_names`, an unknown
+    label, and naming `path` when it holds no example. `text_place` / `label_place` say where in
+    a row they are read ("in column 'problem'", "after the tab")."""
     known = None
     if label_names is not None:
         label_names = _checked_label_names(label_names, "label_names")
         known = set(label_names)
-
     count = 0
     for where, text_value, label_value in records:
         text = _as_text(text_value)
         if not text:
-            raise DataError(f"{where}: empty text in column {text_column!r}")
+            raise DataError(f"{where}: empty text {text_place}".rstrip())
         label = _as_text(label_value)
         if not label:
-            raise DataError(f"{where}: empty label in column {label_column!r}")
+            raise DataError(f"{where}: empty label {label_place}".rstrip())
         if known is not None and label not in known:
             raise DataError(f"{where}: unknown label {label!r}; known labels are: {_quoted(label_names)}")
         count += 1
