@@ -29,9 +29,13 @@ def get_strategy(name="default"):
         return tf.distribute.get_strategy()
     if name == "mirrored":
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
-        if not devices:
-            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
+        if devices:
+            return tf.distribute.MirroredStrategy(devices)
+        # CPU devices reduce on one device: with the default collective ops, the all-reduce of a
+        # second MirroredStrategy training in the same process failed with "Shape mismatch in the
+        # collective instance" (seen in the test suite: a from-scratch, then a TF-Hub model).
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multiworker":
         from tfattn.workers import check_worker_cluster
 

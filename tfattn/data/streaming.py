@@ -54,7 +54,7 @@ __all__ = [
     "write_tfrecords",
 ]
 
-AUTOTUNE = tf.data.AUTOTUNE
+from tfattn.data.pipelines import AUTOTUNE  # noqa: E402
 
 # Format kinds.
 AGNEWS_CSV = "agnews-csv"
