@@ -259,7 +259,7 @@ def _tiny_bert_config(tiny_bert_dir):
     return AutoConfig.from_pretrained(str(tiny_bert_dir)).to_dict()
 
 
-def test_hugging_face_encoder_layer(tiny_bert_dir):
+def _run_hugging_face_encoder_test(tiny_bert_dir, **checks):
     run_layer_test(
         HuggingFaceEncoder,
         {"hf_config": _tiny_bert_config(tiny_bert_dir)},
@@ -267,22 +267,19 @@ def test_hugging_face_encoder_layer(tiny_bert_dir):
         expected_output_shape=HF_SHAPES,
         expected_num_trainable_weights=HF_NUM_WEIGHTS,
         call_kwargs={"output_attentions": True},
-        run_training_check=False,  # test_hugging_face_encoder_training_step (slow: XLA compiles BERT)
+        **checks,
     )
+
+
+def test_hugging_face_encoder_layer(tiny_bert_dir):
+    # The training check runs in test_hugging_face_encoder_training_step (slow: XLA compiles BERT).
+    _run_hugging_face_encoder_test(tiny_bert_dir, run_training_check=False)
 
 
 @pytest.mark.slow
 def test_hugging_face_encoder_training_step(tiny_bert_dir):
-    run_layer_test(
-        HuggingFaceEncoder,
-        {"hf_config": _tiny_bert_config(tiny_bert_dir)},
-        HF_FEATURES,
-        expected_output_shape=HF_SHAPES,
-        expected_num_trainable_weights=HF_NUM_WEIGHTS,
-        call_kwargs={"output_attentions": True},
-        weights_without_gradient=("key/bias",),
-        run_precision_check=False,  # test_hugging_face_encoder_layer
-    )
+    # The precision check runs in test_hugging_face_encoder_layer.
+    _run_hugging_face_encoder_test(tiny_bert_dir, weights_without_gradient=("key/bias",), run_precision_check=False)
 
 
 def test_hugging_face_encoder_matches_the_transformers_model(tiny_bert_dir, tiny_bert_encoder):

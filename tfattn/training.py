@@ -319,14 +319,11 @@ class StreamOrder:
     """
 
     def __init__(self, make_dataset, batches_per_epoch):
-        import tf_keras as keras
-
         self.make_dataset = make_dataset
         self.batches_per_epoch = batches_per_epoch
         self.fit_kwargs = {"steps_per_epoch": batches_per_epoch}
         self.epochs_before = 0  # epochs an uninterrupted run had trained when the current phase began
         self._epochs_done = 0
-        self._creator = keras.utils.experimental.DatasetCreator
 
     def sample_batch(self):
         return next(iter(self.make_dataset(tf.distribute.InputContext())))
@@ -340,7 +337,7 @@ class StreamOrder:
             replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
             return self.make_dataset(input_context).skip(epochs * self.batches_per_epoch * replicas)
 
-        return self._creator(stream)
+        return keras.utils.experimental.DatasetCreator(stream)
 
     def record(self, history):
         self.epochs_before += self._epochs_done + len(history.epoch)
