@@ -8,7 +8,7 @@ tokenization with offsets, forward pass, grouping), and two checks of the model 
 - its SavedModel, reloaded in a fresh interpreter that imports only tensorflow and
   tensorflow_text, gives the same entities and offsets as `EntityTagger` on 200 sentences.
 
-    python bench/conll_ner.py --run-dir runs/ner_minilm
+    python bench/conll_ner.py --run-dir runs/ner_minilm --no-word-shape
 """
 
 import argparse
@@ -59,6 +59,12 @@ def main():
     parser.add_argument("--run-dir", default=str(REPO / "runs" / "ner_minilm"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument(
+        "--word-shape",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the casing feature (default: the ner task's, on); the README's row is --no-word-shape",
+    )
     parser.add_argument("--inference-sentences", type=int, default=1024)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "conll_ner.json"))
     args = parser.parse_args()
@@ -71,6 +77,7 @@ def main():
         run_dir=str(run_dir),
         epochs=args.epochs,
         learning_rate=args.learning_rate,
+        word_shape=args.word_shape,
     )
     if (run_dir / "validation_entities.json").exists():
         print(f"reusing finished run {run_dir}")

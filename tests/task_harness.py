@@ -165,6 +165,24 @@ class FreshInterpreter:
 _HUB_EXPORTS = {}
 
 
+def tiny_ner_config(conll_train, conll_valid, tiny_bert_dir, run_dir, **fields):
+    """A NER `TrainConfig` that fine-tunes the tiny BERT on a slice of CoNLL fast enough for a
+    test and still learns to tag entities; `fields` (limit, epochs, ...) add to or override it."""
+    from tfattn.tasks.config import TrainConfig
+
+    values = dict(
+        task="ner",
+        data=str(conll_train),
+        validation_data=str(conll_valid),
+        backbone=str(tiny_bert_dir),
+        run_dir=str(run_dir),
+        learning_rate=3e-3,
+        batch_size=16,
+        max_length=64,
+    )
+    return TrainConfig(**{**values, **fields})
+
+
 def save_tiny_bert(minilm_dir, folder):
     """Save a tiny random BERT (2 layers, hidden 32, no dropout, so runs are exactly reproducible)
     as a Hugging Face checkpoint folder, with the MiniLM tokenizer files: the whole pretrained

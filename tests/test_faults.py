@@ -200,6 +200,8 @@ def commands(request, agnews_csv, conll_train, conll_valid, tiny_bert_dir):
             "32",
             "--dropout",
             "0",
+            "--token-dropout",
+            "0",
         ]
         + epochs,
         "pretrained": ["train", "agnews", "--data", str(agnews_csv), "--limit", "200", "--dropout", "0"] + pretrained,

@@ -11,6 +11,7 @@ from harness import run_layer_test
 
 from tfattn.layers import (
     FitTokenIds,
+    HashedBigramEmbedding,
     TokenAndPositionEmbedding,
     TransformerBlock,
     scaled_dot_product_attention,
@@ -119,6 +120,26 @@ def test_sinusoidal_embedding_layer_has_one_trainable_table():
         expected_num_trainable_weights=1,
         run_training_check=False,  # the token table trains as in the learned case; positions are fixed
     )
+
+
+def test_hashed_bigram_embedding_layer():
+    ids = np.array([[5, 9, 2, 0], [7, 3, 0, 0]], np.int32)
+    layer = run_layer_test(
+        HashedBigramEmbedding,
+        {"buckets": 64, "embed_dim": 6},
+        ids,
+        expected_output_shape=(2, 4, 6),
+        expected_num_trainable_weights=1,
+    )
+    # (previous, current) -> (previous * 1000003 + current) % 64; no pair at the start or at padding.
+    expected = [[-1, (5 * 1_000_003 + 9) % 64, (9 * 1_000_003 + 2) % 64, -1], [-1, (7 * 1_000_003 + 3) % 64, -1, -1]]
+    np.testing.assert_array_equal(layer.bucket_ids(ids), expected)
+    vectors = layer(ids).numpy()
+    table = layer.bigram_embeddings.numpy()
+    np.testing.assert_array_equal(vectors[0, 1], table[expected[0][1]])
+    assert not vectors[0, 0].any() and not vectors[0, 3].any() and not vectors[1, 2:].any()
+    with pytest.raises(ValueError, match="buckets must be at least 1, got 0"):
+        HashedBigramEmbedding(0, 4)
 
 
 def test_embedding_rejects_unknown_positional():

@@ -66,8 +66,8 @@ def test_vocabulary_preprocessor_truncates_to_max_length_and_pads_to_longest_row
     np.testing.assert_array_equal(features["input_word_ids"], [[2, 3, 4, 5], [3, 0, 0, 0]])
     # A batch of short rows is padded only to its own longest row.
     assert preprocessor(tf.constant(["a b", "c"]))["input_word_ids"].shape == (2, 2)
-    # Before truncation, `token_ids` still counts every word.
-    assert preprocessor.token_ids(["a b c d e"]).row_lengths().numpy().tolist() == [5]
+    # Before truncation, `tokenize` still counts every word.
+    assert preprocessor.tokenize(["a b c d e"]).row_lengths().numpy().tolist() == [5]
     with pytest.raises(ValueError, match="max_length must be at least 1, got 0"):
         VocabularyPreprocessor(["a"], max_length=0)
 

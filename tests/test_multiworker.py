@@ -106,7 +106,8 @@ def arguments(family, data, run_dir, tiny_bert_dir):
     common = ["train", "agnews", "--data", str(data), "--validation-fraction", "0.2", "--batch-size", "16"]
     common += ["--epochs", str(EPOCHS), "--dropout", "0", "--seed", "3", "--run-dir", str(run_dir)]
     if family == "scratch":
-        return common + ["--max-length", "24", "--embed-dim", "16", "--ff-dim", "32", "--vocab-size", "500"]
+        scratch = ["--max-length", "24", "--embed-dim", "16", "--ff-dim", "32", "--vocab-size", "500"]
+        return common + scratch + ["--token-dropout", "0"]
     return common + ["--max-length", "16", "--backbone", str(tiny_bert_dir), "--learning-rate", "1e-3"]
 
 

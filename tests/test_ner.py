@@ -13,6 +13,7 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+from task_harness import tiny_ner_config
 
 from tfattn.cli import main
 from tfattn.data import NER_LABELS, load_conll
@@ -129,20 +130,8 @@ def ner_run(tiny_bert_dir, conll_train, conll_valid, tmp_path_factory):
     """500 CoNLL training sentences, 6 epochs on the tiny BERT (about a minute); validated on
     the first 64 sentences of the validation file. Returns (run folder, the returned scores)."""
     run_dir = tmp_path_factory.mktemp("ner") / "run"
-    config = TrainConfig(
-        task="ner",
-        data=str(conll_train),
-        validation_data=str(conll_valid),
-        backbone=str(tiny_bert_dir),
-        run_dir=str(run_dir),
-        limit=500,
-        validation_limit=VALIDATION_LIMIT,
-        epochs=6,
-        learning_rate=3e-3,
-        batch_size=16,
-        max_length=64,
-        patience=6,
-    )
+    sizes = dict(limit=500, validation_limit=VALIDATION_LIMIT, epochs=6, patience=6)
+    config = tiny_ner_config(conll_train, conll_valid, tiny_bert_dir, run_dir, **sizes)
     scores = train(config)
     return run_dir, scores
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tfattn.data import DataError
 from tfattn.run_manifest import RunFinished
-from tfattn.tasks.config import NON_NEGATIVE_INT, NUMERIC_OPTIONS, POSITIVE_INT
+from tfattn.tasks.config import NON_NEGATIVE_INT, NUMERIC_OPTIONS, POSITIVE_INT, TOKENIZERS
 from tfattn.workers import WorkerLost
 
 # `tfattn attention` writes one PNG per text; more than this many needs an explicit --limit.
@@ -32,7 +32,7 @@ def _field_choices():
     """Config fields that take one of a few words."""
     from tfattn.models import POOLINGS
 
-    return {"pooling": POOLINGS, "positional": ("learned", "sinusoidal")}
+    return {"pooling": POOLINGS, "positional": ("learned", "sinusoidal"), "tokenizer": TOKENIZERS}
 
 
 # Help for the config fields whose default (None) says nothing by itself.
@@ -54,8 +54,17 @@ FIELD_HELP = {
     "max_length": "longest input in tokens (default 256 from scratch, 128 pretrained)",
     "batch_size": "default 64 from scratch, 32 pretrained",
     "epochs": "default 10 from scratch, 3 pretrained (fine-tuning epochs for TF-Hub models)",
-    "learning_rate": "peak AdamW learning rate (default 1e-3 from scratch and frozen, 3e-5 fine-tuning)",
+    "learning_rate": "peak AdamW learning rate (default from scratch 1e-3, math 5e-4; frozen 1e-3; fine-tuning 3e-5)",
     "time_budget": "stop training after this many seconds",
+    "tokenizer": "from scratch: words, or wordpiece (sub-words learned from the training texts); default: "
+    "the task's (math wordpiece, else words)",
+    "token_dropout": "from scratch: rate of whole input tokens dropped in training; default: the task's "
+    "(math 0.1, else 0)",
+    "bigram_buckets": "from scratch: rows of hashed bigram embeddings added to the token embeddings "
+    "(fastText-style; 0: none); default: the task's (math 65536, else 0)",
+    "word_shape": "ner: add an embedding of each token's casing in the raw text to its vector (default: on)",
+    "embeddings_from": "from scratch: initialise the token table from this Hugging Face BERT's word-piece "
+    "embeddings (name or folder; PCA to --embed-dim) and read text with its vocabulary",
 }
 
 
@@ -76,7 +85,7 @@ def _add_config_arguments(parser, config_class, skip=()):
             continue
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        if isinstance(default, bool):
+        if isinstance(default, bool) or _optional_field_types(config_class).get(field.name) is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=default, help=FIELD_HELP.get(field.name)
             )

@@ -1,10 +1,13 @@
 """Named-entity recognition around sub-word tokenizers: labels, predictions, entities, scores.
 
-The data side of token classification with a Hugging Face *fast* tokenizer, in plain Python:
+The data side of token classification with a Hugging Face *fast* tokenizer:
 
 - `tokenize_and_align` turns word-tagged `TaggedSentences` into sub-token features and labels
   (`align_labels`: a word's first sub-token keeps its tag, later ones get the I- form,
-  special tokens get `IGNORE_INDEX`, which losses skip).
+  special tokens get `IGNORE_INDEX`, which losses skip), and on request each sub-token's
+  casing in the raw words (`word_shape_ids`, the feature an uncased model cannot see).
+- `text_shape_ids` gives the same casing ids in the TensorFlow graph, from raw texts and the
+  character offsets of `BertPreprocessor.encode_with_offsets`, for serving.
 - `word_predictions` maps sub-token predictions back to one label per word (first sub-token).
 - `entity_scores` / `format_entity_report`: entity-level precision, recall and F1 (seqeval,
   conlleval semantics) per type and overall, plus token accuracy.
@@ -19,13 +22,19 @@ Label ids index a list of names such as `tfattn.data.conll.NER_LABELS` ("O" firs
 import warnings
 
 import numpy as np
+import tensorflow as tf
 
 from tfattn.data.conll import TaggedSentences
 from tfattn.pretrained import HF_FEATURE_NAMES
 
 __all__ = [
     "IGNORE_INDEX",
+    "SHAPE_FEATURE",
+    "WORD_SHAPES",
     "align_labels",
+    "offset_pieces",
+    "text_shape_ids",
+    "word_shape_ids",
     "tokenize_and_align",
     "word_predictions",
     "entity_scores",
@@ -39,6 +48,79 @@ IGNORE_INDEX = -100
 OUTSIDE = "O"
 # Hugging Face's names; "none" (ungrouped tokens) is left out: it returns no entity spans.
 AGGREGATION_STRATEGIES = ("simple", "first", "average", "max")
+# The casing classes of `word_shape_ids`, in id order; "none" is the empty string (special
+# tokens, padding), so a padded batch of ids reads as no shape where there is no token.
+WORD_SHAPES = ("none", "lower", "title", "upper", "mixed", "digits", "other")
+# The model feature holding each sub-token's `WORD_SHAPES` id.
+SHAPE_FEATURE = "input_shape_ids"
+_SHAPE_ID = {name: index for index, name in enumerate(WORD_SHAPES)}
+# RE2 patterns over whole strings; (?s): a newline is just another character.
+_HAS_LETTER = r"(?s).*\p{L}.*"
+_HAS_UPPER = r"(?s).*\p{Lu}.*"
+_HAS_DIGIT = r"(?s).*\p{N}.*"
+_TITLE = r"(?s)\p{Lu}\P{Lu}*"
+# Two uppercase letters or more, and no letter of another kind.
+_UPPER = r"(?s)\P{L}*\p{Lu}\P{L}*\p{Lu}(?:\P{L}|\p{Lu})*"
+
+
+def word_shape_ids(pieces) -> tf.Tensor:
+    """The casing class of each string, as int32 ids into `WORD_SHAPES`, shaped like `pieces`.
+
+    `pieces` is a string tensor (any shape, or a RaggedTensor) of raw characters, normally one
+    sub-token's characters in the original text. The classes, by Unicode category:
+
+    - "none": the empty string (special tokens and padding have no characters);
+    - with a letter: "lower" if no letter is uppercase (caseless scripts count as lower),
+      "title" if the first character is uppercase and no other one is (a lone "A" too),
+      "upper" for two letters or more, all uppercase, else "mixed" ("iPhone", "McD");
+    - without a letter: "digits" if a digit is present ("1996", "3.5"), else "other" ("-").
+
+    Training (`tokenize_and_align`) and serving (`text_shape_ids`) both call this, so the two
+    cannot disagree on a class.
+
+    Example:
+    >>> ids = word_shape_ids(tf.constant(["", "paris", "Élan", "EU", "iPhone", "1996", "-"]))
+    >>> [WORD_SHAPES[i] for i in ids.numpy()]
+    ['none', 'lower', 'title', 'upper', 'mixed', 'digits', 'other']
+    """
+    if isinstance(pieces, tf.RaggedTensor):
+        return tf.ragged.map_flat_values(word_shape_ids, pieces)
+    pieces = tf.convert_to_tensor(pieces, tf.string)
+
+    def matches(pattern):
+        return tf.strings.regex_full_match(pieces, pattern)
+
+    has_letter = matches(_HAS_LETTER)
+    # Each class below overrides the ones before it, so the most specific one wins.
+    ids = tf.where(matches(_HAS_DIGIT), _SHAPE_ID["digits"], _SHAPE_ID["other"])
+    ids = tf.where(has_letter, _SHAPE_ID["mixed"], ids)
+    ids = tf.where(has_letter & ~matches(_HAS_UPPER), _SHAPE_ID["lower"], ids)
+    ids = tf.where(matches(_TITLE), _SHAPE_ID["title"], ids)
+    ids = tf.where(matches(_UPPER), _SHAPE_ID["upper"], ids)
+    return tf.where(tf.equal(pieces, ""), _SHAPE_ID["none"], ids)
+
+
+def offset_pieces(texts, offsets) -> tf.Tensor:
+    """Each token's characters in its raw text: strings `[batch, seq]`, "" for empty spans.
+
+    Args:
+        texts: strings `[batch]`, the texts given to `BertPreprocessor.encode_with_offsets`.
+        offsets: its `offsets`, `[batch, seq, 2]` (start, end) in characters of each text.
+
+    Invalid UTF-8 is repaired first exactly as `encode_with_offsets` repairs it, since its
+    offsets count the characters of the repaired text.
+    """
+    texts = tf.convert_to_tensor(texts, tf.string)
+    texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+    offsets = tf.convert_to_tensor(offsets)
+    starts, ends = offsets[..., 0], offsets[..., 1]
+    rows = tf.broadcast_to(texts[:, None], tf.shape(starts))
+    return tf.strings.substr(rows, starts, ends - starts, unit="UTF8_CHAR")
+
+
+def text_shape_ids(texts, offsets) -> tf.Tensor:
+    """`word_shape_ids` of each token of raw texts (`offset_pieces`): int32 `[batch, seq]`."""
+    return word_shape_ids(offset_pieces(texts, offsets))
 
 
 def align_labels(word_ids, word_tags, label_names) -> list[int]:
@@ -53,7 +135,7 @@ def align_labels(word_ids, word_tags, label_names) -> list[int]:
     return _align(word_ids, word_tags, _continuation_ids(label_names))
 
 
-def tokenize_and_align(tokenizer, sentences: TaggedSentences, max_length: int = 128) -> dict:
+def tokenize_and_align(tokenizer, sentences: TaggedSentences, max_length: int = 128, word_shapes: bool = False) -> dict:
     """Tokenize word-split sentences in one batched call and align their tags to sub-tokens.
 
     `tokenizer` must be a Hugging Face fast tokenizer (only those know each sub-token's word).
@@ -61,8 +143,10 @@ def tokenize_and_align(tokenizer, sentences: TaggedSentences, max_length: int = 
     padded. Returns a dict of per-sentence Python lists, ready for ragged tensors:
     `input_ids`, `attention_mask` (and `token_type_ids` when the tokenizer makes them),
     `labels` (per sub-token, `IGNORE_INDEX` for special tokens), `word_ids` (per sub-token,
-    None for special tokens) and `num_words` (the sentence's word count, for
-    `word_predictions`); plus two counts of words that got no sub-token at all:
+    None for special tokens), `num_words` (the sentence's word count, for
+    `word_predictions`) and, with `word_shapes`, `SHAPE_FEATURE` (`input_shape_ids`: per
+    sub-token, the `word_shape_ids` of its own characters in its word, "none" for special
+    tokens); plus two counts of words that got no sub-token at all:
 
     - `truncated_words`: words cut off because their sentence reached `max_length`,
     - `empty_words`: words the tokenizer reduced to nothing (e.g. a lone zero-width space).
@@ -81,7 +165,14 @@ def tokenize_and_align(tokenizer, sentences: TaggedSentences, max_length: int = 
     truncated_words = empty_words = truncated_sentences = 0
     # The tokenizer would read an empty batch as one empty sentence, so none skips it.
     if len(sentences):
-        encoded = tokenizer(sentences.words, is_split_into_words=True, truncation=True, max_length=max_length)
+        encoded = tokenizer(
+            sentences.words,
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+            # Offsets of pre-split words are relative to each word.
+            return_offsets_mapping=word_shapes,
+        )
         result.update({name: encoded[name] for name in HF_FEATURE_NAMES.values() if name in encoded})
         for index, (words, tags) in enumerate(zip(sentences.words, sentences.tags)):
             word_ids = encoded.word_ids(index)
@@ -99,6 +190,8 @@ def tokenize_and_align(tokenizer, sentences: TaggedSentences, max_length: int = 
             result["labels"].append(_align(word_ids, tags, continuation_ids))
             result["word_ids"].append(word_ids)
             result["num_words"].append(len(words))
+    if word_shapes:
+        result[SHAPE_FEATURE] = _piece_shape_ids(sentences.words, encoded) if len(sentences) else []
     result.update(
         truncated_words=truncated_words,
         truncated_sentences=truncated_sentences,
@@ -117,6 +210,21 @@ def tokenize_and_align(tokenizer, sentences: TaggedSentences, max_length: int = 
             stacklevel=2,
         )
     return result
+
+
+def _piece_shape_ids(sentence_words, encoded) -> list[list[int]]:
+    """Per sentence, the `word_shape_ids` of each sub-token's characters in its word, from a
+    batch encoding with word-relative `offset_mapping`: one TensorFlow call for all pieces."""
+    pieces, lengths = [], []
+    for index, words in enumerate(sentence_words):
+        word_ids = encoded.word_ids(index)
+        pieces += [
+            "" if word_id is None else words[word_id][start:end]
+            for word_id, (start, end) in zip(word_ids, encoded["offset_mapping"][index])
+        ]
+        lengths.append(len(word_ids))
+    ids = word_shape_ids(tf.constant(pieces, tf.string)).numpy()
+    return [row.tolist() for row in np.split(ids, np.cumsum(lengths)[:-1])]
 
 
 def word_predictions(word_ids, token_predictions, num_words: int | None = None) -> list[int]:

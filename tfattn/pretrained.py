@@ -102,6 +102,28 @@ def load_backbone(name_or_path, **kwargs):
     return _load(TFAutoModel, name_or_path, "model", **kwargs)
 
 
+def pretrained_word_embeddings(name_or_path):
+    """The word-piece embedding table `[vocab, hidden]` (numpy) of a checkpoint (name or folder)."""
+    return load_backbone(name_or_path).get_input_embeddings().weight.numpy()
+
+
+def reduce_embeddings(table, dim):
+    """`table` `[vocab, hidden]` on its `dim` principal axes: centered, projected, and scaled to
+    keep the table's overall standard deviation (so it sits beside freshly initialised weights as
+    the original did). The table itself when `dim` is its width; ValueError when wider."""
+    table = np.asarray(table, np.float64)
+    width = table.shape[1]
+    if dim > width:
+        raise ValueError(f"cannot widen a {width}-wide embedding table to {dim}")
+    if dim == width:
+        return table.astype(np.float32)
+    centered = table - table.mean(axis=0)
+    # The right singular vectors of the centered table are its principal axes, largest first.
+    _, _, axes = np.linalg.svd(centered, full_matrices=False)
+    reduced = centered @ axes[:dim].T
+    return (reduced * (table.std() / reduced.std())).astype(np.float32)
+
+
 def load_tokenizer(name_or_path):
     """The fast (Rust) tokenizer of a checkpoint."""
     from transformers import AutoTokenizer

@@ -2,6 +2,7 @@
 
 from tfattn.layers.transformer import (
     FitTokenIds,
+    HashedBigramEmbedding,
     TokenAndPositionEmbedding,
     TransformerBlock,
     scaled_dot_product_attention,
@@ -10,6 +11,7 @@ from tfattn.layers.transformer import (
 
 __all__ = [
     "FitTokenIds",
+    "HashedBigramEmbedding",
     "TokenAndPositionEmbedding",
     "TransformerBlock",
     "scaled_dot_product_attention",

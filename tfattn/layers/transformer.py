@@ -14,6 +14,7 @@ __all__ = [
     "scaled_dot_product_attention",
     "sinusoidal_position_encoding",
     "FitTokenIds",
+    "HashedBigramEmbedding",
     "TokenAndPositionEmbedding",
     "TransformerBlock",
 ]
@@ -210,6 +211,64 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="tfattn")
+class HashedBigramEmbedding(keras.layers.Layer):
+    """A vector for each pair of neighbouring tokens, hashed into `buckets` rows (fastText's
+    bigrams): position i gets the row of (token i-1, token i), the first position and padding
+    get zeros. Added to the token embeddings, it lets a small model read two-word phrases
+    ("wall street", "prime minister") from its first layer, as n-gram baselines do.
+
+    Args:
+        buckets: rows of the table; distinct bigrams may share one (hashing, no vocabulary).
+        embed_dim: size of the vectors.
+        embeddings_initializer: initializer of the table.
+        **kwargs: standard layer arguments.
+
+    Example:
+    >>> layer = HashedBigramEmbedding(buckets=64, embed_dim=4)
+    >>> vectors = layer(tf.constant([[5, 9, 2, 0]]))
+    >>> vectors.shape, float(tf.reduce_sum(tf.abs(vectors[0, 0]))), float(tf.reduce_sum(tf.abs(vectors[0, 3])))
+    (TensorShape([1, 4, 4]), 0.0, 0.0)
+    """
+
+    # A large odd multiplier spreads (previous, current) id pairs over the buckets.
+    MULTIPLIER = 1_000_003
+
+    def __init__(self, buckets, embed_dim, embeddings_initializer="uniform", **kwargs):
+        super().__init__(**kwargs)
+        if int(buckets) < 1:
+            raise ValueError(f"buckets must be at least 1, got {buckets!r}")
+        self.buckets, self.embed_dim = int(buckets), int(embed_dim)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, input_shape):
+        self.bigram_embeddings = self.add_weight(
+            name="bigram_embeddings", shape=(self.buckets, self.embed_dim), initializer=self.embeddings_initializer
+        )
+        super().build(input_shape)
+
+    def bucket_ids(self, token_ids):
+        """The bucket of each position's (previous, current) pair; -1 where there is none."""
+        token_ids = tf.cast(token_ids, tf.int64)
+        previous = tf.pad(token_ids[:, :-1], [[0, 0], [1, 0]])
+        buckets = (previous * self.MULTIPLIER + token_ids) % self.buckets
+        has_pair = tf.logical_and(tf.not_equal(previous, 0), tf.not_equal(token_ids, 0))
+        return tf.where(has_pair, buckets, -1)
+
+    def call(self, token_ids):
+        buckets = self.bucket_ids(token_ids)
+        vectors = tf.gather(self.bigram_embeddings, tf.maximum(buckets, 0))
+        return vectors * tf.cast(buckets >= 0, vectors.dtype)[..., None]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "buckets": self.buckets,
+            "embed_dim": self.embed_dim,
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfattn")

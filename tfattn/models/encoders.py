@@ -19,7 +19,7 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
-from tfattn.layers import TokenAndPositionEmbedding, TransformerBlock
+from tfattn.layers import HashedBigramEmbedding, TokenAndPositionEmbedding, TransformerBlock
 from tfattn.pretrained import HF_FEATURE_NAMES
 
 __all__ = ["Encoder", "HuggingFaceEncoder", "TransformerEncoder", "masked_mean"]
@@ -54,6 +54,11 @@ class TransformerEncoder(Encoder):
         embed_dim, num_heads, ff_dim, dropout: per-block sizes (see `TransformerBlock`).
         num_blocks: number of stacked blocks.
         positional: `"learned"` or `"sinusoidal"` position embeddings.
+        bigram_buckets: when positive, a `HashedBigramEmbedding` of this many rows is added to
+            the token embeddings (each token also sees the one before it).
+        token_dropout: in training, the rate at which whole token vectors (word and position
+            embedding) are zeroed before the first block, as if the word were missing; the rest
+            are scaled up to keep the expected sum. A regulariser for small data.
 
     Example:
     >>> encoder = TransformerEncoder(vocab_size=50, max_length=8, embed_dim=8, num_heads=2, ff_dim=16)
@@ -73,9 +78,13 @@ class TransformerEncoder(Encoder):
         num_blocks=1,
         dropout=0.1,
         positional="learned",
+        token_dropout=0.0,
+        bigram_buckets=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not 0 <= float(token_dropout) < 1:
+            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout!r}")
         if int(embed_dim) % int(num_heads):
             raise ValueError(f"embed_dim ({embed_dim}) must be a multiple of num_heads ({num_heads})")
         if int(num_blocks) < 1:
@@ -83,6 +92,13 @@ class TransformerEncoder(Encoder):
         self.vocab_size, self.max_length = int(vocab_size), int(max_length)
         self.embed_dim, self.num_heads, self.ff_dim = int(embed_dim), int(num_heads), int(ff_dim)
         self.num_blocks, self.dropout, self.positional = int(num_blocks), float(dropout), positional
+        self.token_dropout = float(token_dropout)
+        self.bigram_buckets = int(bigram_buckets)
+        self.bigrams = (
+            HashedBigramEmbedding(self.bigram_buckets, self.embed_dim, name="bigrams", dtype=self.dtype_policy)
+            if self.bigram_buckets
+            else None
+        )
         self.embedding = TokenAndPositionEmbedding(
             self.vocab_size,
             self.max_length,
@@ -102,11 +118,18 @@ class TransformerEncoder(Encoder):
             )
             for index in range(self.num_blocks)
         ]
+        # One draw per token, shared by its embed_dim features: a token is kept or dropped whole.
+        self.token_dropout_layer = keras.layers.Dropout(
+            self.token_dropout, noise_shape=(None, None, 1), name="token_dropout", dtype=self.dtype_policy
+        )
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape["input_word_ids"] if isinstance(input_shape, dict) else input_shape)
         with tf.name_scope(self.embedding.name):
             self.embedding.build(shape)
+        if self.bigrams is not None:
+            with tf.name_scope(self.bigrams.name):
+                self.bigrams.build(shape)
         for block in self.blocks:
             with tf.name_scope(block.name):
                 block.build(shape.concatenate([self.embed_dim]))
@@ -115,6 +138,9 @@ class TransformerEncoder(Encoder):
     def call(self, features, training=None, output_attentions=False):
         mask = tf.cast(features["input_mask"], tf.bool)
         x = self.embedding(features["input_word_ids"])
+        if self.bigrams is not None:
+            x = x + self.bigrams(features["input_word_ids"])
+        x = self.token_dropout_layer(x, training=training)
         scores = []
         for block in self.blocks:
             x, layer_scores = block(x, padding_mask=mask, training=training, return_attention_scores=True)
@@ -135,6 +161,8 @@ class TransformerEncoder(Encoder):
             "num_blocks": self.num_blocks,
             "dropout": self.dropout,
             "positional": self.positional,
+            "token_dropout": self.token_dropout,
+            "bigram_buckets": self.bigram_buckets,
         }
 
 

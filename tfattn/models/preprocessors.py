@@ -84,18 +84,21 @@ class VocabularyPreprocessor(keras.layers.Layer):
         """Token strings by id: padding (""), "[UNK]", then the words."""
         return ["", "[UNK]"] + self.words
 
-    def token_ids(self, texts):
-        """Ragged word ids `[batch, (words)]` before truncation (for counting long texts)."""
+    def tokenize(self, texts):
+        """Ragged word ids `[batch, (words)]` before truncation (for counting long texts), as
+        `BertPreprocessor.tokenize` gives its word pieces."""
         return self.vectorizer(tf.convert_to_tensor(texts, tf.string))
 
-    def pack(self, word_ids):
-        """The features of ragged word ids from `token_ids`: truncated, padded, never empty."""
+    def pack(self, segments):
+        """The features of `[word_ids]` (one segment of ragged ids from `tokenize`): truncated,
+        padded, never empty. A list, as `BertPreprocessor.pack` takes, so callers treat both alike."""
+        (word_ids,) = segments
         word_ids = self.fit_token_ids(word_ids)
         mask = tf.cast(tf.not_equal(word_ids, 0), tf.int32)
         return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": tf.zeros_like(word_ids)}
 
     def call(self, texts):
-        return self.pack(self.token_ids(texts))
+        return self.pack([self.tokenize(texts)])
 
     def get_config(self):
         return {**super().get_config(), "vocabulary": self.words, "max_length": self.max_length}

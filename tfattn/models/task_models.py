@@ -1,7 +1,8 @@
 """Task models: a preprocessor, an encoder and a head, for every model family alike.
 
 - `TextClassifier(preprocessor, encoder, num_classes, pooling)`: one label per text.
-- `TokenClassifier(preprocessor, encoder, label_names)`: one label per token (NER).
+- `TokenClassifier(preprocessor, encoder, label_names, word_shape=False)`: one label per token
+  (NER), optionally told each token's casing in the raw text.
 
 Both return float32 logits; take raw strings `[batch]` (preprocessed in the graph, so a
 SavedModel serves strings) or an already preprocessed feature dict (training pipelines
@@ -33,6 +34,7 @@ import tf_keras as keras
 
 from tfattn.models.encoders import Encoder, masked_mean
 from tfattn.models.preprocessors import FEATURE_NAMES, tokens_of
+from tfattn.ner import SHAPE_FEATURE, WORD_SHAPES, text_shape_ids
 
 __all__ = ["POOLINGS", "TextAttention", "TextClassifier", "TokenClassifier", "load_model", "save_model"]
 
@@ -186,14 +188,20 @@ class TextClassifier(TaskModel):
 
 @keras.saving.register_keras_serializable(package="tfattn")
 class TokenClassifier(TaskModel):
-    """One label per token: encoder, dropout, dense -> logits `[batch, seq, labels]`.
+    """One label per token: encoder, (word shapes,) dropout, dense -> logits `[batch, seq, labels]`.
 
     Args:
         preprocessor: strings -> feature dict. Tagging raw text with character offsets
-            (`tag_tokens`) needs one with `encode_with_offsets` (`BertPreprocessor`).
+            (`tag_tokens`) and `word_shape` need one with `encode_with_offsets` (`BertPreprocessor`).
         encoder: feature dict -> `sequence_output`.
         label_names: the tags, e.g. `tfattn.data.NER_LABELS`.
         dropout: dropout rate before the dense head.
+        word_shape: add to each token's vector a learned embedding of its casing in the raw text
+            (`tfattn.ner.WORD_SHAPES`), which an uncased encoder never sees. Feature dicts must
+            then hold `input_shape_ids` (`tfattn.ner.tokenize_and_align(..., word_shapes=True)`);
+            raw strings get them in the graph. The embedding starts at zero, so an untrained
+            one leaves the model's outputs as they are without it; its output is scaled by
+            sqrt(width), so that it can grow at a fine-tuning learning rate.
     """
 
     def __init__(
@@ -202,20 +210,65 @@ class TokenClassifier(TaskModel):
         encoder: Encoder,
         label_names: Sequence[str],
         dropout: float = 0.1,
+        word_shape: bool = False,
         **kwargs,
     ):
         super().__init__(preprocessor, encoder, dropout=dropout, **kwargs)
         label_names = [str(name) for name in label_names]
         if len(label_names) < 2:
             raise ValueError(f"label_names needs at least 2 labels, got {label_names}")
+        self.word_shape = bool(word_shape)
+        if self.word_shape and not hasattr(preprocessor, "encode_with_offsets"):
+            raise ValueError(
+                f"word_shape=True reads each token's characters in the raw text, which "
+                f"{type(preprocessor).__name__} cannot locate (no encode_with_offsets); use a WordPiece (BERT) model"
+            )
         self.label_names = label_names
         self.head = keras.layers.Dense(
             len(self.label_names), kernel_initializer=encoder.head_initializer(), name="logits"
         )
+        # Made on the first call, when the width of the encoder's vectors is known.
+        self.word_shape_embedding = None
+
+    def features(self, inputs: tf.Tensor | dict) -> dict:
+        if self.word_shape and not isinstance(inputs, dict):
+            return self._encode_with_offsets(inputs)[0]
+        return super().features(inputs)
+
+    def _encode_with_offsets(self, texts):
+        """(features, `encode_with_offsets` output) of raw strings; the features hold the word
+        shape ids when the model reads them."""
+        texts = tf.convert_to_tensor(texts, tf.string)
+        encoded = self.preprocessor.encode_with_offsets(texts)
+        features = {name: encoded[name] for name in FEATURE_NAMES}
+        if self.word_shape:
+            features[SHAPE_FEATURE] = text_shape_ids(texts, encoded["offsets"])
+        return features, encoded
 
     def call(self, inputs, training=None):
-        sequence = self.encoder(self.features(inputs), training=training)["sequence_output"]
+        features = self.features(inputs)
+        sequence = self.encoder(features, training=training)["sequence_output"]
+        if self.word_shape:
+            sequence = sequence + self._shape_vectors(features, sequence)
         return tf.cast(self.head(self.dropout(sequence, training=training)), tf.float32)
+
+    def _shape_vectors(self, features, sequence):
+        """The word shape embedding of each token, in the dtype of `sequence`."""
+        if SHAPE_FEATURE not in features:
+            raise ValueError(
+                f"word_shape=True needs the feature {SHAPE_FEATURE!r} "
+                "(tfattn.ner.tokenize_and_align(..., word_shapes=True)) or raw strings"
+            )
+        if self.word_shape_embedding is None:
+            self.word_shape_embedding = keras.layers.Embedding(
+                len(WORD_SHAPES), sequence.shape[-1], embeddings_initializer="zeros", name="word_shape"
+            )
+        # Under mixed precision the encoder's vectors may be float16 or bfloat16.
+        # Scaled by sqrt(width): the table starts at zero and, fine-tuned at a pretrained model's
+        # small learning rate, moves about that rate per step; unscaled it stayed under 1% of the
+        # token vectors' norm after a whole run and changed no prediction (BENCHMARKS.md).
+        scale = float(sequence.shape[-1]) ** 0.5
+        return tf.cast(self.word_shape_embedding(features[SHAPE_FEATURE]) * scale, sequence.dtype)
 
     def tag_tokens(self, texts: tf.Tensor | Sequence[str]) -> dict[str, tf.Tensor]:
         """Per-token predictions of raw strings, all computed in the graph (what the NER export
@@ -227,8 +280,7 @@ class TokenClassifier(TaskModel):
                 f"tagging raw text needs character offsets, which {type(self.preprocessor).__name__} does not give; "
                 "use a WordPiece (BERT-family) model"
             )
-        encoded = self.preprocessor.encode_with_offsets(tf.convert_to_tensor(texts, tf.string))
-        features = {name: encoded[name] for name in FEATURE_NAMES}
+        features, encoded = self._encode_with_offsets(texts)
         probabilities = tf.nn.softmax(self(features, training=False))
         return {
             "probabilities": probabilities,
@@ -239,7 +291,7 @@ class TokenClassifier(TaskModel):
         }
 
     def get_config(self):
-        return {**super().get_config(), "label_names": self.label_names}
+        return {**super().get_config(), "label_names": self.label_names, "word_shape": self.word_shape}
 
 
 def save_model(model: TaskModel, folder: str | Path) -> Path:
@@ -262,9 +314,13 @@ def save_model(model: TaskModel, folder: str | Path) -> Path:
 
 
 def _weights_checkpoint(model):
-    # The encoder and head only: the preprocessor's state is its config, and an optimizer (which
-    # `model.save_weights` would add) has no place in a saved model.
-    return tf.train.Checkpoint(encoder=model.encoder, head=model.head)
+    # The encoder and head (and a token classifier's word shape embedding) only: the
+    # preprocessor's state is its config, and an optimizer (which `model.save_weights` would
+    # add) has no place in a saved model.
+    parts = {"encoder": model.encoder, "head": model.head}
+    if getattr(model, "word_shape", False):
+        parts["word_shape"] = model.word_shape_embedding
+    return tf.train.Checkpoint(**parts)
 
 
 def load_model(folder: str | Path) -> TaskModel:

@@ -413,6 +413,35 @@ class BertPreprocessor(keras.layers.Layer):
         return config
 
 
+# The special tokens of a learned vocabulary, first: [PAD] is id 0, as in BERT's own vocabularies.
+LEARNED_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+
+
+def learn_wordpiece_vocabulary(texts, vocab_size, lower_case=True):
+    """A WordPiece vocabulary of at most about `vocab_size` tokens learned from `texts`.
+
+    Words are split as `BertPreprocessor` splits them (whitespace and punctuation, lower-cased
+    and accents stripped when `lower_case`), so every character seen in training has a piece and
+    a `BertPreprocessor` over the result only emits `[UNK]` for characters it never saw. The
+    special tokens come first (`[PAD]` is id 0), then whole words and `##` continuation pieces.
+    """
+    from tensorflow_text.tools.wordpiece_vocab.bert_vocab_from_dataset import bert_vocab_from_dataset
+
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts to learn a WordPiece vocabulary from")
+    dataset = tf.data.Dataset.from_tensor_slices(texts).batch(1024)
+    return bert_vocab_from_dataset(
+        dataset,
+        vocab_size=vocab_size,
+        reserved_tokens=LEARNED_SPECIAL_TOKENS,
+        bert_tokenizer_params={"lower_case": lower_case},
+        # The learner's default keeps only words seen 10 times, too few for a small corpus to
+        # reach `vocab_size`; it searches the count threshold down to this one.
+        learn_params={"lower_thresh": 2},
+    )
+
+
 def bert_preprocessor_from_pretrained(folder, max_length=128, **kwargs):
     """A `BertPreprocessor` for a Hugging Face BERT checkpoint folder.
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.data import TextExamples
@@ -49,6 +50,23 @@ class StreamedTexts:
 
 # A streamed run learns its from-scratch vocabulary from this many texts (the first ones).
 VOCABULARY_SAMPLE = 100_000
+
+
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of logits against integer labels with label smoothing: the target puts
+    `1 - smoothing` on the label and spreads `smoothing` evenly over all classes (Keras's
+    sparse loss has no smoothing; its one-hot loss does, so labels are one-hot encoded here)."""
+
+    def __init__(self, smoothing, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, labels, logits):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), tf.shape(logits)[-1], dtype=logits.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, logits, from_logits=True, label_smoothing=self.smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
 
 
 class ClassificationTask:
@@ -124,6 +142,8 @@ class ClassificationTask:
         )
 
     def loss(self):
+        if self.config.label_smoothing:
+            return SmoothedSparseCrossentropy(self.config.label_smoothing)
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def metrics(self, num_labels):

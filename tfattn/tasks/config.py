@@ -25,10 +25,37 @@ TASKS = {
 # Tasks with one label per token (the others have one per text).
 TOKEN_TASKS = ("ner",)
 
-SCRATCH_DEFAULTS = {"max_length": 256, "batch_size": 64, "epochs": 10, "learning_rate": 1e-3, "pooling": "mean"}
-PRETRAINED_DEFAULTS = {"max_length": 128, "batch_size": 32, "epochs": 3, "learning_rate": 3e-5, "pooling": "cls"}
-# Per task, what differs from the family defaults (NER fine-tunes best a little faster).
-TASK_DEFAULTS = {"ner": {"learning_rate": 5e-5}}
+SCRATCH_DEFAULTS = {
+    "max_length": 256,
+    "batch_size": 64,
+    "epochs": 10,
+    "learning_rate": 1e-3,
+    "pooling": "mean",
+    "tokenizer": "words",
+    "token_dropout": 0.0,
+    "bigram_buckets": 0,
+    "word_shape": False,
+}
+PRETRAINED_DEFAULTS = {
+    "max_length": 128,
+    "batch_size": 32,
+    "epochs": 3,
+    "learning_rate": 3e-5,
+    "pooling": "cls",
+    "word_shape": False,
+}
+# Per task, what differs from the family defaults: NER fine-tunes best a little faster, and
+# reads word shapes (+0.5 entity F1 over 3 seeds with the uncased MiniLM; BENCHMARKS.md).
+TASK_DEFAULTS = {"ner": {"learning_rate": 5e-5, "word_shape": True}}
+# The from-scratch recipe per task, chosen on validation over 3 seeds (bench/scratch_recipes.py;
+# BENCHMARKS.md has the table of what was tried). Math problems are LaTeX: word splitting strips
+# the symbols (`$\frac{1}{2}$` becomes "frac12"), WordPiece keeps them as tokens, and hashed
+# bigrams let the model read "\frac {", "x ^" and word pairs; with them it learns more slowly, at
+# a lower peak rate, and dropping whole input tokens keeps it from memorising. For AG News no
+# change tried beat the family defaults by more than the spread between seeds.
+SCRATCH_TASK_DEFAULTS = {
+    "math": {"tokenizer": "wordpiece", "learning_rate": 5e-4, "token_dropout": 0.1, "bigram_buckets": 65536},
+}
 # TF-Hub encoders are read through their pooled_output unless --pooling says otherwise.
 HUB_DEFAULTS = {"pooling": "pooled"}
 FROZEN_LEARNING_RATE = 1e-3
@@ -99,7 +126,13 @@ NUMERIC_OPTIONS = {
     "patience": POSITIVE_INT,
     "time_budget": POSITIVE_FLOAT,
     "shuffle_buffer": NON_NEGATIVE_INT,
+    "label_smoothing": FRACTION,
+    "token_dropout": FRACTION,
+    "bigram_buckets": NON_NEGATIVE_INT,
 }
+# How the from-scratch model splits text: whole words, or WordPiece sub-words learned from the
+# training texts (`tfattn.models.wordpiece.learn_wordpiece_vocabulary`).
+TOKENIZERS = ("words", "wordpiece")
 
 
 def check_numeric_options(config):
@@ -131,6 +164,10 @@ class TrainConfig:
     # pretrained backbone (None: the from-scratch transformer)
     backbone: str | None = None
     freeze: bool = False
+    # ner: add an embedding of each token's casing in the raw text (lower, Title, UPPER, mixed,
+    # digits, other) to its vector before the head; an uncased backbone cannot see capitals.
+    # Default: on for ner.
+    word_shape: bool | None = None
     pooling: str | None = None  # cls, mean or pooled; default mean from scratch, cls pretrained, pooled TF-Hub
     # TF-Hub BERT pair (URL or SavedModel folder), instead of backbone; trained frozen for
     # freeze_epochs (default 1) at the frozen learning rate, then fine-tuned for `epochs`
@@ -138,6 +175,12 @@ class TrainConfig:
     hub_encoder: str | None = None
     freeze_epochs: int | None = None
     # from-scratch model
+    # words, or wordpiece (sub-words learned from the training texts); the default is the task's
+    # (SCRATCH_TASK_DEFAULTS), and with embeddings_from that checkpoint's own WordPiece vocabulary
+    tokenizer: str | None = None
+    # initialise the token table from this pretrained checkpoint's word-piece embeddings (a
+    # Hugging Face name or folder; reduced to embed_dim by PCA), reading text with its vocabulary
+    embeddings_from: str | None = None
     vocab_size: int = 20000
     embed_dim: int = 64
     num_heads: int = 2
@@ -145,6 +188,8 @@ class TrainConfig:
     num_blocks: int = 1
     positional: str = "learned"
     dropout: float = 0.1
+    token_dropout: float | None = None  # rate of whole tokens dropped from the input in training
+    bigram_buckets: int | None = None  # rows of hashed bigram embeddings added to the tokens' (0: none)
     # optimization (None: the family's default)
     max_length: int | None = None
     batch_size: int | None = None
@@ -152,6 +197,7 @@ class TrainConfig:
     learning_rate: float | None = None
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
+    label_smoothing: float = 0.0  # text classification: the share of target mass spread over all classes
     patience: int = 2
     time_budget: float | None = None  # seconds of training wall time, then stop
     # devices
@@ -189,6 +235,22 @@ class TrainConfig:
 
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
+        if self.pretrained:
+            for option in ("tokenizer", "embeddings_from", "token_dropout", "bigram_buckets"):
+                if getattr(self, option) is not None:
+                    raise ValueError(
+                        f"--{option.replace('_', '-')} applies to the from-scratch model, not to a pretrained one"
+                    )
+        if self.embeddings_from and self.tokenizer == "words":
+            raise ValueError(
+                "--embeddings-from reads text with the checkpoint's WordPiece vocabulary; drop --tokenizer words"
+            )
+        if self.word_shape and not self.token_task:
+            raise ValueError("--word-shape applies to token classification (ner), not to text classification")
+        if self.label_smoothing and self.token_task:
+            raise ValueError("--label-smoothing applies to text classification (agnews, math), not to ner")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"--embed-dim ({self.embed_dim}) must be a multiple of --num-heads ({self.num_heads})")
         data, text_column, label_column = TASKS[self.task]
@@ -211,7 +273,10 @@ class TrainConfig:
             **(PRETRAINED_DEFAULTS if self.pretrained else SCRATCH_DEFAULTS),
             **(HUB_DEFAULTS if self.hub_encoder else {}),
             **TASK_DEFAULTS.get(self.task, {}),
+            **({} if self.pretrained else SCRATCH_TASK_DEFAULTS.get(self.task, {})),
         }
+        if self.embeddings_from:
+            defaults["tokenizer"] = "wordpiece"  # the checkpoint's own vocabulary
         values = {
             name: getattr(self, name) if getattr(self, name) is not None else default
             for name, default in defaults.items()

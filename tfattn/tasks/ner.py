@@ -9,6 +9,9 @@ scoring of a model on CoNLL files, and `EntityTagger`, raw texts -> entities wit
 The model is a `tfattn.models.TokenClassifier`; the loss and metrics skip the positions
 labelled `IGNORE_INDEX` (special tokens, later sub-tokens are trained with the I- tag). Words
 are labelled by their first sub-token; entities are grouped by `tfattn.ner.group_entities`.
+With `TrainConfig.word_shape` the model also reads each sub-token's casing in the raw text
+(`tfattn.ner.word_shape_ids`): from the words when training and validating, and in the graph
+from raw text when evaluating, tagging and serving the export.
 """
 
 from collections.abc import Callable, Sequence
@@ -21,7 +24,15 @@ import tf_keras as keras
 from tfattn.data import TaggedSentences, load_conll
 from tfattn.data.pipelines import make_dataset
 from tfattn.models import TokenClassifier
-from tfattn.ner import IGNORE_INDEX, OUTSIDE, entity_scores, format_entity_report, group_entities, word_predictions
+from tfattn.ner import (
+    IGNORE_INDEX,
+    OUTSIDE,
+    SHAPE_FEATURE,
+    entity_scores,
+    format_entity_report,
+    group_entities,
+    word_predictions,
+)
 from tfattn.pretrained import HF_FEATURE_NAMES
 from tfattn.tasks.classification import Validation
 from tfattn.training import write_json
@@ -49,8 +60,12 @@ def _ragged(rows):
 
 
 def encoded_features(encoded):
-    """The model's ragged feature dict of `tfattn.ner.tokenize_and_align` output."""
-    return {name: _ragged(encoded[hf_name]) for name, hf_name in HF_FEATURE_NAMES.items() if hf_name in encoded}
+    """The model's ragged feature dict of `tfattn.ner.tokenize_and_align` output (with the word
+    shape ids when it holds them)."""
+    features = {name: _ragged(encoded[hf_name]) for name, hf_name in HF_FEATURE_NAMES.items() if hf_name in encoded}
+    if SHAPE_FEATURE in encoded:
+        features[SHAPE_FEATURE] = _ragged(encoded[SHAPE_FEATURE])
+    return features
 
 
 def predict_word_tags(model, encoded, batch_size=64, dataset=None):
@@ -69,8 +84,9 @@ def predict_word_tags(model, encoded, batch_size=64, dataset=None):
 
 def predict_sentence_tags(model, sentences, batch_size=32):
     """Predicted label ids per word of `TaggedSentences`, from raw text alone: each sentence's
-    words joined by spaces go through the model's in-graph tokenizer, and a word takes the label
-    of the first sub-token starting at its first character ("O" if truncation left it none)."""
+    words joined by spaces go through the model's in-graph tokenizer (and word shapes, for a
+    model that reads them), and a word takes the label of the first sub-token starting at its
+    first character ("O" if truncation left it none)."""
     outside = model.label_names.index(OUTSIDE) if OUTSIDE in model.label_names else 0
     results = []
     for start in range(0, len(sentences), batch_size):
@@ -167,7 +183,9 @@ class NerTask:
         return Validation(callback=ValidationEntityScores(encoded, sentences, 64), encoded=encoded)
 
     def build_model(self, preprocessor, encoder, label_names):
-        return TokenClassifier(preprocessor, encoder, label_names, dropout=self.config.dropout)
+        return TokenClassifier(
+            preprocessor, encoder, label_names, dropout=self.config.dropout, word_shape=self.config.word_shape
+        )
 
     def loss(self):
         return masked_token_loss

@@ -32,6 +32,7 @@ from tfattn.models import (
     preprocess_in_chunks,
     save_model,
 )
+from tfattn.models.wordpiece import BertPreprocessor, learn_wordpiece_vocabulary
 from tfattn.optimization import create_optimizer
 from tfattn.tasks.config import FROZEN_LEARNING_RATE, TrainConfig
 from tfattn.tasks.runs import MODEL_DIR, load_run_model, write_labels
@@ -79,37 +80,77 @@ class Family:
         c = self.config
         return [Phase("train", c.epochs, c.learning_rate, trainable=not c.freeze)]
 
+    def initialize(self, model):
+        """Put starting weights into the freshly built `model` beyond what its layers initialise
+        (nothing here; pretrained families load theirs when building the encoder)."""
+
     def encode_tagged(self, sentences, what):
         raise ValueError("token classification (NER) needs a Hugging Face BERT: pass --backbone")
 
 
 class ScratchFamily(Family):
-    """The from-scratch transformer over a word vocabulary learned from the training texts."""
+    """The from-scratch transformer over a vocabulary learned from the training texts: whole
+    words (`VocabularyPreprocessor`) or WordPiece sub-words (`BertPreprocessor`), per `tokenizer`."""
+
+    def check(self):
+        c = self.config
+        if c.embeddings_from:
+            from tfattn.models.wordpiece import bert_preprocessor_from_tokenizer
+            from tfattn.pretrained import check_pretrained_source, load_tokenizer, pretrained_word_embeddings
+
+            check_pretrained_source(c.embeddings_from)
+            self.preprocessor = bert_preprocessor_from_tokenizer(load_tokenizer(c.embeddings_from), c.max_length)
+            self.pretrained_embeddings = pretrained_word_embeddings(c.embeddings_from)
+            width = self.pretrained_embeddings.shape[1]
+            if c.embed_dim > width:
+                raise ValueError(
+                    f"--embed-dim {c.embed_dim} is wider than the embeddings of {c.embeddings_from} ({width}); "
+                    f"choose at most {width}"
+                )
 
     def prepare(self, train_texts, run_dir):
-        # A resumed run must reuse the vocabulary its checkpoint was trained with.
         c = self.config
         vocab_path = run_dir / "vocab.txt"
-        if is_resuming(run_dir) and vocab_path.exists():
-            words = vocab_path.read_text(encoding="utf-8").split("\n")
-            self.preprocessor = VocabularyPreprocessor(words, c.max_length)
-        else:
-            self.preprocessor = VocabularyPreprocessor.adapt(train_texts, c.vocab_size, c.max_length)
-        vocab_path.write_text("\n".join(self.preprocessor.words), encoding="utf-8")
+        if not c.embeddings_from:  # otherwise `check` built the checkpoint's preprocessor
+            if is_resuming(run_dir) and vocab_path.exists():
+                # A resumed run must reuse the vocabulary its checkpoint was trained with.
+                tokens = vocab_path.read_text(encoding="utf-8").split("\n")
+            elif c.tokenizer == "wordpiece":
+                tokens = learn_wordpiece_vocabulary(train_texts, c.vocab_size)
+            else:
+                tokens = VocabularyPreprocessor.adapt(train_texts, c.vocab_size, c.max_length).words
+            if c.tokenizer == "wordpiece":
+                self.preprocessor = BertPreprocessor(vocabulary=tokens, max_length=c.max_length)
+            else:
+                self.preprocessor = VocabularyPreprocessor(tokens, c.max_length)
+        tokens = self.preprocessor.words if c.tokenizer == "words" else self.preprocessor.vocabulary
+        vocab_path.write_text("\n".join(tokens), encoding="utf-8")
+
+    def initialize(self, model):
+        if self.config.embeddings_from:
+            from tfattn.pretrained import reduce_embeddings
+
+            table = reduce_embeddings(self.pretrained_embeddings, self.config.embed_dim)
+            model.encoder.embedding.token_embeddings.assign(table)
 
     def encode_texts(self, texts, what):
-        # One pass: the words per text (before truncation) are counted on the way.
-        word_counts = []
+        # One pass: the tokens per text (before truncation) are counted on the way.
+        token_counts = []
 
         def preprocess(chunk):
-            word_ids = self.preprocessor.token_ids(chunk)
-            word_counts.append(word_ids.row_lengths().numpy())
-            return self.preprocessor.pack(word_ids)
+            token_ids = self.preprocessor.tokenize(chunk)
+            token_counts.append(token_ids.row_lengths().numpy())
+            return self.preprocessor.pack([token_ids])
 
         features = preprocess_in_chunks(preprocess, texts)
-        lengths = np.concatenate(word_counts or [np.zeros(0, np.int64)])
+        lengths = np.concatenate(token_counts or [np.zeros(0, np.int64)])
         max_length = self.config.max_length
-        warn_about_texts(len(texts), int(np.sum(lengths > max_length)), int(np.sum(lengths == 0)), max_length, what)
+        # WordPiece rows also hold [CLS] and [SEP]; an empty text is those two alone.
+        wordpiece = self.config.tokenizer == "wordpiece"
+        room, filler = (max_length - 2, "[CLS] [SEP]") if wordpiece else (max_length, "[UNK]")
+        warn_about_texts(
+            len(texts), int(np.sum(lengths > room)), int(np.sum(lengths == 0)), max_length, what, filler=filler
+        )
         return features
 
     def build_encoder(self):
@@ -123,6 +164,8 @@ class ScratchFamily(Family):
             num_blocks=c.num_blocks,
             dropout=c.dropout,
             positional=c.positional,
+            token_dropout=c.token_dropout,
+            bigram_buckets=c.bigram_buckets,
         )
 
 
@@ -151,7 +194,7 @@ class PretrainedFamily(Family):
     def encode_tagged(self, sentences, what):
         from tfattn.ner import tokenize_and_align
 
-        return tokenize_and_align(self.tokenizer, sentences, self.config.max_length)
+        return tokenize_and_align(self.tokenizer, sentences, self.config.max_length, word_shapes=self.config.word_shape)
 
     def build_encoder(self):
         return HuggingFaceEncoder.from_pretrained(self.config.backbone)
@@ -264,6 +307,7 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
             strategy.run(model, args=(features,))
         else:
             model(features)
+        family.initialize(model)
     if config.pretrained:
         print(
             f"newly initialized (trained from scratch): the head, {len(label_names)} outputs on the "
