@@ -102,13 +102,18 @@ def read_history(run_dir):
         return list(csv.DictReader(handle))
 
 
-def run_one(task, variant, seed, work, **overrides):
-    """Train one (task, variant, seed) in a fresh folder under `work`; its result row."""
-    run_dir = Path(work) / f"{task}_{variant}_{seed}"
+def train_variant(task, variant, run_dir, **overrides):
+    """Train `variant` (plus `overrides`) of `task` in `run_dir`, emptied first."""
     shutil.rmtree(run_dir, ignore_errors=True)
     fields = {**variant_fields(variant), **overrides}
-    config = TrainConfig(task=task, data=str(TASK_DATA[task]), run_dir=str(run_dir), seed=seed, **fields)
-    train(config)
+    train(TrainConfig(task=task, data=str(TASK_DATA[task]), run_dir=str(run_dir), **fields))
+    keras.backend.clear_session()
+
+
+def run_one(task, variant, seed, work):
+    """Train one (task, variant, seed) in a fresh folder under `work`; its result row."""
+    run_dir = Path(work) / f"{task}_{variant}_{seed}"
+    train_variant(task, variant, run_dir, seed=seed)
     metrics = json.loads((run_dir / "validation_metrics.json").read_text())
     history = read_history(run_dir)
     best = json.loads(next((run_dir / "checkpoints").glob("*/best.json")).read_text())
@@ -124,7 +129,6 @@ def run_one(task, variant, seed, work, **overrides):
         "examples_per_second": round(statistics.median(float(r["examples_per_second"]) for r in history), 1),
     }
     shutil.rmtree(run_dir, ignore_errors=True)
-    keras.backend.clear_session()
     return row
 
 
@@ -175,12 +179,9 @@ def compare_speed(tasks, variants, epochs, repeats, out):
             for repeat in range(repeats):
                 for variant in variants:
                     run_dir = Path(work) / f"{task}_{variant}"
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                    fields = {**variant_fields(variant), "epochs": epochs, "patience": epochs}
-                    train(TrainConfig(task=task, data=str(TASK_DATA[task]), run_dir=str(run_dir), **fields))
+                    train_variant(task, variant, run_dir, epochs=epochs, patience=epochs)
                     epoch_speeds = [float(r["examples_per_second"]) for r in read_history(run_dir)[1:]]
                     speeds[variant].append(statistics.median(epoch_speeds))
-                    keras.backend.clear_session()
                     speed = speeds[variant][-1]
                     print(f"== speed {task} {variant} run {repeat + 1}: {speed:,.0f} examples/s", flush=True)
             first = statistics.median(speeds[variants[0]])

@@ -37,7 +37,8 @@ def test_learned_wordpiece_vocabulary_covers_every_training_character():
     assert 1 not in ids  # no [UNK]: every character of the training texts has a piece
     # An unseen word is spelt with pieces rather than lost as [UNK].
     pieces = [vocabulary[i] for i in preprocessor.tokenize(["Stockholm"]).flat_values.numpy()]
-    assert pieces[0] == "stock" or pieces[0] == "s" and "".join(p.lstrip("#") for p in pieces) == "stockholm"
+    # (Only whole words made it into this tiny vocabulary, so the unseen word is spelt by letters.)
+    assert pieces == ["s", "##t", "##o", "##c", "##k", "##h", "##o", "##l", "##m"]
     with pytest.raises(ValueError, match="no texts"):
         learn_wordpiece_vocabulary([], 100)
 

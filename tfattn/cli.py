@@ -80,17 +80,18 @@ def _add_config_arguments(parser, config_class, skip=()):
     parsed (`NUMERIC_OPTIONS`), so the CLI and the config dataclass cannot drift apart."""
     defaults = config_class()
     choices = _field_choices()
+    optional_types = _optional_field_types(config_class)
     for field in fields(config_class):
         if field.name in skip:
             continue
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        if isinstance(default, bool) or _optional_field_types(config_class).get(field.name) is bool:
+        if isinstance(default, bool) or optional_types.get(field.name) is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=default, help=FIELD_HELP.get(field.name)
             )
             continue
-        value_type = _optional_field_types(config_class)[field.name] if default is None else type(default)
+        value_type = optional_types[field.name] if default is None else type(default)
         if field.name in NUMERIC_OPTIONS:
             value_type = _checked(field.name, NUMERIC_OPTIONS[field.name])
         help_text = FIELD_HELP.get(field.name) if default is None else f"default: {default}"

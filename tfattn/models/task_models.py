@@ -263,11 +263,11 @@ class TokenClassifier(TaskModel):
             self.word_shape_embedding = keras.layers.Embedding(
                 len(WORD_SHAPES), sequence.shape[-1], embeddings_initializer="zeros", name="word_shape"
             )
-        # Under mixed precision the encoder's vectors may be float16 or bfloat16.
         # Scaled by sqrt(width): the table starts at zero and, fine-tuned at a pretrained model's
         # small learning rate, moves about that rate per step; unscaled it stayed under 1% of the
         # token vectors' norm after a whole run and changed no prediction (BENCHMARKS.md).
         scale = float(sequence.shape[-1]) ** 0.5
+        # Under mixed precision the encoder's vectors may be float16 or bfloat16.
         return tf.cast(self.word_shape_embedding(features[SHAPE_FEATURE]) * scale, sequence.dtype)
 
     def tag_tokens(self, texts: tf.Tensor | Sequence[str]) -> dict[str, tf.Tensor]:

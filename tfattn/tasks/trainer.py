@@ -61,6 +61,18 @@ class Phase:
     trainable: bool = True
 
 
+def checkpoint_tokenizer(name_or_path, max_length):
+    """`(fast tokenizer, in-graph BertPreprocessor)` of a Hugging Face checkpoint, name or folder.
+    A hub name fails here, in seconds offline, and a tokenizer the in-graph WordPiece cannot
+    reproduce is refused: both before the run folder is touched."""
+    from tfattn.models.wordpiece import bert_preprocessor_from_tokenizer
+    from tfattn.pretrained import check_pretrained_source, load_tokenizer
+
+    check_pretrained_source(name_or_path)
+    tokenizer = load_tokenizer(name_or_path)
+    return tokenizer, bert_preprocessor_from_tokenizer(tokenizer, max_length)
+
+
 class Family:
     """What every family shares: its config and run folder, and its phases (`--freeze` trains
     the head alone)."""
@@ -95,11 +107,9 @@ class ScratchFamily(Family):
     def check(self):
         c = self.config
         if c.embeddings_from:
-            from tfattn.models.wordpiece import bert_preprocessor_from_tokenizer
-            from tfattn.pretrained import check_pretrained_source, load_tokenizer, pretrained_word_embeddings
+            from tfattn.pretrained import pretrained_word_embeddings
 
-            check_pretrained_source(c.embeddings_from)
-            self.preprocessor = bert_preprocessor_from_tokenizer(load_tokenizer(c.embeddings_from), c.max_length)
+            _, self.preprocessor = checkpoint_tokenizer(c.embeddings_from, c.max_length)
             self.pretrained_embeddings = pretrained_word_embeddings(c.embeddings_from)
             width = self.pretrained_embeddings.shape[1]
             if c.embed_dim > width:
@@ -111,20 +121,24 @@ class ScratchFamily(Family):
     def prepare(self, train_texts, run_dir):
         c = self.config
         vocab_path = run_dir / "vocab.txt"
-        if not c.embeddings_from:  # otherwise `check` built the checkpoint's preprocessor
-            if is_resuming(run_dir) and vocab_path.exists():
-                # A resumed run must reuse the vocabulary its checkpoint was trained with.
-                tokens = vocab_path.read_text(encoding="utf-8").split("\n")
-            elif c.tokenizer == "wordpiece":
-                tokens = learn_wordpiece_vocabulary(train_texts, c.vocab_size)
-            else:
-                tokens = VocabularyPreprocessor.adapt(train_texts, c.vocab_size, c.max_length).words
-            if c.tokenizer == "wordpiece":
-                self.preprocessor = BertPreprocessor(vocabulary=tokens, max_length=c.max_length)
-            else:
-                self.preprocessor = VocabularyPreprocessor(tokens, c.max_length)
+        if not c.embeddings_from:  # with it, `check` built the checkpoint's preprocessor
+            # A resumed run must reuse the vocabulary its checkpoint was trained with.
+            resumed = is_resuming(run_dir) and vocab_path.exists()
+            saved = vocab_path.read_text(encoding="utf-8").split("\n") if resumed else None
+            self.preprocessor = self._learned_preprocessor(train_texts, saved)
         tokens = self.preprocessor.words if c.tokenizer == "words" else self.preprocessor.vocabulary
         vocab_path.write_text("\n".join(tokens), encoding="utf-8")
+
+    def _learned_preprocessor(self, train_texts, saved):
+        """The preprocessor over `saved` tokens (a resumed run's vocab.txt) or, without them, over
+        a vocabulary learned from `train_texts`."""
+        c = self.config
+        if c.tokenizer == "wordpiece":
+            tokens = saved or learn_wordpiece_vocabulary(train_texts, c.vocab_size)
+            return BertPreprocessor(vocabulary=tokens, max_length=c.max_length)
+        if saved:
+            return VocabularyPreprocessor(saved, c.max_length)
+        return VocabularyPreprocessor.adapt(train_texts, c.vocab_size, c.max_length)
 
     def initialize(self, model):
         if self.config.embeddings_from:
@@ -175,13 +189,7 @@ class PretrainedFamily(Family):
     gives the same ids."""
 
     def check(self):
-        from tfattn.models.wordpiece import bert_preprocessor_from_tokenizer
-        from tfattn.pretrained import check_pretrained_source, load_tokenizer
-
-        check_pretrained_source(self.config.backbone)
-        self.tokenizer = load_tokenizer(self.config.backbone)  # a hub name fails here, in seconds offline
-        # Refuses a tokenizer the in-graph WordPiece cannot reproduce, before the run folder is touched.
-        self.preprocessor = bert_preprocessor_from_tokenizer(self.tokenizer, self.config.max_length)
+        self.tokenizer, self.preprocessor = checkpoint_tokenizer(self.config.backbone, self.config.max_length)
 
     def prepare(self, train_texts, run_dir):
         """The preprocessor was built by `check`."""
