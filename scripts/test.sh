@@ -4,6 +4,17 @@
 # for the quick tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The explorer's browser tests (tests/browser.py) drive a real headless Chromium.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: the browser tests need Chromium: run 'sudo apt-get install -y chromium chromium-driver'" >&2
+    exit 1
+  fi
+  # apt-get update only when the package lists are too old or missing to find them.
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
+fi
 scripts/setup_env.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

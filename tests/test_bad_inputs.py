@@ -383,7 +383,7 @@ def test_attention_file_with_many_texts_asks_for_limit(punctuation_run, tmp_path
     out = tmp_path / "maps" / "a.png"
     out.parent.mkdir()
     assert main(["attention", "--run", str(punctuation_run), "--file", str(texts), "--out", str(out)]) == 2
-    assert "1000 texts would write 1000 PNG files; pass --limit N" in capsys.readouterr().err
+    assert "1000 texts would write 1000 files (one per text); pass --limit N" in capsys.readouterr().err
     assert list(out.parent.iterdir()) == []
     assert (
         main(["attention", "--run", str(punctuation_run), "--file", str(texts), "--out", str(out), "--limit", "2"]) == 0

@@ -93,6 +93,18 @@ def test_predict_evaluate_attention_export(trained_run, agnews_csv, tmp_path, ca
     assert main(["attention", "--run", str(trained_run), "Oil prices rose sharply", "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # The explorer page and a rollout PNG from the same pass; the run compared with itself.
+    page, rollout_png = tmp_path / "page.html", tmp_path / "rollout.png"
+    argv = ["attention", "--run", str(trained_run), "Oil prices rose sharply", "--html", str(page)]
+    assert main([*argv, "--compare", str(trained_run), "--out", str(rollout_png), "--view", "rollout"]) == 0
+    html = page.read_text(encoding="utf-8")
+    assert '"difference":true' in html.replace(" ", "") and "https://" not in html
+    assert rollout_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main([*argv, "--layers", "3"]) == 2
+    assert "error: layers must be among [0]; got [3]" in capsys.readouterr().err
+    assert main([*argv, "--pair", "Oil fell"]) == 2
+    assert "sentence pairs need a BERT-family" in capsys.readouterr().err
+
     assert main(["export", "--run", str(trained_run), "--out", str(tmp_path / "export")]) == 0
     assert (tmp_path / "export" / "saved_model.pb").exists()
     served = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"](texts=tf.constant(texts))

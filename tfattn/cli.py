@@ -5,6 +5,7 @@ tfattn train math --data train.jsonl --backbone path/to/bert [--freeze]
 tfattn evaluate --run runs/agnews [--data test.csv]
 tfattn predict --run runs/agnews "Stocks fell sharply on Monday"
 tfattn attention --run runs/agnews "Stocks fell sharply" --out attention.png
+tfattn attention --run runs/agnews "Stocks fell sharply" --html stocks.html [--compare runs/other]
 tfattn export --run runs/agnews --out exported/agnews
 tfattn export-hub --from path/to/hf_bert --out hub/bert
 tfattn train agnews --hub-preprocess hub/bert/preprocess --hub-encoder hub/bert/encoder [--freeze-epochs 1]
@@ -24,7 +25,9 @@ from tfattn.run_manifest import RunFinished
 from tfattn.tasks.config import NON_NEGATIVE_INT, NUMERIC_OPTIONS, POSITIVE_INT, TOKENIZERS
 from tfattn.workers import WorkerLost
 
-# `tfattn attention` writes one PNG per text; more than this many needs an explicit --limit.
+# `tfattn attention` writes files per text; more than this many texts needs an explicit --limit.
+# The attention views a PNG can draw (`tfattn.explorer.explain`).
+VIEW_NAMES = ("raw", "mean", "rollout", "gradient")
 MAX_ATTENTION_FILES = 20
 
 
@@ -217,38 +220,68 @@ def _cmd_predict(args):
 
 
 def _cmd_attention(args):
-    from tfattn.plotting import plot_attention, plot_attention_comparison
+    from tfattn.explorer import explain, explorer_page
     from tfattn.tasks.runs import load_run
 
     texts = _texts_from(args)
+    if args.pair is not None and len(texts) != 1:
+        raise ValueError(f"--pair makes a sentence pair with one text; got {len(texts)} texts")
     if args.limit:
         texts = texts[: args.limit]
     elif len(texts) > MAX_ATTENTION_FILES:
         raise ValueError(
-            f"{len(texts)} texts would write {len(texts)} PNG files; pass --limit N to plot the first N "
-            f"(up to {MAX_ATTENTION_FILES} are plotted without it)"
+            f"{len(texts)} texts would write {len(texts)} files (one per text); pass --limit N to draw the first N "
+            f"(up to {MAX_ATTENTION_FILES} are drawn without it)"
         )
-    maps = load_run(args.run)[0].attention(texts)
-    baseline = load_run(args.compare)[0].attention(texts) if args.compare else [None] * len(maps)
-    for index, (after, before) in enumerate(zip(maps, baseline)):
-        out = args.out if len(maps) == 1 else f"{os.path.splitext(args.out)[0]}_{index}.png"
-        title = after.text[:80]
-        if before is None:
-            plot_attention(after.attention, after.tokens, out, layers=args.layers, heads=args.heads, title=title)
-        elif before.tokens != after.tokens:
-            raise ValueError(f"{args.compare} and {args.run} tokenize differently; --compare needs the same tokenizer")
-        else:
-            plot_attention_comparison(
-                before.attention,
-                after.attention,
-                after.tokens,
-                out,
-                layer=args.layers[0],
-                heads=args.heads,
-                labels=(Path(args.compare).name, Path(args.run).name),
-                title=title,
+    png = args.out if args.out or not args.html else "attention.png"
+    runs = [load_run(args.run)] + ([load_run(args.compare)] if args.compare else [])
+    names = [Path(args.run).name] + ([Path(args.compare).name] if args.compare else [])
+    for index, text in enumerate(texts):
+        # One pass per model and text: the page and the PNG draw the same numbers.
+        explanations = [
+            explain(model, text, labels, text_pair=args.pair, max_tokens=args.max_tokens, name=name)
+            for (model, labels, _), name in zip(runs, names)
+        ]
+        if args.html:
+            page = explorer_page(
+                [e if args.layers is None else e.with_layers(args.layers) for e in explanations], text[:80]
             )
-        print(f"wrote {out}")
+            print(f"wrote {page.save(_numbered(args.html, index, len(texts)))}")
+        if png:
+            print(f"wrote {_plot_png(explanations, _numbered(png, index, len(texts)), args, text[:80])}")
+
+
+def _numbered(path, index, count):
+    """`path`, or `stem_<index>.suffix` when one command writes several files of the kind."""
+    if count == 1:
+        return path
+    stem, suffix = os.path.splitext(path)
+    return f"{stem}_{index}{suffix}"
+
+
+def _plot_png(explanations, out, args, title):
+    from tfattn.plotting import plot_attention, plot_attention_comparison
+
+    view = args.view
+    if view not in explanations[0].views:
+        raise ValueError(f"--view {view}: {explanations[0].unavailable[view]}")
+    layers = args.layers or [0]
+    if len(explanations) == 1:
+        (after,) = explanations
+        return plot_attention(after.views[view], after.tokens, out, layers=layers, heads=args.heads, title=title)
+    after, before = explanations
+    if before.tokens != after.tokens:
+        raise ValueError(f"{args.compare} and {args.run} tokenize differently; --compare needs the same tokenizer")
+    return plot_attention_comparison(
+        before.views[view],
+        after.views[view],
+        after.tokens,
+        out,
+        layer=layers[0],
+        heads=args.heads,
+        labels=(before.name, after.name),
+        title=title,
+    )
 
 
 def _cmd_export(args):
@@ -334,7 +367,7 @@ def build_parser():
     for name, func, help_text in (
         ("predict", _cmd_predict, "label and probability of each text"),
         ("ner", _cmd_ner, "named entities of each text, one JSON line per text (NER runs)"),
-        ("attention", _cmd_attention, "plot attention maps of texts to PNG"),
+        ("attention", _cmd_attention, "explore attention: an HTML page (--html) or PNG maps of texts"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--run", required=True, help=run_help)
@@ -350,16 +383,43 @@ def build_parser():
                 "first sub-token's label, as tfattn trains)",
             )
         if name == "attention":
-            sub.add_argument("--out", default="attention.png", help="PNG path")
-            sub.add_argument("--layers", type=int, nargs="+", default=[0], help="layer indices")
-            sub.add_argument("--heads", type=int, nargs="+", default=None, help="head indices (default all)")
+            sub.add_argument(
+                "--html",
+                metavar="PATH",
+                help="write the attention explorer: one self-contained HTML page per text (opens offline)",
+            )
+            sub.add_argument(
+                "--out", help="PNG path (default attention.png when --html is not given; numbered per text)"
+            )
+            sub.add_argument(
+                "--layers",
+                type=int,
+                nargs="+",
+                help="layer indices (default: layer 0 in the PNG, every layer on the page)",
+            )
+            sub.add_argument("--heads", type=int, nargs="+", default=None, help="PNG: head indices (default all)")
+            sub.add_argument(
+                "--view",
+                choices=tuple(VIEW_NAMES),
+                default="raw",
+                help="PNG: raw (per head), mean (over heads), rollout or gradient (attention x gradient) (default raw)",
+            )
+            sub.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair (BERT-family runs)")
+            sub.add_argument(
+                "--max-tokens",
+                type=_checked("max_tokens", POSITIVE_INT),
+                default=64,
+                help="show at most this many tokens (default 64); the page says what was cropped",
+            )
             sub.add_argument(
                 "--limit",
                 type=_checked("limit", POSITIVE_INT),
-                help=f"plot only the first N texts (needed above {MAX_ATTENTION_FILES})",
+                help=f"draw only the first N texts (needed above {MAX_ATTENTION_FILES})",
             )
             sub.add_argument(
-                "--compare", metavar="RUN", help="another run (e.g. the frozen backbone) drawn above, same layer"
+                "--compare",
+                metavar="RUN",
+                help="another run on the same texts (e.g. the frozen backbone): side by side and their difference",
             )
 
     export = commands.add_parser("export", help="SavedModel that serves raw strings")

@@ -88,6 +88,23 @@ class TaskModel(keras.Model):
         self.encoder.trainable = True
         self.encoder.use_pooler(self.reads_pooler)
 
+    def call(self, inputs, training=None):
+        return self.forward(self.features(inputs), training=training)["logits"]
+
+    def forward(self, features: dict, training=None, output_attentions: bool = False) -> dict:
+        """One pass over a feature dict: `logits`, and with `output_attentions` each layer's
+        `attention_scores` `[batch, heads, query, key]` from that same pass, so that a
+        `tf.GradientTape` can take the logits' gradient with respect to the attention."""
+        outputs = self.encoder(features, training=training, output_attentions=output_attentions)
+        result = {"logits": tf.cast(self.head_logits(features, outputs, training), tf.float32)}
+        if output_attentions:
+            result["attention_scores"] = outputs["attention_scores"]
+        return result
+
+    def head_logits(self, features: dict, encoder_outputs: dict, training=None) -> tf.Tensor:
+        """The task head: from the encoder's outputs to the logits."""
+        raise NotImplementedError
+
     def attention(self, texts: str | Sequence[str], batch_size: int = 32) -> list[TextAttention]:
         """Every layer's attention for each text, padding removed: a list of `TextAttention`."""
         if isinstance(texts, str):
@@ -162,16 +179,14 @@ class TextClassifier(TaskModel):
         self.num_classes = int(num_classes)
         self.head = keras.layers.Dense(self.num_classes, kernel_initializer=encoder.head_initializer(), name="logits")
 
-    def call(self, inputs, training=None):
-        features = self.features(inputs)
-        outputs = self.encoder(features, training=training)
+    def head_logits(self, features, encoder_outputs, training=None):
         if self.pooling == "pooled":
-            vector = outputs["pooled_output"]
+            vector = encoder_outputs["pooled_output"]
         elif self.pooling == "cls":
-            vector = outputs["sequence_output"][:, 0]
+            vector = encoder_outputs["sequence_output"][:, 0]
         else:
-            vector = masked_mean(outputs["sequence_output"], features["input_mask"])
-        return tf.cast(self.head(self.dropout(vector, training=training)), tf.float32)
+            vector = masked_mean(encoder_outputs["sequence_output"], features["input_mask"])
+        return self.head(self.dropout(vector, training=training))
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Class probabilities `[len(texts), num_classes]` of raw strings, in input order."""
@@ -245,12 +260,11 @@ class TokenClassifier(TaskModel):
             features[SHAPE_FEATURE] = text_shape_ids(texts, encoded["offsets"])
         return features, encoded
 
-    def call(self, inputs, training=None):
-        features = self.features(inputs)
-        sequence = self.encoder(features, training=training)["sequence_output"]
+    def head_logits(self, features, encoder_outputs, training=None):
+        sequence = encoder_outputs["sequence_output"]
         if self.word_shape:
             sequence = sequence + self._shape_vectors(features, sequence)
-        return tf.cast(self.head(self.dropout(sequence, training=training)), tf.float32)
+        return self.head(self.dropout(sequence, training=training))
 
     def _shape_vectors(self, features, sequence):
         """The word shape embedding of each token, in the dtype of `sequence`."""

@@ -1,0 +1,88 @@
+"""The attention explorer on real trained runs, opened in headless Chromium with no network.
+
+For each run (default: the MiniLM AG News classifier, the from-scratch AG News classifier and the
+MiniLM CoNLL NER tagger) it writes the page of one text with `tfattn attention --html`'s code,
+opens it from disk in offline Chromium (tests/browser.py), checks that nothing was requested and
+nothing logged an error and that hovering a token changes the drawn lines, and saves a
+screenshot. It also reports the page size of a 6-layer x 12-head MiniLM text cropped to 64 tokens.
+
+    .venv/bin/python bench/explorer_pages.py
+
+Writes bench/results/explorer/<name>.png and bench/results/explorer/pages.json.
+"""
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the browser helpers the tests use
+
+from tfattn.quiet import start_tensorflow  # noqa: E402
+
+start_tensorflow(verbose=False)
+
+from browser import assert_offline_and_clean, by_testid, drawn_lines, hover, offline_chromium, open_page  # noqa: E402
+
+from tfattn.explorer import explore  # noqa: E402
+
+HEADLINE = "Oil prices rose sharply on Monday as traders worried about Gulf supplies."
+PAGES = {
+    "minilm_agnews": ("runs/agnews_minilm", HEADLINE),
+    "scratch_agnews": ("runs/agnews", HEADLINE),
+    "minilm_ner": ("runs/ner_minilm", "Angela Merkel met Dmitry Medvedev in Berlin on Monday."),
+}
+LONG_TEXT = " ".join(["Stocks fell sharply on Monday as oil prices rose and investors sold bank shares."] * 8)
+
+
+def main():
+    out_dir = ROOT / "bench" / "results" / "explorer"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch, offline_chromium(width=1400, height=1100) as driver:
+        for name, (run_dir, text) in PAGES.items():
+            started = time.perf_counter()
+            page = explore(ROOT / run_dir, text)
+            path = page.save(Path(scratch) / f"{name}.html")
+            written = time.perf_counter() - started
+            open_page(driver, path)
+            assert_offline_and_clean(driver, path)
+            all_lines = drawn_lines(driver)
+            hover(driver, by_testid(driver, "query-token")[1])
+            focused = drawn_lines(driver)
+            assert 0 < len(focused) < len(all_lines), (name, len(focused), len(all_lines))
+            driver.save_screenshot(str(out_dir / f"{name}.png"))
+            run = page.payload["runs"][0]
+            results[name] = {
+                "run": run_dir,
+                "family": run["family"],
+                "tokens": len(run["query_tokens"]),
+                "layers": len(run["layers"]),
+                "heads": run["num_heads"],
+                "views": list(run["views"]),
+                "bytes": path.stat().st_size,
+                "seconds_to_explain_and_write": round(written, 2),
+                "lines_drawn": len(all_lines),
+                "lines_after_hovering_token_1": len(focused),
+            }
+            print(f"{name}: {results[name]}", flush=True)
+        long_page = explore(ROOT / PAGES["minilm_agnews"][0], LONG_TEXT, max_tokens=64)
+        long_path = long_page.save(Path(scratch) / "long.html")
+        run = long_page.payload["runs"][0]
+        results["minilm_64_tokens"] = {
+            "layers": len(run["layers"]),
+            "heads": run["num_heads"],
+            "tokens": len(run["query_tokens"]),
+            "notes": run["notes"],
+            "bytes": long_path.stat().st_size,
+        }
+        print(f"minilm_64_tokens: {results['minilm_64_tokens']}")
+    (out_dir / "pages.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

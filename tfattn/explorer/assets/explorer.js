@@ -1,0 +1,764 @@
+/*
+ * The tfattn attention explorer: draws the payload embedded in this page (format
+ * "tfattn-attention-explorer/1", documented in tfattn/explorer/page.py).
+ *
+ * Plain JavaScript, no library and no network: everything comes from the JSON block of the page.
+ * Per run it draws a head view (lines from query to key tokens), a model view (a thumbnail per
+ * layer and head) and a heatmap; with two runs that line up cell by cell, also their difference.
+ *
+ * One `state` object holds what the controls say; any change redraws everything from it
+ * (Explorer.render). Hovering a token only toggles CSS classes, so it stays fast with thousands
+ * of lines. Text from the payload is only ever set as text, never parsed as HTML.
+ */
+"use strict";
+
+const PAYLOAD_FORMAT = "tfattn-attention-explorer/1";
+
+// The SVG namespace, taken from the HTML parser instead of written out: the page holds no URL.
+const SVG_NS = (() => {
+  const template = document.createElement("template");
+  template.innerHTML = "<svg></svg>";
+  return template.content.firstChild.namespaceURI;
+})();
+
+// Head view: lines weaker than this fraction of their matrix's maximum are left out, as clutter.
+const LINE_THRESHOLD = 0.02;
+const ROW_HEIGHT = 18; // head view: pixels per token
+const LINE_SPAN = 160; // head view: pixels between the query and the key column
+const LABEL_FONT = "12px system-ui, sans-serif"; // the font of SVG token labels (explorer.css)
+// Measures label widths, so that token columns are as wide as their longest label.
+const measure = document.createElement("canvas").getContext("2d");
+const MAX_LABEL_CHARS = 20; // longer tokens are cut with "…"; their tooltip has them whole
+const THUMB_SIZE = 64; // model view: pixels per thumbnail
+// Heatmap cells aim to fill this many pixels, within these bounds (small cells stay legible).
+const HEATMAP_TARGET = 560;
+const MIN_CELL = 13;
+const MAX_CELL = 36;
+
+// Names of views that have no VIEW object to take a label from (unavailable ones).
+const VIEW_NAMES = {
+  raw: "Raw attention (per head)",
+  mean: "Mean over heads",
+  rollout: "Attention rollout",
+  gradient: "Gradient-weighted attention (per head)",
+};
+
+// Colour scales as RGB stops: white to dark blue for weights, blue-white-red for differences.
+const SEQUENTIAL = [
+  [255, 255, 255],
+  [198, 219, 239],
+  [107, 174, 214],
+  [33, 113, 181],
+  [8, 48, 107],
+];
+const DIVERGING = [
+  [33, 102, 172],
+  [146, 197, 222],
+  [255, 255, 255],
+  [244, 165, 130],
+  [178, 24, 43],
+];
+// Colours of the entity types of a "tags" prediction, in the order their labels first appear.
+const TAG_COLORS = ["#8dd3c7", "#fdb462", "#bebada", "#fb8072", "#80b1d3", "#b3de69", "#fccde5", "#ffed6f"];
+
+/** Draw the page, or say why not (in the page and in the console). */
+function main() {
+  const root = document.getElementById("explorer");
+  try {
+    const payload = JSON.parse(document.getElementById("tfattn-explorer-data").textContent);
+    if (payload.format !== PAYLOAD_FORMAT) {
+      throw new Error(`the payload's format is ${payload.format}; this page reads ${PAYLOAD_FORMAT}`);
+    }
+    new Explorer(root, payload).render();
+    document.body.dataset.ready = "true";
+  } catch (error) {
+    root.replaceChildren(el("p", { class: "error" }, `The explorer could not draw this page: ${error.message}`));
+    document.body.dataset.ready = "error";
+    throw error;
+  }
+}
+
+/** The page: header, controls, one panel per run, the difference map; `render` redraws them. */
+class Explorer {
+  constructor(root, payload) {
+    this.payload = payload;
+    this.runs = payload.runs.map(decodeRun);
+    this.layers = [...new Set(this.runs.flatMap((run) => run.layers))].sort((a, b) => a - b);
+    this.viewNames = [
+      ...new Set(this.runs.flatMap((run) => [...Object.keys(run.views), ...Object.keys(run.unavailable)])),
+    ];
+    this.numHeads = Math.max(...this.runs.map((run) => run.num_heads));
+    this.state = {
+      layer: this.layers[0],
+      // The first view some run has; else the first missing one, whose panels then say why.
+      view: this.viewNames.find((name) => this.runs.some((run) => run.views[name])) ?? this.viewNames[0],
+      heads: new Set(range(this.numHeads)),
+      hideSpecial: false,
+      shown: this.runs.length === 2 ? "compare" : "0", // "compare", or the index of the one run shown
+    };
+    document.title = payload.title;
+    root.replaceChildren(this.buildHeader(), this.buildControls(), this.buildPanels(), this.buildDifference());
+  }
+
+  /** Title, legend, and per run its name, text, prediction and notes. */
+  buildHeader() {
+    const header = el("header", { class: "page-header" }, el("h1", {}, this.payload.title));
+    if (this.payload.legend) {
+      header.append(el("p", { class: "legend", "data-testid": "legend" }, this.payload.legend));
+    }
+    header.append(el("div", { class: "summaries" }, ...this.runs.map(runSummary)));
+    return header;
+  }
+
+  /** Layer, view, heads, special tokens and (with two runs) which runs to show. */
+  buildControls() {
+    const state = this.state;
+    this.layerSelect = el(
+      "select",
+      { id: "layer-select" },
+      ...this.layers.map((layer) => el("option", { value: layer }, `layer ${layer}`)),
+    );
+    this.layerSelect.addEventListener("change", () => {
+      state.layer = Number(this.layerSelect.value);
+      this.render();
+    });
+
+    const missing = []; // "view: reason" lines shown under the controls
+    this.viewSelect = el(
+      "select",
+      { id: "view-select" },
+      ...this.viewNames.map((name) => {
+        const option = el("option", { value: name }, this.viewLabel(name));
+        const reasons = this.runs
+          .filter((run) => run.unavailable[name] !== undefined)
+          .map((run) => (this.runs.length > 1 ? `${run.name}: ${run.unavailable[name]}` : run.unavailable[name]));
+        if (reasons.length) missing.push(`${this.viewLabel(name)} is not available (${reasons.join("; ")}).`);
+        if (!this.runs.some((run) => run.views[name])) {
+          option.disabled = true;
+          option.title = reasons.join("; ");
+        }
+        return option;
+      }),
+    );
+    this.viewSelect.addEventListener("change", () => {
+      state.view = this.viewSelect.value;
+      this.render();
+    });
+
+    this.headToggles = range(this.numHeads).map((head) => {
+      const toggle = el(
+        "button",
+        {
+          type: "button",
+          class: "head-toggle",
+          "data-testid": "head-toggle",
+          "data-head": head,
+          title: `head ${head}`,
+        },
+        `${head}`,
+      );
+      toggle.style.setProperty("--head-color", headColor(head));
+      toggle.addEventListener("click", () => {
+        if (!state.heads.delete(head)) state.heads.add(head);
+        this.render();
+      });
+      return toggle;
+    });
+
+    this.hideSpecialBox = el("input", { type: "checkbox", id: "hide-special" });
+    this.hideSpecialBox.addEventListener("change", () => {
+      state.hideSpecial = this.hideSpecialBox.checked;
+      this.render();
+    });
+
+    const controls = el(
+      "div",
+      { class: "controls" },
+      el("label", {}, "Layer ", this.layerSelect),
+      el("label", {}, "View ", this.viewSelect),
+      el("span", { class: "heads" }, "Heads ", ...this.headToggles),
+      el("label", {}, this.hideSpecialBox, " hide special tokens"),
+    );
+    if (this.runs.length === 2) {
+      this.runSelect = el(
+        "select",
+        { id: "run-select" },
+        el("option", { value: "compare" }, "compare: both side by side"),
+        ...this.runs.map((run, index) => el("option", { value: index }, `only ${run.name}`)),
+      );
+      this.runSelect.addEventListener("change", () => {
+        state.shown = this.runSelect.value;
+        this.render();
+      });
+      controls.append(el("label", {}, "Runs ", this.runSelect));
+    }
+    const section = el("section", { class: "controls-bar" }, controls);
+    if (missing.length) {
+      section.append(
+        el("ul", { class: "notes", "data-testid": "unavailable-views" }, ...missing.map((line) => el("li", {}, line))),
+      );
+    }
+    return section;
+  }
+
+  /** One panel per run, each with its head view, model view and heatmap. */
+  buildPanels() {
+    this.panels = this.runs.map((run, index) => {
+      const panel = {
+        run,
+        message: el("p", { class: "panel-message", "data-testid": "panel-message" }),
+        headView: svgEl("svg", { class: "head-view", "data-testid": "head-view" }),
+        modelView: el("div", { class: "model-view", "data-testid": "model-view" }),
+        caption: el("p", { class: "caption", "data-testid": "heatmap-caption" }),
+        heatmap: svgEl("svg", { class: "heatmap", "data-testid": "heatmap" }),
+      };
+      const figure = (title, note, content) =>
+        el("div", { class: "figure" }, el("h3", {}, title), note, el("div", { class: "scroll" }, content));
+      panel.figures = el(
+        "div",
+        { class: "figures" },
+        figure(
+          "Head view",
+          el("p", { class: "hint" }, "Queries left, keys right. Hover a token to see only its lines."),
+          panel.headView,
+        ),
+        figure(
+          "Model view",
+          el("p", { class: "hint" }, "Every layer and head of this view; click one to enlarge it in the heatmap."),
+          panel.modelView,
+        ),
+        figure("Heatmap", panel.caption, panel.heatmap),
+      );
+      panel.element = el(
+        "section",
+        { class: "run-panel", "data-testid": "run-panel", "data-run": index },
+        el("h2", {}, run.name, " ", el("span", { class: "family" }, run.family)),
+        panel.message,
+        panel.figures,
+      );
+      return panel;
+    });
+    this.panelsElement = el("div", { class: "panels" }, ...this.panels.map((panel) => panel.element));
+    return this.panelsElement;
+  }
+
+  /** The difference map of two runs (drawn only in compare mode). */
+  buildDifference() {
+    this.differenceNote = el("p", { class: "note", "data-testid": "difference-note" });
+    this.differenceCaption = el("p", { class: "caption", "data-testid": "difference-caption" });
+    this.differenceMap = svgEl("svg", { class: "heatmap", "data-testid": "difference-map" });
+    this.differenceFigure = el("div", {}, this.differenceCaption, el("div", { class: "scroll" }, this.differenceMap));
+    this.differenceSection = el(
+      "section",
+      { class: "difference", "data-testid": "difference-section" },
+      el("h2", {}, "Difference"),
+      this.differenceNote,
+      this.differenceFigure,
+    );
+    return this.differenceSection;
+  }
+
+  /** Redraw everything from `this.state`. */
+  render() {
+    const state = this.state;
+    this.layerSelect.value = state.layer;
+    this.viewSelect.value = state.view;
+    this.hideSpecialBox.checked = state.hideSpecial;
+    // Views with one map per layer (mean, rollout) have no heads to choose.
+    const perHead = this.runs.some((run) => run.views[state.view]?.heads > 1);
+    for (const toggle of this.headToggles) {
+      toggle.disabled = !perHead;
+      toggle.setAttribute("aria-pressed", perHead && state.heads.has(Number(toggle.dataset.head)));
+    }
+    if (this.runSelect) this.runSelect.value = state.shown;
+    this.panelsElement.classList.toggle("side-by-side", state.shown === "compare");
+    this.panels.forEach((panel, index) => {
+      panel.element.hidden = state.shown !== "compare" && state.shown !== String(index);
+      if (!panel.element.hidden) this.renderPanel(panel);
+    });
+    this.renderDifference();
+  }
+
+  /** One run's figures for the current state, or a line saying why they cannot be drawn. */
+  renderPanel(panel) {
+    const run = panel.run;
+    const view = run.views[this.state.view];
+    if (!view) {
+      const reason = run.unavailable[this.state.view] ?? "it was not computed";
+      showMessage(panel, `${this.viewLabel(this.state.view)} is not available for this run: ${reason}.`);
+      panel.figures.hidden = true;
+      return;
+    }
+    panel.figures.hidden = false;
+    drawModelView(panel.modelView, run, view, this.state, (layer, head) => this.pick(panel, layer, head));
+    const selection = this.selection(run, view);
+    showMessage(panel, selection.problem ?? "");
+    if (selection.problem) {
+      panel.headView.replaceChildren();
+      panel.heatmap.replaceChildren();
+      panel.caption.textContent = "";
+      return;
+    }
+    drawHeadView(panel.headView, run, view, selection.layerIndex, selection.heads, this.state.hideSpecial);
+    const matrix = shownMatrix(run, view, selection.layerIndex, selection.heads, this.state.hideSpecial);
+    panel.caption.textContent =
+      `${view.label}, layer ${this.state.layer}, ${headsText(view, selection.heads)}; ` +
+      `rows are queries, columns keys; colour from ${format(matrix.min)} (white) to ${format(matrix.max)} ` +
+      "(dark blue)" +
+      (this.state.hideSpecial ? "; special tokens hidden, rows renormalized to sum 1." : ".");
+    const range = matrix.max - matrix.min;
+    drawHeatmap(panel.heatmap, run, matrix, (value) => rgb(SEQUENTIAL, range > 0 ? (value - matrix.min) / range : 0));
+  }
+
+  /** runs[0] - runs[1] on a blue-white-red scale symmetric around 0, or why there is none. */
+  renderDifference() {
+    const [first, second] = this.runs;
+    this.differenceSection.hidden = this.runs.length < 2 || this.state.shown !== "compare";
+    if (this.differenceSection.hidden) return;
+    const views = [first.views[this.state.view], second.views[this.state.view]];
+    const selections = views.map((view, index) => view && this.selection(this.runs[index], view));
+    let problem = null;
+    if (!this.payload.difference) {
+      problem =
+        "No difference map: the two runs tokenize the text differently or include different layers, " +
+        "so their attention matrices do not line up cell by cell.";
+    } else if (!views[0] || !views[1]) {
+      problem = `No difference map: ${this.viewLabel(this.state.view)} is not available for both runs.`;
+    } else if (selections.some((selection) => selection.problem)) {
+      problem = `No difference map: ${selections.find((selection) => selection.problem).problem}`;
+    }
+    this.differenceNote.textContent = problem ?? "";
+    this.differenceNote.hidden = !problem;
+    this.differenceFigure.hidden = Boolean(problem);
+    if (problem) {
+      this.differenceMap.replaceChildren();
+      return;
+    }
+    const [a, b] = selections.map((selection, index) =>
+      shownMatrix(this.runs[index], views[index], selection.layerIndex, selection.heads, this.state.hideSpecial),
+    );
+    const values = a.values.map((value, index) => value - b.values[index]);
+    const limit = values.reduce((largest, value) => Math.max(largest, Math.abs(value)), 0);
+    this.differenceCaption.textContent =
+      `${first.name} minus ${second.name}: ${views[0].label}, layer ${this.state.layer}, ` +
+      `${headsText(views[0], selections[0].heads)}. Red where ${first.name} attends more, blue where ` +
+      `${second.name} does; the scale runs from -${format(limit)} to +${format(limit)}.`;
+    drawHeatmap(
+      this.differenceMap,
+      first,
+      { rows: a.rows, cols: a.cols, values },
+      (value) => rgb(DIVERGING, limit > 0 ? (value / limit + 1) / 2 : 0.5),
+      (value) => (value >= 0 ? "+" : "") + format(value),
+    );
+  }
+
+  /** The layer index and heads a run draws for the current state, or {problem} saying why none. */
+  selection(run, view) {
+    const layerIndex = run.layers.indexOf(this.state.layer);
+    if (layerIndex < 0) {
+      return { problem: `${run.name} has no layer ${this.state.layer} (it has layers ${run.layers.join(", ")}).` };
+    }
+    const heads =
+      view.heads === 1 ? [0] : [...this.state.heads].filter((head) => head < view.heads).sort((a, b) => a - b);
+    if (!heads.length) return { problem: "No head selected: pick one with the head buttons above." };
+    return { layerIndex, heads };
+  }
+
+  /** A model-view thumbnail was clicked: select its layer and head, and show its heatmap. */
+  pick(panel, layer, head) {
+    this.state.layer = layer;
+    if (panel.run.views[this.state.view].heads > 1) this.state.heads = new Set([head]);
+    this.render();
+    panel.heatmap.scrollIntoView({ block: "nearest" });
+    // Restart the highlight animation, so that it plays again on every click.
+    panel.heatmap.classList.remove("flash");
+    void panel.heatmap.getBoundingClientRect();
+    panel.heatmap.classList.add("flash");
+  }
+
+  /** The label of view `name`: its VIEW's own, else a default name (views no run has). */
+  viewLabel(name) {
+    const view = this.runs.map((run) => run.views[name]).find(Boolean);
+    return view ? view.label : (VIEW_NAMES[name] ?? name);
+  }
+}
+
+/** A run of the payload with each VIEW's base64 data decoded to bytes once. */
+function decodeRun(run) {
+  const views = {};
+  for (const [name, view] of Object.entries(run.views)) {
+    const binary = atob(view.data);
+    const bytes = new Uint8Array(binary.length);
+    for (let index = 0; index < binary.length; index++) bytes[index] = binary.charCodeAt(index);
+    views[name] = { ...view, bytes };
+  }
+  return { ...run, views };
+}
+
+/** One stored [Tq, Tk] matrix as floats: value = byte / 255 * its scale. */
+function storedMatrix(run, view, layerIndex, head) {
+  const size = run.query_tokens.length * run.key_tokens.length;
+  const matrix = layerIndex * view.heads + head;
+  const step = view.scales[matrix] / 255;
+  return Float32Array.from(view.bytes.subarray(matrix * size, (matrix + 1) * size), (byte) => byte * step);
+}
+
+/** Original indices of the query rows and key columns shown (special tokens left out when hidden). */
+function shownTokens(run, hideSpecial) {
+  const kept = (special) => range(special.length).filter((index) => !(hideSpecial && special[index]));
+  return { rows: kept(run.query_special), cols: kept(run.key_special) };
+}
+
+/**
+ * What the page draws of a run at one layer: the mean of `heads`, and with `hideSpecial` the
+ * special rows and columns removed and each row renormalized to sum 1 (a row summing to 0 stays 0).
+ * Returns {rows, cols, values (row-major, rows x cols), max}; rows and cols are original indices.
+ */
+function shownMatrix(run, view, layerIndex, heads, hideSpecial) {
+  const { rows, cols } = shownTokens(run, hideSpecial);
+  const numKeys = run.key_tokens.length;
+  const values = new Float32Array(rows.length * cols.length);
+  for (const head of heads) {
+    const full = storedMatrix(run, view, layerIndex, head);
+    rows.forEach((query, row) => {
+      cols.forEach((key, col) => {
+        values[row * cols.length + col] += full[query * numKeys + key] / heads.length;
+      });
+    });
+  }
+  if (hideSpecial) {
+    for (let row = 0; row < rows.length; row++) {
+      const cells = values.subarray(row * cols.length, (row + 1) * cols.length);
+      const sum = cells.reduce((total, value) => total + value, 0);
+      if (sum > 0) cells.forEach((value, col) => (cells[col] = value / sum));
+    }
+  }
+  // The colour scale spans the smallest to the largest value shown: a nearly uniform map (a
+  // from-scratch model's first layer) still shows which keys get a little more.
+  const max = values.reduce((largest, value) => Math.max(largest, value), 0);
+  const min = values.reduce((smallest, value) => Math.min(smallest, value), max);
+  return { rows, cols, values, min, max };
+}
+
+/**
+ * The head view: query tokens left, key tokens right, one line per (query, key, head) above
+ * LINE_THRESHOLD of its matrix's max, opacity by weight, colour by head. Hovering (or focusing) a
+ * token shows only its lines.
+ */
+function drawHeadView(svg, run, view, layerIndex, heads, hideSpecial) {
+  const { rows, cols } = shownTokens(run, hideSpecial);
+  const queryWidth = labelWidth(rows.map((query) => run.query_tokens[query]));
+  const keyWidth = labelWidth(cols.map((key) => run.key_tokens[key]));
+  const left = queryWidth + 12;
+  const right = left + LINE_SPAN;
+  const longest = Math.max(rows.length, cols.length);
+  // Queries and keys may differ in number: the shorter column is centred beside the longer one.
+  const queryY = (row) => 4 + ((longest - rows.length) / 2 + row + 0.5) * ROW_HEIGHT;
+  const keyY = (col) => 4 + ((longest - cols.length) / 2 + col + 0.5) * ROW_HEIGHT;
+  svg.setAttribute("width", right + keyWidth + 12);
+  svg.setAttribute("height", longest * ROW_HEIGHT + 8);
+
+  const lines = svgEl("g", { class: "lines" });
+  const linesOfRow = rows.map(() => []);
+  const linesOfCol = cols.map(() => []);
+  for (const head of heads) {
+    const matrix = shownMatrix(run, view, layerIndex, [head], hideSpecial);
+    matrix.values.forEach((weight, cell) => {
+      if (weight <= LINE_THRESHOLD * matrix.max) return;
+      const row = Math.floor(cell / cols.length);
+      const col = cell % cols.length;
+      const line = svgEl("line", {
+        x1: left,
+        y1: queryY(row),
+        x2: right,
+        y2: keyY(col),
+        stroke: headColor(head),
+        "stroke-opacity": (weight / matrix.max).toFixed(3),
+        "data-weight": weight.toFixed(4),
+        "data-query": rows[row],
+        "data-key": cols[col],
+        "data-head": head,
+      });
+      lines.append(line);
+      linesOfRow[row].push(line);
+      linesOfCol[col].push(line);
+    });
+  }
+
+  // A token: its label, a transparent box that catches the pointer, and its lines to highlight.
+  const token = (kind, index, text, x, y, width, related) => {
+    const anchor = kind === "query" ? "end" : "start";
+    const group = svgEl(
+      "g",
+      { class: "token", "data-testid": `${kind}-token`, "data-index": index, tabindex: 0 },
+      svgEl("rect", {
+        class: "token-box",
+        x: kind === "query" ? x - width : x,
+        y: y - ROW_HEIGHT / 2,
+        width,
+        height: ROW_HEIGHT,
+      }),
+      svgEl("text", { x, y, "text-anchor": anchor, "dominant-baseline": "central" }, shortLabel(text)),
+      svgEl("title", {}, text),
+    );
+    const highlight = (on) => {
+      svg.classList.toggle("focused", on);
+      group.classList.toggle("hovered", on);
+      for (const line of related) line.classList.toggle("active", on);
+    };
+    group.addEventListener("mouseenter", () => highlight(true));
+    group.addEventListener("mouseleave", () => highlight(false));
+    group.addEventListener("focus", () => highlight(true));
+    group.addEventListener("blur", () => highlight(false));
+    return group;
+  };
+  svg.replaceChildren(
+    lines,
+    ...rows.map((query, row) =>
+      token("query", query, run.query_tokens[query], left - 6, queryY(row), queryWidth + 6, linesOfRow[row]),
+    ),
+    ...cols.map((key, col) =>
+      token("key", key, run.key_tokens[key], right + 6, keyY(col), keyWidth + 6, linesOfCol[col]),
+    ),
+  );
+}
+
+/** The model view: a grid of layers x heads thumbnails; clicking one calls onPick(layer, head). */
+function drawModelView(container, run, view, state, onPick) {
+  container.style.gridTemplateColumns = `auto repeat(${view.heads}, ${THUMB_SIZE + 6}px)`;
+  const cells = [el("span")];
+  for (const head of range(view.heads)) {
+    cells.push(el("span", { class: "grid-label" }, view.heads === 1 ? "all heads" : `head ${head}`));
+  }
+  run.layers.forEach((layer, layerIndex) => {
+    cells.push(el("span", { class: "grid-label" }, `layer ${layer}`));
+    for (const head of range(view.heads)) {
+      const canvas = el("canvas", { width: THUMB_SIZE, height: THUMB_SIZE });
+      paintThumbnail(canvas, shownMatrix(run, view, layerIndex, [head], state.hideSpecial));
+      const selected = layer === state.layer && (view.heads === 1 || state.heads.has(head));
+      const thumb = el(
+        "button",
+        {
+          type: "button",
+          class: selected ? "thumb selected" : "thumb",
+          "data-testid": "model-thumb",
+          "data-layer": layer,
+          "data-head": head,
+          title: `layer ${layer}, ${view.heads === 1 ? "all heads" : `head ${head}`}: click to enlarge`,
+        },
+        canvas,
+      );
+      thumb.addEventListener("click", () => onPick(layer, head));
+      cells.push(thumb);
+    }
+  });
+  container.replaceChildren(...cells);
+}
+
+/** Paint a matrix on a canvas, one pixel per cell scaled up without smoothing. */
+function paintThumbnail(canvas, matrix) {
+  const height = matrix.rows.length;
+  const width = matrix.cols.length;
+  if (!height || !width) return;
+  const image = new ImageData(width, height);
+  const range = matrix.max - matrix.min;
+  matrix.values.forEach((value, cell) => {
+    image.data.set([...rgbValues(SEQUENTIAL, range > 0 ? (value - matrix.min) / range : 0), 255], cell * 4);
+  });
+  const source = document.createElement("canvas");
+  source.width = width;
+  source.height = height;
+  source.getContext("2d").putImageData(image, 0, 0);
+  const context = canvas.getContext("2d");
+  context.imageSmoothingEnabled = false;
+  context.drawImage(source, 0, 0, canvas.width, canvas.height);
+}
+
+/**
+ * A heatmap: rows are queries, columns keys (labels rotated), one rect per cell coloured by
+ * colorOf(value), with a tooltip "query -> key: value".
+ */
+function drawHeatmap(svg, run, matrix, colorOf, formatValue = format) {
+  const queries = matrix.rows.map((query) => run.query_tokens[query]);
+  const keys = matrix.cols.map((key) => run.key_tokens[key]);
+  const cell = Math.max(
+    MIN_CELL,
+    Math.min(MAX_CELL, Math.floor(HEATMAP_TARGET / Math.max(queries.length, keys.length, 1))),
+  );
+  const left = labelWidth(queries) + 8;
+  const top = labelWidth(keys) + 8;
+  svg.setAttribute("width", left + keys.length * cell + 4);
+  svg.setAttribute("height", top + queries.length * cell + 4);
+  const parts = [];
+  queries.forEach((query, row) => {
+    parts.push(
+      svgEl(
+        "text",
+        { x: left - 4, y: top + (row + 0.5) * cell, "text-anchor": "end", "dominant-baseline": "central" },
+        shortLabel(query),
+      ),
+    );
+    keys.forEach((key, col) => {
+      const value = matrix.values[row * keys.length + col];
+      parts.push(
+        svgEl(
+          "rect",
+          {
+            x: left + col * cell,
+            y: top + row * cell,
+            width: cell,
+            height: cell,
+            fill: colorOf(value),
+            "data-query": matrix.rows[row],
+            "data-key": matrix.cols[col],
+            "data-value": value.toFixed(4),
+          },
+          svgEl("title", {}, `${query} -> ${key}: ${formatValue(value)}`),
+        ),
+      );
+    });
+  });
+  keys.forEach((key, col) => {
+    const x = left + (col + 0.5) * cell;
+    parts.push(
+      svgEl(
+        "text",
+        { x, y: top - 4, transform: `rotate(-90 ${x} ${top - 4})`, "dominant-baseline": "central" },
+        shortLabel(key),
+      ),
+    );
+  });
+  svg.replaceChildren(...parts);
+}
+
+/** A run's card in the header: name, family, text, prediction, notes. */
+function runSummary(run) {
+  const prediction = run.prediction.type === "tags" ? tagPrediction(run) : labelPrediction(run.prediction);
+  return el(
+    "article",
+    { class: "run-summary", "data-testid": "run-summary" },
+    el("h2", {}, run.name, " ", el("span", { class: "family" }, run.family)),
+    el("div", { class: "text-and-prediction" }, el("p", { class: "text" }, run.text), prediction),
+    el("ul", { class: "notes", "data-testid": "run-notes" }, ...run.notes.map((note) => el("li", {}, note))),
+  );
+}
+
+/** A classifier's prediction: one probability bar per label, the predicted one in bold. */
+function labelPrediction(prediction) {
+  const rows = prediction.labels.map((label, index) => {
+    const probability = prediction.probabilities[index];
+    const fill = el("span", { class: "fill" });
+    fill.style.width = `${(100 * probability).toFixed(1)}%`;
+    return el(
+      "div",
+      { class: index === prediction.predicted ? "probability predicted" : "probability", "data-testid": "probability" },
+      el("span", { class: "probability-label" }, label),
+      el("span", { class: "bar" }, fill),
+      el("span", { class: "probability-value" }, probability.toFixed(3)),
+    );
+  });
+  return el("div", { class: "prediction", "data-testid": "prediction" }, ...rows);
+}
+
+/** A tagger's prediction: the tokens coloured by entity type (B-/I- prefixes share a colour), and a legend. */
+function tagPrediction(run) {
+  const { labels, tags, scores } = run.prediction;
+  const types = [...new Set(labels.map(entityType).filter(Boolean))];
+  const colorOf = (type) => TAG_COLORS[types.indexOf(type) % TAG_COLORS.length];
+  const tokens = run.query_tokens.map((text, index) => {
+    const tag = tags[index];
+    const type = tag >= 0 ? entityType(labels[tag]) : null;
+    const span = el(
+      "span",
+      {
+        class: tag >= 0 ? "tagged" : "tagged untagged",
+        "data-testid": "tagged-token",
+        "data-tag": tag >= 0 ? labels[tag] : "",
+      },
+      text,
+    );
+    if (tag >= 0) span.title = `${labels[tag]} (score ${scores[index].toFixed(3)})`;
+    if (type) span.style.background = colorOf(type);
+    return span;
+  });
+  const legend = el(
+    "ul",
+    { class: "tag-legend", "data-testid": "tag-legend" },
+    ...types.map((type) => {
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.background = colorOf(type);
+      return el("li", {}, swatch, type);
+    }),
+  );
+  const tagged = el("p", { class: "tagged-tokens" }, ...tokens);
+  return el("div", { class: "prediction", "data-testid": "prediction" }, tagged, legend);
+}
+
+/** "PER" for "B-PER" or "I-PER"; null for "O" (outside any entity). */
+function entityType(label) {
+  return label === "O" ? null : label.replace(/^[BIES]-/, "");
+}
+
+function showMessage(panel, text) {
+  panel.message.textContent = text;
+  panel.message.hidden = !text;
+}
+
+/** "head 3", "mean of heads 0, 2", or for a one-map view "one map for all heads". */
+function headsText(view, heads) {
+  if (view.heads === 1) return "one map for all heads";
+  return heads.length === 1 ? `head ${heads[0]}` : `mean of heads ${heads.join(", ")}`;
+}
+
+/** A distinct colour per head: hues a golden angle apart. */
+function headColor(head) {
+  return `hsl(${Math.round((head * 137.508) % 360)}, 70%, 42%)`;
+}
+
+/** The colour at t in [0, 1] along RGB stops, as [r, g, b]. */
+function rgbValues(stops, t) {
+  const position = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
+  const index = Math.min(Math.floor(position), stops.length - 2);
+  const fraction = position - index;
+  return stops[index].map((start, channel) => Math.round(start + (stops[index + 1][channel] - start) * fraction));
+}
+
+function rgb(stops, t) {
+  return `rgb(${rgbValues(stops, t).join(",")})`;
+}
+
+/** Pixels the widest of these token labels takes in LABEL_FONT. */
+function labelWidth(tokens) {
+  measure.font = LABEL_FONT;
+  return Math.ceil(tokens.reduce((widest, token) => Math.max(widest, measure.measureText(shortLabel(token)).width), 0));
+}
+
+function shortLabel(token) {
+  return token.length > MAX_LABEL_CHARS ? `${token.slice(0, MAX_LABEL_CHARS - 1)}…` : token;
+}
+
+function format(value) {
+  return Math.abs(value) >= 0.001 || value === 0 ? value.toFixed(3) : value.toExponential(1);
+}
+
+function range(count) {
+  return Array.from({ length: count }, (_, index) => index);
+}
+
+/** An HTML element with attributes and children (strings become text, never HTML). */
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  node.append(...children);
+  return node;
+}
+
+/** An SVG element with attributes and children. */
+function svgEl(tag, attributes = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  node.append(...children);
+  return node;
+}
+
+main();
