@@ -225,19 +225,19 @@ def _probabilities(model, texts_info, rows, keys, batch_size):
 
 
 def _padded_features(id_rows, type_rows, empty_id):
-    """The feature dict of id rows of different lengths (a row left empty reads as `[UNK]`)."""
-    id_rows = [row if len(row) or empty_id is None else np.array([empty_id]) for row in id_rows]
-    type_rows = [types if len(types) else np.zeros(1, np.int64) for types in type_rows]
-    width = max(len(row) for row in id_rows)
-    ids = np.zeros((len(id_rows), width), np.int32)
-    types = np.zeros_like(ids)
-    for index, (row, type_row) in enumerate(zip(id_rows, type_rows)):
-        ids[index, : len(row)] = row
-        types[index, : len(row)] = type_row[: len(row)]
-    mask = np.zeros_like(ids)
-    for index, row in enumerate(id_rows):
-        mask[index, : len(row)] = 1
-    return {"input_word_ids": tf.constant(ids), "input_mask": tf.constant(mask), "input_type_ids": tf.constant(types)}
+    """The padded feature dict of id rows of different lengths (a row left empty reads as
+    `[UNK]`), made as the preprocessors make theirs: ragged rows, then `to_tensor`."""
+    if empty_id is not None:
+        type_rows = [types if len(row) else np.zeros(1, np.int64) for row, types in zip(id_rows, type_rows)]
+        id_rows = [row if len(row) else np.array([empty_id]) for row in id_rows]
+    lengths = [len(row) for row in id_rows]
+    ids = tf.RaggedTensor.from_row_lengths(np.concatenate(id_rows).astype(np.int32), lengths)
+    types = tf.RaggedTensor.from_row_lengths(np.concatenate(type_rows).astype(np.int32), lengths)
+    return {
+        "input_word_ids": ids.to_tensor(),
+        "input_mask": tf.ones_like(ids).to_tensor(),
+        "input_type_ids": types.to_tensor(),
+    }
 
 
 def markdown_table(results):

@@ -183,6 +183,18 @@ def tiny_ner_config(conll_train, conll_valid, tiny_bert_dir, run_dir, **fields):
     return TrainConfig(**{**values, **fields})
 
 
+def tiny_scratch_classifier(words, num_classes, pooling="cls", num_blocks=1, seed=0):
+    """A seeded, untrained from-scratch `TextClassifier` over `words` (width 8, 2 heads): every
+    view the explorer draws, in milliseconds."""
+    from tfattn.models import TransformerEncoder, VocabularyPreprocessor
+
+    keras.utils.set_random_seed(seed)
+    encoder = TransformerEncoder(
+        vocab_size=len(words) + 2, max_length=16, embed_dim=8, num_heads=2, ff_dim=16, num_blocks=num_blocks
+    )
+    return TextClassifier(VocabularyPreprocessor(words, max_length=16), encoder, num_classes, pooling=pooling)
+
+
 def save_tiny_bert(minilm_dir, folder):
     """Save a tiny random BERT (2 layers, hidden 32, no dropout, so runs are exactly reproducible)
     as a Hugging Face checkpoint folder, with the MiniLM tokenizer files: the whole pretrained

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras as keras
-from task_harness import exported_tiny_hub_bert
+from task_harness import exported_tiny_hub_bert, tiny_scratch_classifier
 
 from tfattn.attention import (
     attention_and_gradients,
@@ -20,7 +19,8 @@ from tfattn.attention import (
     special_token_mask,
     token_importance,
 )
-from tfattn.explorer import _RANKING_NAMES, FAITHFULNESS, explain, explore, faithfulness_legend
+from tfattn.cli import VIEW_NAMES
+from tfattn.explorer import _RANKING_NAMES, FAITHFULNESS, VIEW_LABELS, explain, explore, faithfulness_legend
 from tfattn.explorer.page import decode_view
 from tfattn.models import (
     HubEncoder,
@@ -28,8 +28,6 @@ from tfattn.models import (
     HuggingFaceEncoder,
     TextClassifier,
     TokenClassifier,
-    TransformerEncoder,
-    VocabularyPreprocessor,
 )
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
 
@@ -104,6 +102,11 @@ def test_token_importance_reads_the_rows_the_head_reads():
         token_importance("gradient", ATTENTION, cls_row)
 
 
+def test_the_command_line_offers_every_view():
+    # The CLI names the views without importing TensorFlow to build its parser.
+    assert VIEW_NAMES == tuple(VIEW_LABELS)
+
+
 def test_special_token_mask():
     assert special_token_mask(["[CLS]", "oil", "[UNK]", "[SEP]"]).tolist() == [True, False, False, True]
 
@@ -114,12 +117,7 @@ WORDS = ["stocks", "fell", "oil", "prices", "rose", "goal", "won"]
 
 
 def _scratch_classifier(pooling="cls", num_blocks=2, seed=0):
-    keras.utils.set_random_seed(seed)
-    preprocessor = VocabularyPreprocessor(WORDS, max_length=16)
-    encoder = TransformerEncoder(
-        vocab_size=len(WORDS) + 2, max_length=16, embed_dim=8, num_heads=2, ff_dim=16, num_blocks=num_blocks
-    )
-    return TextClassifier(preprocessor, encoder, num_classes=3, pooling=pooling)
+    return tiny_scratch_classifier(WORDS, 3, pooling=pooling, num_blocks=num_blocks, seed=seed)
 
 
 def test_gradients_reach_only_the_rows_the_head_reads():

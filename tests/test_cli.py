@@ -64,7 +64,7 @@ def test_train_writes_a_complete_run_folder(trained_run):
 
 
 @pytest.mark.slow
-def test_predict_evaluate_attention_export(trained_run, agnews_csv, tmp_path, capsys):
+def test_predict_evaluate_attention_export(trained_run, agnews_csv, tmp_path, capsys, monkeypatch):
     texts = ["Oil prices rose", "The Red Sox won"]
     model, label_names, _ = load_run(trained_run)
     probabilities = model.predict_proba(texts)
@@ -100,6 +100,10 @@ def test_predict_evaluate_attention_export(trained_run, agnews_csv, tmp_path, ca
     html = page.read_text(encoding="utf-8")
     assert '"difference":true' in html.replace(" ", "") and "https://" not in html
     assert rollout_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main([*argv, "--layers", "0"]) == 0
+    assert not (tmp_path / "cwd" / "attention.png").exists()  # --html alone writes the page only
     assert main([*argv, "--layers", "3"]) == 2
     assert "error: layers must be among [0]; got [3]" in capsys.readouterr().err
     assert main([*argv, "--pair", "Oil fell"]) == 2

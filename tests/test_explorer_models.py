@@ -2,30 +2,19 @@
 from-scratch classifier and a BERT token classifier (NER tags), with their gradient views."""
 
 import numpy as np
-import tf_keras as keras
 from browser import assert_offline_and_clean, by_testid, click, drawn_lines, hover, offline_chromium, open_page
 from selenium.webdriver.support.ui import Select
+from task_harness import tiny_scratch_classifier
 
 from tfattn.explorer import explore
-from tfattn.models import (
-    HuggingFaceEncoder,
-    TextClassifier,
-    TokenClassifier,
-    TransformerEncoder,
-    VocabularyPreprocessor,
-)
+from tfattn.models import HuggingFaceEncoder, TokenClassifier
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
 
-
-def _scratch_classifier():
-    keras.utils.set_random_seed(0)
-    words = ["oil", "prices", "rose", "stocks", "fell"]
-    encoder = TransformerEncoder(vocab_size=len(words) + 2, max_length=16, embed_dim=8, num_heads=2, ff_dim=16)
-    return TextClassifier(VocabularyPreprocessor(words, max_length=16), encoder, num_classes=2)
+WORDS = ["oil", "prices", "rose", "stocks", "fell"]
 
 
 def test_scratch_and_ner_pages_in_a_real_browser(tiny_bert_dir, tmp_path):
-    scratch = explore(_scratch_classifier(), "Oil prices rose, stocks fell", label_names=["down", "up"])
+    scratch = explore(tiny_scratch_classifier(WORDS, 2), "Oil prices rose, stocks fell", label_names=["down", "up"])
     tagger = TokenClassifier(
         bert_preprocessor_from_pretrained(tiny_bert_dir, max_length=32),
         HuggingFaceEncoder.from_pretrained(tiny_bert_dir),

@@ -233,7 +233,7 @@ def _cmd_attention(args):
             f"{len(texts)} texts would write {len(texts)} files (one per text); pass --limit N to draw the first N "
             f"(up to {MAX_ATTENTION_FILES} are drawn without it)"
         )
-    png = args.out if args.out or not args.html else "attention.png"
+    png = args.out or (None if args.html else "attention.png")  # the page alone when only --html is given
     runs = [load_run(args.run)] + ([load_run(args.compare)] if args.compare else [])
     names = [Path(args.run).name] + ([Path(args.compare).name] if args.compare else [])
     for index, text in enumerate(texts):
@@ -243,9 +243,7 @@ def _cmd_attention(args):
             for (model, labels, _), name in zip(runs, names)
         ]
         if args.html:
-            page = explorer_page(
-                [e if args.layers is None else e.with_layers(args.layers) for e in explanations], text[:80]
-            )
+            page = explorer_page([e if args.layers is None else e.with_layers(args.layers) for e in explanations])
             print(f"wrote {page.save(_numbered(args.html, index, len(texts)))}")
         if png:
             print(f"wrote {_plot_png(explanations, _numbered(png, index, len(texts)), args, text[:80])}")

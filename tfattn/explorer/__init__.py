@@ -111,13 +111,16 @@ def explore(
         _explain_one(source, text, text_pair, layers, max_tokens, label_names)
         for source in ([run] if compare is None else [run, compare])
     ]
-    return explorer_page(explanations, title or (text if len(text) <= 80 else text[:77] + "..."))
+    return explorer_page(explanations, title)
 
 
-def explorer_page(explanations: Sequence[Explanation], title: str) -> ExplorerPage:
+def explorer_page(explanations: Sequence[Explanation], title: str | None = None) -> ExplorerPage:
     """The page of one explanation, or of two of the same text side by side: their difference is
-    drawn when both have the same tokens, layers and heads."""
+    drawn when both have the same tokens, layers and heads. The title defaults to the text's
+    first 80 characters."""
     main = explanations[0]
+    if title is None:
+        title = main.text if len(main.text) <= 80 else main.text[:77] + "..."
     same_grid = all(
         (other.tokens, other.layers, other.num_heads) == (main.tokens, main.layers, main.num_heads)
         for other in explanations[1:]

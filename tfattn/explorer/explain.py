@@ -28,6 +28,7 @@ from tfattn.attention import (
     mean_over_heads,
     special_token_mask,
 )
+from tfattn.explorer.page import encode_view
 from tfattn.models.encoders import HuggingFaceEncoder, TransformerEncoder
 from tfattn.models.hub import HubEncoder
 from tfattn.models.preprocessors import tokens_of
@@ -74,8 +75,6 @@ class Explanation:
 
     def to_payload(self) -> dict:
         """The `RUN` object of the page payload (`tfattn/explorer/page.py`)."""
-        from tfattn.explorer.page import encode_view
-
         special = [bool(value) for value in self.special]
         return {
             "name": self.name,
