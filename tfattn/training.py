@@ -279,9 +279,12 @@ class EpochOrder:
     `StreamOrder` is the same interface for data streamed from files.
     """
 
-    def __init__(self, dataset, batches_per_epoch):
+    def __init__(self, dataset, batches_per_epoch, examples=None):
         self.dataset = with_epoch_length(dataset, batches_per_epoch)
         self.batches_per_epoch = batches_per_epoch
+        # `(features, labels)` the dataset was made of, for passes outside the epoch order
+        # (e.g. computing a frozen encoder's outputs once: `tfattn.tasks.frozen`).
+        self.examples = examples
         self.fit_kwargs = {}
         self.drawn = 0  # iterators made in this process
         self.phase_start = 0  # iterators an uninterrupted run had made when the current phase began
@@ -361,6 +364,11 @@ def phase_weights_dir(run_dir, phase):
     return Path(run_dir) / "phases" / phase
 
 
+def phase_finished(run_dir, phase):
+    """Whether `phase` of the run in `run_dir` has finished and kept its weights (`fit_phase`)."""
+    return (phase_weights_dir(run_dir, phase) / "weights.index").is_file()
+
+
 def fit_phase(model, order, run_dir, phase, first_epoch, last_epoch, callbacks, **fit_kwargs):
     """Fit epochs `first_epoch`..`last_epoch - 1` of one phase on the training data of `order`
     (an `EpochOrder` or `StreamOrder`), resumable, then keep its final weights in
@@ -370,7 +378,7 @@ def fit_phase(model, order, run_dir, phase, first_epoch, last_epoch, callbacks, 
     Returns True when the phase was trained now, False when it was loaded.
     """
     weights_dir = phase_weights_dir(run_dir, phase)
-    if (weights_dir / "weights.index").is_file():
+    if phase_finished(run_dir, phase):
         # A finished phase's optimizer state is not needed: only the model's weights are read.
         model.load_weights(str(weights_dir / "weights")).expect_partial()
         # The epochs it ran (early stopping may have ended it before last_epoch).
@@ -476,7 +484,8 @@ def mark_trained(run_dir):
 def finish_training(run_dir, summary):
     """Mark the run finished with a one-line `summary`, and remove what only a resume needed."""
     finish_run(run_dir, summary)
-    for folder in (backup_dir(run_dir), Path(run_dir) / "phases"):
+    # frozen_cache: the frozen encoder's outputs (tfattn.tasks.frozen), large and now unneeded.
+    for folder in (backup_dir(run_dir), Path(run_dir) / "phases", Path(run_dir) / "frozen_cache"):
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -1,7 +1,9 @@
 """tf.data pipelines over pre-tokenized text: each batch padded only to its own longest example.
 
 Texts are tokenized once, up front, into ragged token ids; the pipelines then cache, shuffle,
-group examples of similar length (so little compute is spent on padding) and prefetch.
+group examples of similar length (so little compute is spent on padding) and prefetch. For XLA
+(`jit_compile`), which compiles one program per input shape, batches can instead be padded up
+to a multiple of a width (`pad_to_multiple`), so that a pass over the data has a handful of shapes.
 """
 
 import warnings
@@ -10,6 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
+# The length multiple of jit-compiled training (`make_dataset(pad_to_multiple=...)`): with 16, a
+# 128-token model sees at most 8 lengths, so at most 16 shapes per pass. Each costs one XLA
+# compilation: about 4 s for the from-scratch AG News model, 24 s for MiniLM on 2 cores
+# (bench/xla_buckets.py, BENCHMARKS.md); 32 halves that and pads each row 8 tokens more on average.
+JIT_LENGTH_MULTIPLE = 16
 
 
 def warn_about_texts(total, truncated=0, empty=0, max_length=None, what="texts", filler="[UNK]"):
@@ -38,6 +45,15 @@ def length_bucket_boundaries(lengths, num_buckets=8):
     return sorted({int(q) + 1 for q in quantiles})
 
 
+def width_bucket_boundaries(longest, width):
+    """Bucket edges (for `bucket_by_sequence_length`, where a row goes to the first bucket whose
+    edge exceeds its length) grouping rows of lengths in `((k - 1) * width, k * width]`, the last
+    bucket ending at `longest`: `ceil(longest / width)` buckets."""
+    if int(width) < 1:
+        raise ValueError(f"width must be at least 1, got {width!r}")
+    return list(range(int(width) + 1, int(longest) + 1, int(width)))
+
+
 def _to_dense(row):
     return row.to_tensor() if isinstance(row, tf.RaggedTensor) else row
 
@@ -54,6 +70,23 @@ def _sequence_length(features):
     return tf.shape(_token_ids(features))[0]
 
 
+def _pad_length_to_multiple(multiple, longest, label_padding=None):
+    """A batch map padding the length axis of every feature (and of per-token labels, when
+    `label_padding` is given) up to the next multiple of `multiple`, at most `longest`."""
+
+    def pad(x, y):
+        length = tf.shape(_token_ids(x))[1]
+        target = tf.minimum((length + multiple - 1) // multiple * multiple, longest)
+
+        def padded(tensor, value):
+            return tf.pad(tensor, [[0, 0], [0, target - length]], constant_values=value)
+
+        x = tf.nest.map_structure(lambda tensor: padded(tensor, 0), x)
+        return x, (y if label_padding is None else padded(y, label_padding))
+
+    return pad
+
+
 def make_dataset(
     features,
     labels,
@@ -62,6 +95,7 @@ def make_dataset(
     seed=0,
     bucket_by_length=None,
     label_padding=-100,
+    pad_to_multiple=None,
 ):
     """A batched `tf.data.Dataset` of `(features, labels)` padded to each batch's longest row.
 
@@ -78,10 +112,19 @@ def make_dataset(
             shuffling). Off keeps the input order, which evaluation needs to line up
             predictions with labels.
         label_padding: padding value of per-token labels.
+        pad_to_multiple: pad each batch further, up to a multiple of this many tokens (at
+            most the longest row of the data), and bucket by those multiples rather than by
+            length quantiles. A bucketed pass then yields at most
+            `2 * ceil(longest / pad_to_multiple)` distinct batch shapes (a full and a last,
+            partial batch per bucket), an ordered one `ceil(longest / pad_to_multiple) + 1`:
+            what XLA (`jit_compile`) needs, as it compiles a program for every new shape. No
+            row is cut.
 
     Returns:
         A dataset that is cached, optionally shuffled and bucketed, and prefetched.
     """
+    if pad_to_multiple is not None and int(pad_to_multiple) < 1:
+        raise ValueError(f"pad_to_multiple must be at least 1, got {pad_to_multiple!r}")
     if bucket_by_length is None:
         bucket_by_length = shuffle
     labels_are_sequences = isinstance(labels, tf.RaggedTensor)
@@ -99,8 +142,14 @@ def make_dataset(
     label_pad = tf.constant(label_padding if labels_are_sequences else 0, tf.int32)
     padding_values = (feature_padding, label_pad)
 
+    if bucket_by_length or pad_to_multiple:
+        lengths = _token_ids(features).row_lengths().numpy()
+        longest = int(lengths.max()) if lengths.size else 1
     if bucket_by_length:
-        boundaries = length_bucket_boundaries(_token_ids(features).row_lengths().numpy())
+        if pad_to_multiple:
+            boundaries = width_bucket_boundaries(longest, pad_to_multiple)
+        else:
+            boundaries = length_bucket_boundaries(lengths)
         dataset = dataset.bucket_by_sequence_length(
             element_length_func=lambda x, y: _sequence_length(x),
             bucket_boundaries=boundaries,
@@ -109,7 +158,20 @@ def make_dataset(
         )
     else:
         dataset = dataset.padded_batch(batch_size, padding_values=padding_values)
+    if pad_to_multiple:
+        # Each batch is padded to its longest row, within a bucket's ((k - 1) * w, k * w] when
+        # bucketed; rounding that up gives the bucket's k * w (`bucket_by_sequence_length`'s
+        # own `pad_to_bucket_boundary` pads to the edge minus one, and needs an edge past the
+        # longest row).
+        pad = _pad_length_to_multiple(int(pad_to_multiple), longest, label_padding if labels_are_sequences else None)
+        dataset = dataset.map(pad)
     return dataset.prefetch(AUTOTUNE)
+
+
+def batch_shapes(dataset):
+    """The `(batch, length)` shape of every batch of one pass over `dataset` (of the token ids
+    when the features are a dict), in order."""
+    return [tuple(int(d) for d in _token_ids(x).shape[:2]) for x, _ in dataset]
 
 
 def count_batches(dataset):

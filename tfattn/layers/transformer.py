@@ -32,8 +32,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
         scale: multiplier of the logits; defaults to `1 / sqrt(depth)`.
 
     Returns:
-        `(outputs, weights)`: outputs `[..., query_len, value_depth]` and the attention
-        weights `[..., query_len, key_len]` (each row sums to 1).
+        `(outputs, weights)`: outputs `[..., query_len, value_depth]` in the dtype of `v`, and
+        the attention weights `[..., query_len, key_len]` (each row sums to 1), always float32:
+        under mixed precision the softmax is computed in float32 and only its product with `v`
+        runs in the compute dtype.
 
     Example:
     >>> x = tf.random.normal([2, 7, 16])
@@ -43,13 +45,19 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
     """
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
+    if q.dtype == tf.float16 or k.dtype == tf.float16:
+        # float16 ends at 65504: sharp attention (large query and key vectors) would overflow the
+        # logits to inf, and the softmax to NaN. bfloat16 has float32's range, so its faster
+        # product is kept and only the logits are cast.
+        q, k = tf.cast(q, tf.float32), tf.cast(k, tf.float32)
     logits = tf.matmul(q, k, transpose_b=True)
-    # Softmax in float32: masked logits and float16 do not mix (the mask value would overflow).
+    # Softmax in float32: 8 bits of bfloat16 mantissa would leave rows summing to 1 only within
+    # about 0.4%, and the mask value would overflow float16.
     logits = tf.cast(logits, tf.float32) * scale
     if mask is not None:
         logits = tf.where(tf.cast(mask, tf.bool), logits, tf.constant(-1e9, tf.float32))
-    weights = tf.cast(tf.nn.softmax(logits, axis=-1), v.dtype)
-    return tf.matmul(weights, v), weights
+    weights = tf.nn.softmax(logits, axis=-1)
+    return tf.matmul(tf.cast(weights, v.dtype), v), weights
 
 
 def sinusoidal_position_encoding(max_length, depth):
@@ -280,6 +288,10 @@ class TransformerBlock(keras.layers.Layer):
     positions (from the incoming Keras mask, or an explicit `padding_mask`) are never
     attended to, so appending padding leaves the outputs at real positions unchanged.
 
+    Under a mixed precision policy the dense layers run in the compute dtype (bfloat16 or
+    float16), while the attention softmax, both residual sums and both layer norms are computed
+    in float32; the output is in the compute dtype, the attention weights are float32.
+
     Args:
         embed_dim: size of the input and output vectors.
         num_heads: number of attention heads.
@@ -297,7 +309,7 @@ class TransformerBlock(keras.layers.Layer):
             mask that arrives with `inputs`.
         training: whether dropout is active.
         return_attention_scores: also return the attention weights
-            `[batch, num_heads, query, key]`.
+            `[batch, num_heads, query, key]` (float32 under every policy).
 
     Example:
     >>> block = TransformerBlock(embed_dim=8, num_heads=2, ff_dim=16)
@@ -344,11 +356,14 @@ class TransformerBlock(keras.layers.Layer):
             self.ff_dim, activation=self.activation, name="ff_hidden", dtype=self.dtype_policy
         )
         self.ff_output = keras.layers.Dense(self.embed_dim, name="ff_output", dtype=self.dtype_policy)
+        # float32 layer norms under any policy: a mean and variance over embed_dim features lose
+        # most of their digits in 16 bits (and Keras's fused path, taken from epsilon 1e-5 up,
+        # would otherwise scale and shift in the compute dtype).
         self.attention_layer_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name="attention_layer_norm", dtype=self.dtype_policy
+            epsilon=self.layer_norm_epsilon, name="attention_layer_norm", dtype="float32"
         )
         self.ff_layer_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name="ff_layer_norm", dtype=self.dtype_policy
+            epsilon=self.layer_norm_epsilon, name="ff_layer_norm", dtype="float32"
         )
         self.attention_dropout = keras.layers.Dropout(self.dropout)
         self.ff_dropout = keras.layers.Dropout(self.dropout)
@@ -381,6 +396,12 @@ class TransformerBlock(keras.layers.Layer):
         x = tf.transpose(x, [0, 2, 1, 3])
         return tf.reshape(x, [batch, length, self.num_heads * self.key_dim])
 
+    def _add_and_norm(self, layer_norm, residual, update):
+        """`layer_norm(residual + update)`, the sum and the norm in float32, returned in the
+        compute dtype (what the next dense layer reads)."""
+        normed = layer_norm(tf.cast(residual, tf.float32) + tf.cast(update, tf.float32))
+        return tf.cast(normed, self.compute_dtype)
+
     def call(self, inputs, padding_mask=None, mask=None, training=None, return_attention_scores=False):
         if padding_mask is None:
             padding_mask = mask
@@ -395,11 +416,11 @@ class TransformerBlock(keras.layers.Layer):
         attended, scores = scaled_dot_product_attention(q, k, v, mask=attention_mask)
         attention_output = self.output_dense(self._merge_heads(attended))
         attention_output = self.attention_dropout(attention_output, training=training)
-        x = self.attention_layer_norm(inputs + attention_output)
+        x = self._add_and_norm(self.attention_layer_norm, inputs, attention_output)
 
         ff = self.ff_output(self.ff_hidden(x))
         ff = self.ff_dropout(ff, training=training)
-        outputs = self.ff_layer_norm(x + ff)
+        outputs = self._add_and_norm(self.ff_layer_norm, x, ff)
         if return_attention_scores:
             return outputs, scores
         return outputs

@@ -26,9 +26,104 @@ __all__ = ["Encoder", "HuggingFaceEncoder", "TransformerEncoder", "masked_mean"]
 
 
 def masked_mean(sequence: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Mean of `sequence` `[batch, seq, hidden]` over the positions where `mask` is set."""
-    mask = tf.cast(mask, sequence.dtype)[:, :, None]
-    return tf.reduce_sum(sequence * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), tf.cast(1, sequence.dtype))
+    """Mean of `sequence` `[batch, seq, hidden]` over the positions where `mask` is set, in the
+    dtype of `sequence` (summed in float32: a bfloat16 sum of a hundred vectors keeps 8 bits)."""
+    values = tf.cast(sequence, tf.float32)
+    mask = tf.cast(mask, tf.float32)[:, :, None]
+    mean = tf.reduce_sum(values * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+    return tf.cast(mean, sequence.dtype)
+
+
+# Hugging Face TF self-attention layers that are copies of BERT's ("Copied from
+# transformers.models.bert.modeling_tf_bert.TFBertSelfAttention"): the ones whose softmax
+# `HuggingFaceEncoder` moves to float32 under mixed precision.
+BERT_SELF_ATTENTION_CLASSES = frozenset(
+    f"TF{name}SelfAttention"
+    for name in "Bert Roberta RobertaPreLayerNorm XLMRoberta Camembert Electra LayoutLM RemBert Tapas".split()
+)
+
+
+class _Float32SoftmaxSelfAttention:
+    """Mixin over a BERT-copy TF self-attention layer (`BERT_SELF_ATTENTION_CLASSES`): the same
+    computation, but the attention softmax and dropout in float32, and the attention
+    probabilities it returns float32 (those of the softmax, before attention dropout).
+
+    Transformers computes it in the compute dtype: under mixed_float16, scores past 65504
+    overflow to inf and the softmax to NaN, and under mixed_bfloat16 each probability keeps 8
+    bits, so a row sums to 1 only within about 0.4%. Cross-attention and decoder use (cached
+    keys and values) go to transformers' own code."""
+
+    def call(
+        self,
+        hidden_states,
+        attention_mask,
+        head_mask,
+        encoder_hidden_states,
+        encoder_attention_mask,
+        past_key_value,
+        output_attentions,
+        training=False,
+    ):
+        if encoder_hidden_states is not None or past_key_value is not None or self.is_decoder:
+            return super().call(
+                hidden_states,
+                attention_mask,
+                head_mask,
+                encoder_hidden_states,
+                encoder_attention_mask,
+                past_key_value,
+                output_attentions,
+                training=training,
+            )
+        from transformers.tf_utils import stable_softmax
+
+        batch_size = tf.shape(hidden_states)[0]
+        query = self.transpose_for_scores(self.query(inputs=hidden_states), batch_size)
+        key = self.transpose_for_scores(self.key(inputs=hidden_states), batch_size)
+        value = self.transpose_for_scores(self.value(inputs=hidden_states), batch_size)
+        if query.dtype == tf.float16:
+            # Scores past float16's 65504 would be inf before the softmax could see them.
+            query, key = tf.cast(query, tf.float32), tf.cast(key, tf.float32)
+        scores = tf.cast(tf.matmul(query, key, transpose_b=True), tf.float32) / self.sqrt_att_head_size
+        if attention_mask is not None:
+            scores = scores + tf.cast(attention_mask, tf.float32)
+        # transformers' softmax (a workaround of an XLA CPU bug), on float32 scores.
+        probabilities = stable_softmax(logits=scores, axis=-1)
+        dropped = probabilities
+        if training and self.dropout.rate > 0:
+            # On the float32 probabilities, so not through the Keras layer, which would cast them
+            # to the compute dtype first (and TensorFlow's CPU dropout is slower in bfloat16).
+            dropped = tf.nn.dropout(probabilities, rate=self.dropout.rate)
+        if head_mask is not None:
+            dropped = dropped * tf.cast(head_mask, dropped.dtype)
+        attention_output = tf.matmul(tf.cast(dropped, value.dtype), value)
+        attention_output = tf.transpose(attention_output, perm=[0, 2, 1, 3])
+        attention_output = tf.reshape(attention_output, (batch_size, -1, self.all_head_size))
+        return (attention_output, probabilities) if output_attentions else (attention_output,)
+
+
+_FLOAT32_SOFTMAX_CLASSES = {}
+
+
+def float32_attention_softmax(backbone) -> int:
+    """Give every BERT-copy self-attention layer of a transformers TF `backbone` that computes
+    in 16 bits (built under a mixed precision policy) its softmax and attention dropout in
+    float32 (`_Float32SoftmaxSelfAttention`), in place; returns how many layers were changed.
+    Layers computing in float32 keep transformers' code, bit for bit."""
+    changed = 0
+    for layer in backbone._flatten_layers(include_self=False, recursive=True):
+        cls = type(layer)
+        if cls.__name__ not in BERT_SELF_ATTENTION_CLASSES or isinstance(layer, _Float32SoftmaxSelfAttention):
+            continue
+        if tf.as_dtype(layer.compute_dtype) == tf.float32:
+            continue
+        if cls not in _FLOAT32_SOFTMAX_CLASSES:
+            bases = (_Float32SoftmaxSelfAttention, cls)
+            _FLOAT32_SOFTMAX_CLASSES[cls] = type(f"Float32Softmax{cls.__name__}", bases, {})
+        # Only the class changes: the layer keeps its weights, names and checkpoint keys.
+        layer.__class__ = _FLOAT32_SOFTMAX_CLASSES[cls]
+        changed += 1
+    return changed
 
 
 class Encoder(keras.layers.Layer):
@@ -176,6 +271,12 @@ class HuggingFaceEncoder(Encoder):
             saved model is rebuilt before its trained weights are loaded, with no download).
 
     Build one from a hub name or a checkpoint folder with `HuggingFaceEncoder.from_pretrained`.
+
+    Under a mixed precision policy (set before the backbone is built), the attention softmax of
+    BERT-family backbones (`BERT_SELF_ATTENTION_CLASSES`) is computed in float32 and their
+    `attention_scores` are float32 (`float32_attention_softmax`); their layer norms already
+    compute in float32 (Keras casts 16-bit inputs up when epsilon is below 1e-5, as BERT's
+    1e-12 is).
     """
 
     def __init__(self, backbone=None, hf_config=None, **kwargs):
@@ -187,6 +288,7 @@ class HuggingFaceEncoder(Encoder):
 
             hf_config = dict(hf_config)
             backbone = TFAutoModel.from_config(AutoConfig.for_model(hf_config.pop("model_type"), **hf_config))
+        float32_attention_softmax(backbone)
         self.backbone = backbone
         self._pooler_used = True
 

@@ -105,6 +105,23 @@ class TaskModel(keras.Model):
         """The task head: from the encoder's outputs to the logits."""
         raise NotImplementedError
 
+    # Whether the head reads one tensor per example that a frozen encoder's outputs determine
+    # (`head_inputs`), so that a frozen phase can compute it once and train the head on it alone
+    # (`tfattn.tasks.frozen`).
+    head_inputs_cacheable = False
+
+    def head_inputs(self, features: dict, encoder_outputs: dict) -> tf.Tensor:
+        """What the head reads of the encoder's outputs (e.g. the pooled vector of each text)."""
+        raise NotImplementedError(f"{type(self).__name__} has no cacheable head inputs")
+
+    def logits_from_head_inputs(self, head_inputs: tf.Tensor, training=None) -> tf.Tensor:
+        """The head alone: from `head_inputs` to the logits."""
+        raise NotImplementedError(f"{type(self).__name__} has no cacheable head inputs")
+
+    def head_layers(self) -> list:
+        """The layers whose weights the head trains (all of them sit after the encoder)."""
+        return [self.head]
+
     def attention(self, texts: str | Sequence[str], batch_size: int = 32) -> list[TextAttention]:
         """Every layer's attention for each text, padding removed: a list of `TextAttention`."""
         if isinstance(texts, str):
@@ -179,14 +196,21 @@ class TextClassifier(TaskModel):
         self.num_classes = int(num_classes)
         self.head = keras.layers.Dense(self.num_classes, kernel_initializer=encoder.head_initializer(), name="logits")
 
+    head_inputs_cacheable = True
+
     def head_logits(self, features, encoder_outputs, training=None):
+        return self.logits_from_head_inputs(self.head_inputs(features, encoder_outputs), training)
+
+    def head_inputs(self, features, encoder_outputs):
+        """The pooled vector of each text, `[batch, hidden]`."""
         if self.pooling == "pooled":
-            vector = encoder_outputs["pooled_output"]
-        elif self.pooling == "cls":
-            vector = encoder_outputs["sequence_output"][:, 0]
-        else:
-            vector = masked_mean(encoder_outputs["sequence_output"], features["input_mask"])
-        return self.head(self.dropout(vector, training=training))
+            return encoder_outputs["pooled_output"]
+        if self.pooling == "cls":
+            return encoder_outputs["sequence_output"][:, 0]
+        return masked_mean(encoder_outputs["sequence_output"], features["input_mask"])
+
+    def logits_from_head_inputs(self, head_inputs, training=None):
+        return self.head(self.dropout(head_inputs, training=training))
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Class probabilities `[len(texts), num_classes]` of raw strings, in input order."""

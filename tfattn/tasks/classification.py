@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.data import TextExamples
-from tfattn.data.pipelines import make_dataset
+from tfattn.data.pipelines import JIT_LENGTH_MULTIPLE, make_dataset
 from tfattn.evaluation import ClassificationReport, classification_metrics, write_evaluation
 from tfattn.models import TextClassifier
 from tfattn.tasks.config import load_splits, load_validation_examples
@@ -134,7 +134,9 @@ class ClassificationTask:
 
     def validation(self, family, examples):
         features, labels = self.encode(family, examples, "validation")
-        return Validation(data=make_dataset(features, labels, self.config.batch_size))
+        # Evaluation is jit-compiled too under --jit-compile: as few batch shapes as training.
+        pad_to_multiple = JIT_LENGTH_MULTIPLE if self.config.jit_compile else None
+        return Validation(data=make_dataset(features, labels, self.config.batch_size, pad_to_multiple=pad_to_multiple))
 
     def build_model(self, preprocessor, encoder, label_names):
         return TextClassifier(

@@ -14,6 +14,7 @@ encoder: `ScratchFamily` (a vocabulary learned from the training texts + tfattn'
 `PretrainedFamily` (a Hugging Face BERT) and `HubFamily` (a TF-Hub preprocess + encoder pair).
 A run trains in one or more *phases*: TF-Hub models first train their head on a frozen encoder,
 then fine-tune everything, each phase compiled afresh with its own AdamW + warmup schedule.
+A frozen phase trains the head alone on the encoder's outputs, computed once (`tfattn.tasks.frozen`).
 """
 
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tf_keras as keras
 
-from tfattn.data.pipelines import count_batches, make_dataset, warn_about_texts
+from tfattn.data.pipelines import JIT_LENGTH_MULTIPLE, count_batches, make_dataset, warn_about_texts
 from tfattn.models import (
     HubEncoder,
     HubPreprocessor,
@@ -35,6 +36,13 @@ from tfattn.models import (
 from tfattn.models.wordpiece import BertPreprocessor, learn_wordpiece_vocabulary
 from tfattn.optimization import create_optimizer
 from tfattn.tasks.config import FROZEN_LEARNING_RATE, TrainConfig
+from tfattn.tasks.frozen import (
+    HEAD_STEPS_PER_EXECUTION,
+    FinishedCachedPhase,
+    HeadModel,
+    cached_phase_data,
+    can_cache,
+)
 from tfattn.tasks.runs import MODEL_DIR, load_run_model, write_labels
 from tfattn.training import (
     EpochOrder,
@@ -44,6 +52,7 @@ from tfattn.training import (
     get_strategy,
     is_resuming,
     mark_trained,
+    phase_finished,
     standard_callbacks,
     start_run,
 )
@@ -264,8 +273,13 @@ def training_order(config, task, family, train_split):
     if config.stream:
         return task.stream_order(family, train_split)
     features, labels = task.encode(family, train_split, "training")
-    data = make_dataset(features, labels, config.batch_size, shuffle=True, seed=config.seed)
-    return EpochOrder(data, count_batches(data))
+    # XLA compiles a program per batch shape: under --jit-compile, batches are padded to
+    # multiples of JIT_LENGTH_MULTIPLE tokens, a handful of shapes instead of one per length.
+    pad_to_multiple = JIT_LENGTH_MULTIPLE if config.jit_compile else None
+    data = make_dataset(
+        features, labels, config.batch_size, shuffle=True, seed=config.seed, pad_to_multiple=pad_to_multiple
+    )
+    return EpochOrder(data, count_batches(data), examples=(features, labels))
 
 
 def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (), overwrite: bool = False):
@@ -331,21 +345,32 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
             model.unfreeze_encoder()
         else:
             model.freeze_encoder()
+        fit_model, fit_order, validation_data = model, order, validation.data
+        if not phase.trainable and can_cache(config, model):
+            # The head trains alone on the frozen encoder's outputs, computed once (tfattn.tasks.frozen).
+            fit_model = HeadModel(model)
+            if phase_finished(run_dir, phase.name):
+                fit_order, validation_data = FinishedCachedPhase(), None  # its weights are only loaded
+            else:
+                fit_order, validation_data = cached_phase_data(model, config, run_dir, order, validation)
         with strategy.scope():
-            model.compile(
+            fit_model.compile(
                 optimizer=create_optimizer(
                     phase.learning_rate,
-                    order.batches_per_epoch * phase.epochs,
+                    fit_order.batches_per_epoch * phase.epochs,
                     warmup_fraction=config.warmup_fraction,
                     weight_decay=config.weight_decay,
                 ),
                 loss=task.loss(),
                 metrics=task.metrics(len(label_names)),
                 jit_compile=config.jit_compile,
+                # A head step on cached vectors takes about a millisecond, less than the per-batch
+                # callbacks: run many per call (callbacks then see every 50th batch).
+                steps_per_execution=HEAD_STEPS_PER_EXECUTION if fit_model is not model else 1,
             )
         trained = fit_phase(
-            model,
-            order,
+            fit_model,
+            fit_order,
             run_dir,
             phase.name,
             first_epoch,
@@ -353,7 +378,7 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
             callbacks=standard_callbacks(
                 run_dir,
                 len(train_split),
-                order.batches_per_epoch,
+                fit_order.batches_per_epoch,
                 config.batch_size,
                 patience=config.patience,
                 monitor=task.monitor,
@@ -363,7 +388,7 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
                 validation_callback=validation.callback,
             )
             + list(callbacks),
-            validation_data=validation.data,
+            validation_data=validation_data,
             verbose=fit_verbosity(),
         )
         if not trained:
