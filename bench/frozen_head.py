@@ -174,7 +174,9 @@ def main():
                 "float32_matmul_gflops_per_second": round(peak, 1),
                 "uncached_fraction_of_float32_peak": round(achieved / peak, 3),
                 "run_seconds_total": round(total_seconds, 1),
-                "config": {k: getattr(resolved, k) for k in ("epochs", "learning_rate", "batch_size", "dropout", "patience")},
+                "config": {
+                    k: getattr(resolved, k) for k in ("epochs", "learning_rate", "batch_size", "dropout", "patience")
+                },
             }
             print(json.dumps({task: results[task]}, indent=2), flush=True)
             if args.keep_cache:

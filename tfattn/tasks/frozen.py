@@ -86,8 +86,13 @@ def compute_head_inputs(model, dataset, what, every_seconds=30.0):
         if now - last >= every_seconds:
             last = now
             of = f"/{total}" if total else ""
-            print(f"frozen encoder over the {what} texts: batch {batch + 1}{of}, {done / (now - start):.1f} texts/s", flush=True)
-    print(f"frozen encoder over {done} {what} texts: {time.perf_counter() - start:.1f} s (once; the head trains on them)")
+            print(
+                f"frozen encoder over the {what} texts: batch {batch + 1}{of}, {done / (now - start):.1f} texts/s",
+                flush=True,
+            )
+    print(
+        f"frozen encoder over {done} {what} texts: {time.perf_counter() - start:.1f} s (once; the head trains on them)"
+    )
     return np.concatenate(vectors), np.concatenate(labels)
 
 
