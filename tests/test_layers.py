@@ -176,6 +176,8 @@ def test_transformer_block_layer():
         call_kwargs={"return_attention_scores": True},
         # A key bias adds the same amount to every logit of a query row: softmax ignores it.
         weights_without_gradient=("key/bias",),
+        # The attention weights are float32 under mixed precision (a float32 softmax).
+        float32_outputs=("1",),
     )
 
 

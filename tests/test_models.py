@@ -186,6 +186,8 @@ def test_transformer_encoder_layer():
         expected_num_trainable_weights=2 + 16,
         call_kwargs={"output_attentions": True},
         weights_without_gradient=("key/bias",),
+        # The attention weights are float32 under mixed precision (a float32 softmax).
+        float32_outputs=("attention_scores",),
     )
     # Attention is only returned when asked for.
     assert sorted(encoder(ENCODER_FEATURES)) == ["pooled_output", "sequence_output"]
@@ -267,6 +269,8 @@ def _run_hugging_face_encoder_test(tiny_bert_dir, **checks):
         expected_output_shape=HF_SHAPES,
         expected_num_trainable_weights=HF_NUM_WEIGHTS,
         call_kwargs={"output_attentions": True},
+        # The attention weights are float32 under mixed precision (HuggingFaceEncoder's float32 softmax).
+        float32_outputs=("attention_scores",),
         **checks,
     )
 
