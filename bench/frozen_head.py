@@ -86,9 +86,10 @@ def uncached_epoch_seconds(run_dir, config, texts, labels, batches):
         metrics=["accuracy"],
     )
     tokenizer = load_tokenizer(config.backbone)
-    data = make_dataset(tokenize_texts(tokenizer, texts, config.max_length), labels, config.batch_size, shuffle=True)
+    features = tokenize_texts(tokenizer, texts, config.max_length)
+    data = make_dataset(features, labels, config.batch_size, shuffle=True)
     per_epoch = sum(1 for _ in data)
-    tokens = tokenize_texts(tokenizer, texts, config.max_length)["input_mask"].row_lengths().numpy()
+    tokens = features["input_mask"].row_lengths().numpy()
     data = data.repeat()
     model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
     start = time.perf_counter()

@@ -132,9 +132,8 @@ class _TokenClassifierModule(_ServingModule):
     def _tag_in_buckets(self, texts):
         """`tag_tokens` with the encoder run in length buckets; positions past a text's last
         token (padding) get probabilities and scores 0 and label id 0."""
-        encoded = self.model.preprocessor.encode_with_offsets(texts)
-        # The model's own features (with word shape ids when it reads them).
-        features = self.model.features(texts)
+        # One tokenization: the model's features (with word shape ids when it reads them) and the offsets.
+        features, encoded = self.model.encode_for_tagging(texts)
         logits = in_length_buckets(
             lambda bucket: self.model(bucket, training=False),
             features,
@@ -143,14 +142,7 @@ class _TokenClassifierModule(_ServingModule):
             per_token=True,
         )
         real = tf.cast(features["input_mask"], tf.float32)[:, :, None]
-        probabilities = tf.nn.softmax(logits) * real
-        return {
-            "probabilities": probabilities,
-            "label_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
-            "scores": tf.reduce_max(probabilities, axis=-1),
-            "offsets": encoded["offsets"],
-            "word_ids": encoded["word_ids"],
-        }
+        return self.model.tagged(tf.nn.softmax(logits) * real, encoded)
 
 
 def computing_in(model, dtype):

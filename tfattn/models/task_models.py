@@ -313,13 +313,22 @@ class TokenClassifier(TaskModel):
         serves): `probabilities` `[batch, seq, labels]`, `label_ids` and `scores` `[batch, seq]`,
         `offsets` `[batch, seq, 2]` (character start, end in each text; (0, 0) for special tokens
         and padding) and `word_ids` `[batch, seq]` (-1 outside words)."""
+        features, encoded = self.encode_for_tagging(texts)
+        return self.tagged(tf.nn.softmax(self(features, training=False)), encoded)
+
+    def encode_for_tagging(self, texts: tf.Tensor | Sequence[str]) -> tuple[dict, dict]:
+        """`(features, encoded)` of raw strings, tokenized once: the model's features and the
+        preprocessor's `encode_with_offsets` output (offsets, word ids)."""
         if not hasattr(self.preprocessor, "encode_with_offsets"):
             raise ValueError(
                 f"tagging raw text needs character offsets, which {type(self.preprocessor).__name__} does not give; "
                 "use a WordPiece (BERT-family) model"
             )
-        features, encoded = self._encode_with_offsets(texts)
-        probabilities = tf.nn.softmax(self(features, training=False))
+        return self._encode_with_offsets(texts)
+
+    @staticmethod
+    def tagged(probabilities: tf.Tensor, encoded: dict) -> dict[str, tf.Tensor]:
+        """`tag_tokens`' outputs from per-token `probabilities` and `encode_for_tagging`'s `encoded`."""
         return {
             "probabilities": probabilities,
             "label_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
