@@ -11,6 +11,9 @@ tfattn export-hub --from path/to/hf_bert --out hub/bert
 tfattn train agnews --hub-preprocess hub/bert/preprocess --hub-encoder hub/bert/encoder [--freeze-epochs 1]
 tfattn train ner --data conll2003/train.txt --backbone path/to/bert --run-dir runs/ner
 tfattn ner --run runs/ner "Dmitry flew from Moscow to Berlin."
+tfattn train translate --data spa_eng_train.tsv --validation-data spa_eng_valid.tsv --model rnn|transformer
+tfattn translate --run runs/translate "¿Dónde está la biblioteca?" [--beam 4 | --temperature 0.8 --top-p 0.9]
+tfattn evaluate --run runs/translate [--data pairs.tsv] [--beam 4]   (sacreBLEU and chrF)
 """
 
 import argparse
@@ -34,8 +37,15 @@ MAX_ATTENTION_FILES = 20
 def _field_choices():
     """Config fields that take one of a few words."""
     from tfattn.models import POOLINGS
+    from tfattn.tasks.translation import MODELS, SOURCE_COLUMNS
 
-    return {"pooling": POOLINGS, "positional": ("learned", "sinusoidal"), "tokenizer": TOKENIZERS}
+    return {
+        "pooling": POOLINGS,
+        "positional": ("learned", "sinusoidal"),
+        "tokenizer": TOKENIZERS,
+        "model": MODELS,
+        "source_column": SOURCE_COLUMNS,
+    }
 
 
 # Help for the config fields whose default (None) says nothing by itself.
@@ -73,6 +83,22 @@ FIELD_HELP = {
 }
 
 
+# Where a translation option means something else than the classifier option of the same name.
+TRANSLATION_HELP = {
+    "data": "sentence pairs: an Anki-format file (English TAB other language TAB attribution) or a two-column TSV",
+    "validation_data": "validation pairs, same format (default: --validation-fraction of --data, by target sentence)",
+    "limit": "train on the first this many pairs (smoke tests)",
+    "validation_limit": "validate (loss and BLEU) on the first this many pairs",
+    "embed_dim": "embedding size (default 256)",
+    "num_heads": "transformer: attention heads (default 4)",
+    "ff_dim": "transformer: feed-forward size (default 1024)",
+    "num_blocks": "transformer: blocks in the encoder and in the decoder (default 2)",
+    "units": "rnn: GRU and attention size (default 256)",
+    "learning_rate": "peak AdamW learning rate (default 1e-3 transformer, 3e-3 rnn)",
+    "time_budget": "stop training after this many seconds",
+}
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (the usage block would bury the message)."""
 
@@ -80,9 +106,11 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_config_arguments(parser, config_class, skip=()):
+def _add_config_arguments(parser, config_class, skip=(), field_help=None):
     """One `--option` per config field, typed from its default and range-checked as it is
-    parsed (`NUMERIC_OPTIONS`), so the CLI and the config dataclass cannot drift apart."""
+    parsed (`NUMERIC_OPTIONS`), so the CLI and the config dataclass cannot drift apart.
+    `field_help` overrides `FIELD_HELP` (the help of fields defaulting to None)."""
+    field_help = {**FIELD_HELP, **(field_help or {})}
     defaults = config_class()
     choices = _field_choices()
     optional_types = _optional_field_types(config_class)
@@ -93,13 +121,13 @@ def _add_config_arguments(parser, config_class, skip=()):
         default = getattr(defaults, field.name)
         if isinstance(default, bool) or optional_types.get(field.name) is bool:
             parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=FIELD_HELP.get(field.name)
+                flag, action=argparse.BooleanOptionalAction, default=default, help=field_help.get(field.name)
             )
             continue
         value_type = optional_types[field.name] if default is None else type(default)
         if field.name in NUMERIC_OPTIONS:
             value_type = _checked(field.name, NUMERIC_OPTIONS[field.name])
-        help_text = FIELD_HELP.get(field.name) if default is None else f"default: {default}"
+        help_text = field_help.get(field.name) if default is None else f"default: {default}"
         parser.add_argument(flag, type=value_type, default=default, choices=choices.get(field.name), help=help_text)
 
 
@@ -139,6 +167,11 @@ def _cmd_train(args):
     from tfattn.tasks.trainer import train
     from tfattn.workers import parse_worker_addresses, set_worker_cluster
 
+    if args.task == "translate":
+        from tfattn.tasks.translation import TranslationConfig, train_translation
+
+        train_translation(_config_from_args(TranslationConfig, args), overwrite=args.overwrite)
+        return
     if args.workers:
         # The launcher: this process is worker --worker-index of --workers (TF_CONFIG says so).
         if args.strategy not in ("default", "multiworker"):
@@ -171,10 +204,137 @@ def _cmd_ner(args):
         print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
 
 
+def _is_translation_run(run_dir):
+    """Whether `run_dir` holds a `tfattn train translate` run (its config says so)."""
+    config = Path(run_dir) / "config.json"
+    if not config.is_file():
+        return False
+    import json
+
+    return json.loads(config.read_text(encoding="utf-8")).get("task") == "translate"
+
+
+def _add_decoding_arguments(parser):
+    """The `tfattn.decoding.DecodingOptions` flags: greedy by default, --beam N, or sampling."""
+    parser.add_argument("--beam", type=_checked("beam", POSITIVE_INT), default=1, help="beam width (default 1: greedy)")
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="beam search: a hypothesis scores log p / length ** this (default 1.0; above 0 favours longer ones)",
+    )
+    parser.add_argument(
+        "--early-stopping",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="beam search: stop once --beam hypotheses have ended (default on)",
+    )
+    parser.add_argument("--sample", action="store_true", help="draw tokens at random (implied by the next three)")
+    parser.add_argument("--temperature", type=float, help="sampling: divide the logits by this (default 1.0)")
+    parser.add_argument("--top-k", type=_checked("top_k", POSITIVE_INT), help="sampling: only the k most likely tokens")
+    parser.add_argument(
+        "--top-p", type=float, help="sampling: only the most likely tokens whose probability reaches p (nucleus)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0: the same draws every run)")
+    parser.add_argument(
+        "--max-length",
+        type=_checked("max_length", POSITIVE_INT),
+        help="most tokens generated per sentence (default: the model's longest target)",
+    )
+
+
+def _decoding_options(args):
+    """`DecodingOptions` keywords from `_add_decoding_arguments`' flags."""
+    sample = args.sample or any(value is not None for value in (args.temperature, args.top_k, args.top_p))
+    if sample and args.beam > 1:
+        raise ValueError("choose --beam or sampling (--sample, --temperature, --top-k, --top-p), not both")
+    options = {
+        "beam_width": args.beam,
+        "length_penalty": args.length_penalty,
+        "early_stopping": args.early_stopping,
+        "max_length": args.max_length,
+        "sample": sample,
+        "seed": args.seed,
+    }
+    for name in ("temperature", "top_k", "top_p"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    from tfattn.decoding import DecodingOptions
+
+    DecodingOptions(**options)  # checks the values, naming the option
+    return options
+
+
+def _evaluate_translation(args):
+    """`tfattn evaluate` of a translation run: sacreBLEU and chrF of its translations of --data
+    (default: the run's validation pairs), written beside the run as JSON plus the translations."""
+    from tfattn.data.translation import read_translation_pairs
+    from tfattn.tasks.translation import evaluate_translations, load_run_translator, read_run_config, validation_pairs
+    from tfattn.training import write_json
+
+    config = read_run_config(args.run)
+    model = load_run_translator(args.run)
+    pairs = read_translation_pairs(args.data, config.source_column) if args.data else validation_pairs(config)
+    options = _decoding_options(args)
+    result = evaluate_translations(model, pairs, **options)
+    prefix = args.prefix or ("test" if args.data else "validation")
+    strategy = "beam" if options["beam_width"] > 1 else "sample" if options["sample"] else "greedy"
+    scores = {key: result[key] for key in ("bleu", "chrf", "sentences", "seconds")}
+    path = write_json(
+        Path(args.run) / f"{prefix}_{strategy}_scores.json", {"data": pairs.path, "decoding": options, **scores}
+    )
+    translations = Path(args.run) / f"{prefix}_{strategy}_translations.txt"
+    translations.write_text("".join(line + "\n" for line in result["translations"]), encoding="utf-8")
+    print(
+        f"BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  ({scores['sentences']} pairs, {strategy}, "
+        f"{scores['sentences'] / max(result['seconds'], 1e-9):.1f} sentences/s)"
+    )
+    print(f"wrote {path}, {translations}")
+
+
+def _cmd_translate(args):
+    texts = _texts_from(args)
+    options = _decoding_options(args)
+    if args.run:
+        from tfattn.tasks.translation import load_run_translator
+
+        model = load_run_translator(args.run)
+        translations = model.translate(texts, **options)
+    else:
+        from tfattn.models.hf_seq2seq import HuggingFaceSeq2Seq
+
+        model = HuggingFaceSeq2Seq.from_pretrained(args.model)
+        translations = model.translate(texts, prefix=args.prefix, **options)
+    for translation in translations:
+        print(translation)
+
+
+def _translation_attention(args, texts):
+    """`tfattn attention` of a translation run: the cross-attention of each translation, source
+    pieces x generated pieces, as a PNG (one panel per layer)."""
+    from tfattn.plotting import plot_alignment
+    from tfattn.tasks.translation import alignment, load_run_translator
+
+    if args.html or args.compare or args.pair:
+        raise ValueError(
+            "a translation run draws its alignment as a PNG (--out); --html, --compare, --pair do not apply"
+        )
+    model = load_run_translator(args.run)
+    out = args.out or "attention.png"
+    for index, text in enumerate(texts):
+        translation, source_tokens, target_tokens, attention = alignment(model, text)
+        title = f"{text[:60]} -> {translation[:60]}"
+        path = plot_alignment(attention, source_tokens, target_tokens, _numbered(out, index, len(texts)), title=title)
+        print(f"{translation}\nwrote {path}")
+
+
 def _cmd_evaluate(args):
     from tfattn.tasks.config import TrainConfig
     from tfattn.tasks.runs import load_run
 
+    if _is_translation_run(args.run):
+        _evaluate_translation(args)
+        return
     model, label_names, config = load_run(args.run)
     config = TrainConfig.from_dict(config)
     prefix = args.prefix or ("test" if args.data else "validation")
@@ -235,6 +395,9 @@ def _cmd_attention(args):
             f"{len(texts)} texts would write {len(texts)} files (one per text); pass --limit N to draw the first N "
             f"(up to {MAX_ATTENTION_FILES} are drawn without it)"
         )
+    if _is_translation_run(args.run):
+        _translation_attention(args, texts)
+        return
     png = args.out or (None if args.html else "attention.png")  # the page alone when only --html is given
     runs = [load_run(args.run)] + ([load_run(args.compare)] if args.compare else [])
     names = [Path(args.run).name] + ([Path(args.compare).name] if args.compare else [])
@@ -289,6 +452,15 @@ def _cmd_export(args):
     from tfattn.models import TokenClassifier
     from tfattn.tasks.runs import load_run
 
+    if _is_translation_run(args.run):
+        from tfattn.decoding import DecodingOptions
+        from tfattn.tasks.translation import load_run_translator
+        from tfattn.translation_export import export_translator
+
+        options = DecodingOptions(**_decoding_options(args))
+        path = export_translator(load_run_translator(args.run), args.out, options=options, overwrite=args.overwrite)
+        print(f"exported SavedModel to {path} (signature serving_default: texts -> translations, cross_attention)")
+        return
     model, label_names, _ = load_run(args.run)
     path = export_model(
         model, label_names, args.out, overwrite=args.overwrite, bucket_rows=args.bucket_rows, dtype=args.dtype
@@ -317,6 +489,7 @@ def build_parser():
     # Imported here, once TensorFlow has started quietly (see `main`).
     from tfattn.ner import AGGREGATION_STRATEGIES
     from tfattn.tasks.config import TASKS, TrainConfig
+    from tfattn.tasks.translation import TranslationConfig
     from tfattn.training import STRATEGIES
 
     parser = OneLineErrorParser(prog="tfattn", description=__doc__.split("\n")[0])
@@ -357,13 +530,41 @@ def build_parser():
             help="this worker's place in --workers (0: the chief, which writes the run folder)",
         )
         sub.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    translate_task = tasks.add_parser(
+        "translate",
+        help="Translation of sentence pairs",
+        description="Translation. --data: sentence pairs, an Anki-format file (spa.txt, rus.txt: English, the "
+        "translation, attribution) or a two-column TSV; --source-column says which column is translated (default 2: "
+        "into English). --model transformer (encoder-decoder) or rnn (bidirectional GRU + GRU with additive "
+        "attention). Subword vocabularies are learned from the training pairs.",
+    )
+    _add_config_arguments(translate_task, TranslationConfig, skip=("task", "run_dir"), field_help=TRANSLATION_HELP)
+    translate_task.add_argument("--run-dir", default="runs/translate", help="run folder (default runs/translate)")
+    translate_task.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     train.set_defaults(func=_cmd_train)
+
+    translate = commands.add_parser(
+        "translate", help="translate texts with a translation run or a Hugging Face seq2seq model"
+    )
+    source = translate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a run folder written by 'tfattn train translate'")
+    source.add_argument(
+        "--model", help="a Hugging Face TF encoder-decoder (TFAutoModelForSeq2SeqLM): hub name or local folder"
+    )
+    translate.add_argument("texts", nargs="*", help="texts (or use --file)")
+    translate.add_argument("--file", help="a UTF-8 file with one text per line")
+    translate.add_argument(
+        "--prefix", default="", help="--model: text put before each input (T5: 'translate English to German: ')"
+    )
+    _add_decoding_arguments(translate)
+    translate.set_defaults(func=_cmd_translate)
 
     run_help = "a run folder written by 'tfattn train'"
     evaluate = commands.add_parser("evaluate", help="accuracy, macro-F1, report and confusion matrix")
     evaluate.add_argument("--run", required=True, help=run_help)
     evaluate.add_argument("--data", help="evaluate on this whole file (default: the run's validation split)")
     evaluate.add_argument("--prefix", help="file name prefix of the written report")
+    _add_decoding_arguments(evaluate.add_argument_group("translation runs: decoding"))
     evaluate.set_defaults(func=_cmd_evaluate)
 
     for name, func, help_text in (
@@ -443,6 +644,7 @@ def build_parser():
         help="compute the served model in bfloat16 (mixed precision: float32 weights; faster on CPUs with "
         "bfloat16 instructions, probabilities within about 1e-2)",
     )
+    _add_decoding_arguments(export.add_argument_group("translation runs: decoding the export serves"))
     export.set_defaults(func=_cmd_export)
 
     export_hub = commands.add_parser(

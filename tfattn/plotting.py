@@ -112,22 +112,62 @@ def _save_grid(panels, tokens, path, title, max_tokens):
         for ax, (matrix, subtitle) in zip(row_axes, row_panels):
             image = _draw_heatmap(ax, matrix, tokens, subtitle, vmax)
     figure.colorbar(image, ax=axes, shrink=min(1.0, 0.9 / rows + 0.1), label="attention weight")
+    return _save_figure(figure, title, path)
+
+
+def _save_figure(figure, title, path):
+    """Title `figure` (when `title`), write it as a PNG to `path` (folders created); the path."""
     if title:
         figure.suptitle(title)
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     return path
 
 
-def _draw_heatmap(ax, matrix, tokens, subtitle, vmax):
-    """One head's `[query, key]` matrix on `ax`, queries down the side and keys along the bottom."""
+def _draw_heatmap(ax, matrix, tokens, subtitle, vmax, row_tokens=None, labels=("key", "query")):
+    """One head's `[query, key]` matrix on `ax`, queries (`row_tokens`, default `tokens`) down the
+    side and keys (`tokens`) along the bottom; `labels` names the two axes (x, y)."""
+    row_tokens = tokens if row_tokens is None else row_tokens
     image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest")
-    ticks = np.arange(len(tokens))
-    ax.set_xticks(ticks, labels=tokens, rotation=90, fontsize=7)
-    ax.set_yticks(ticks, labels=tokens, fontsize=7)
-    ax.set_xlabel("key")
-    ax.set_ylabel("query")
+    ax.set_xticks(np.arange(len(tokens)), labels=tokens, rotation=90, fontsize=7)
+    ax.set_yticks(np.arange(len(row_tokens)), labels=row_tokens, fontsize=7)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
     ax.set_title(subtitle, fontsize=9)
     return image
+
+
+def plot_alignment(attention, source_tokens, target_tokens, path, title=None):
+    """Draw a translation's cross-attention, source tokens along the bottom and generated target
+    tokens down the side (the alignment plot of Bahdanau et al.): one panel per layer, averaged
+    over its heads.
+
+    Args:
+        attention: array `[num_layers, num_heads, target_len, source_len]`.
+        source_tokens, target_tokens: the token strings of both sides.
+        path: where to write the PNG.
+        title: figure title.
+
+    Returns:
+        The written path.
+    """
+    attention = np.asarray(attention, dtype=np.float32)
+    if attention.ndim != 4 or attention.shape[2:] != (len(target_tokens), len(source_tokens)):
+        raise ValueError(
+            f"attention must be [layers, heads, {len(target_tokens)} target, {len(source_tokens)} source tokens], "
+            f"got shape {attention.shape}"
+        )
+    layers = attention.mean(axis=1)
+    width = max(_MIN_PANEL_INCHES, _INCHES_PER_TOKEN * len(source_tokens) + _PANEL_MARGIN_INCHES)
+    height = max(_MIN_PANEL_INCHES, _INCHES_PER_TOKEN * len(target_tokens) + _PANEL_MARGIN_INCHES)
+    figure = Figure(figsize=(width * len(layers) + 1.0, height + 0.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(layers), squeeze=False)[0]
+    for index, (ax, matrix) in enumerate(zip(axes, layers)):
+        subtitle = f"layer {index}, mean of {attention.shape[1]} heads" if attention.shape[1] > 1 else f"layer {index}"
+        image = _draw_heatmap(
+            ax, matrix, list(source_tokens), subtitle, 1.0, row_tokens=list(target_tokens), labels=("source", "output")
+        )
+    figure.colorbar(image, ax=axes, shrink=0.9, label="attention weight")
+    return _save_figure(figure, title, path)

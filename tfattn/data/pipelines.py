@@ -54,16 +54,20 @@ def width_bucket_boundaries(longest, width):
     return list(range(int(width) + 1, int(longest) + 1, int(width)))
 
 
+# The feature that holds a batch's token ids (what bucketing measures), by model family.
+TOKEN_ID_FEATURES = ("input_ids", "input_word_ids", "source_ids")
+
+
 def _to_dense(row):
     return row.to_tensor() if isinstance(row, tf.RaggedTensor) else row
 
 
 def _token_ids(features):
     """The token ids among `features`: the tensor itself, or a dict's `input_ids` (Hugging Face
-    names) or `input_word_ids` (TF-Hub names)."""
+    names), `input_word_ids` (TF-Hub names) or `source_ids` (a translator's source sentence)."""
     if not isinstance(features, dict):
         return features
-    return features["input_ids"] if "input_ids" in features else features["input_word_ids"]
+    return next(features[name] for name in TOKEN_ID_FEATURES if name in features)
 
 
 def _sequence_length(features):

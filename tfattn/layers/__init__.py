@@ -1,5 +1,6 @@
 """Transformer building blocks as tf-keras layers (registered for deserialization as "tfattn>...")."""
 
+from tfattn.layers.seq2seq import AdditiveAttention, BahdanauAttention, TransformerDecoderBlock
 from tfattn.layers.transformer import (
     FitTokenIds,
     HashedBigramEmbedding,
@@ -10,6 +11,9 @@ from tfattn.layers.transformer import (
 )
 
 __all__ = [
+    "AdditiveAttention",
+    "BahdanauAttention",
+    "TransformerDecoderBlock",
     "FitTokenIds",
     "HashedBigramEmbedding",
     "TokenAndPositionEmbedding",

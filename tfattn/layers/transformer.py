@@ -186,19 +186,21 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             self.position_embeddings = tf.constant(sinusoidal_position_encoding(self.max_length, self.embed_dim))
         super().build(input_shape)
 
-    def call(self, token_ids):
+    def call(self, token_ids, start_position=0):
+        """`token_ids` `[batch, length]`; `start_position` is the position of the first column (a
+        decoder fed one new token per step gives the step number)."""
         token_ids = tf.cast(token_ids, tf.int32)
-        length = tf.shape(token_ids)[-1]
+        end = start_position + tf.shape(token_ids)[-1]
         tf.debugging.assert_less_equal(
-            length,
+            end,
             self.max_length,
             message=f"{self.name}: input is longer than max_length={self.max_length}; truncate it",
         )
         tokens = tf.gather(self.token_embeddings, token_ids)
-        positions = tf.cast(self.position_embeddings[:length], tokens.dtype)
+        positions = tf.cast(self.position_embeddings[start_position:end], tokens.dtype)
         return tokens + positions
 
-    def compute_mask(self, token_ids, mask=None):
+    def compute_mask(self, token_ids, mask=None, start_position=0):
         if not self.mask_zero:
             return None
         return tf.not_equal(token_ids, 0)

@@ -1,0 +1,165 @@
+"""Translation end to end: decoding strategies on both translators, and the `tfattn` commands
+(train translate, translate, evaluate, attention, export) on a slice of the Tatoeba pairs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfattn.cli import main
+from tfattn.data.translation import read_translation_pairs
+from tfattn.decoding import DecodingOptions, decode, filter_logits
+from tfattn.models.translation import (
+    RnnTranslator,
+    TransformerTranslator,
+    TranslationPreprocessor,
+    build_sample,
+    load_translator,
+    save_translator,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "translation"
+TINY = {
+    "transformer": (TransformerTranslator, {"embed_dim": 16, "num_heads": 2, "ff_dim": 32, "num_blocks": 2}),
+    "rnn": (RnnTranslator, {"embed_dim": 16, "units": 16}),
+}
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return read_translation_pairs(DATA / "spa_eng_valid.tsv", limit=300)
+
+
+@pytest.fixture(scope="module")
+def preprocessor(pairs):
+    # Seeded before the vocabularies exist: reseeding TensorFlow later drops tensorflow_text's
+    # SentencePiece resources (tensorflow_text's kernel-owned resources do not survive it).
+    tf.random.set_seed(0)
+    return TranslationPreprocessor.learn(pairs.sources, pairs.targets, vocab_size=120)
+
+
+@pytest.fixture(scope="module", params=sorted(TINY))
+def model(request, preprocessor):
+    cls, kwargs = TINY[request.param]
+    return build_sample(cls(preprocessor, **kwargs))
+
+
+def _ids(model, options, pairs, count=6):
+    return decode(model, model.preprocessor.pad_sources(pairs.sources[:count]), options)
+
+
+def test_beam_width_one_and_top_k_one_equal_greedy(model, pairs):
+    greedy = _ids(model, DecodingOptions(max_length=12), pairs)
+    beam_one = _ids(model, DecodingOptions(max_length=12, beam_width=1), pairs)
+    top_k_one = _ids(model, DecodingOptions(max_length=12, sample=True, top_k=1, seed=5), pairs)
+    np.testing.assert_array_equal(greedy.token_ids, beam_one.token_ids)
+    np.testing.assert_array_equal(greedy.token_ids, top_k_one.token_ids)
+    np.testing.assert_allclose(greedy.scores, top_k_one.scores, rtol=1e-6)
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ(model, pairs):
+    options = DecodingOptions(max_length=12, sample=True, temperature=1.5, top_p=0.95, seed=7)
+    first, again = _ids(model, options, pairs), _ids(model, options, pairs)
+    np.testing.assert_array_equal(first.token_ids, again.token_ids)
+    other = _ids(model, DecodingOptions(max_length=12, sample=True, temperature=1.5, top_p=0.95, seed=8), pairs)
+    assert not np.array_equal(first.token_ids, other.token_ids)
+
+
+def test_cache_and_no_cache_decode_the_same(model, pairs):
+    for width in (1, 3):
+        cached = _ids(model, DecodingOptions(max_length=10, beam_width=width, return_attention=True), pairs)
+        uncached = _ids(model, DecodingOptions(max_length=10, beam_width=width, use_cache=False), pairs)
+        np.testing.assert_array_equal(cached.token_ids, uncached.token_ids)
+        np.testing.assert_allclose(cached.scores, uncached.scores, rtol=1e-5)
+        layers, heads = model.attention_shape()
+        assert cached.cross_attention.shape[2:4] == (layers, heads)
+
+
+def test_min_length_forbids_an_early_end(model, pairs):
+    decoded = _ids(model, DecodingOptions(max_length=9, min_length=9), pairs)
+    assert decoded.token_ids.shape[1] == 9
+    assert not np.any(decoded.token_ids.numpy()[:, :8] == model.eos_id)
+
+
+def test_teacher_forcing_and_step_decoding_give_the_same_logits(model, pairs):
+    preprocessor = model.preprocessor
+    source = preprocessor.pad_sources(pairs.sources[:3])
+    target_ids = preprocessor.encode_targets(pairs.targets[:3])[0].to_tensor()
+    forced = model({"source_ids": source, "target_ids": target_ids})
+    state = model.encode(source)
+    cache = model.start_cache(state)
+    for step in range(target_ids.shape[1]):
+        logits, cache, _ = model.decode_step(target_ids[:, step], step, state, cache)
+        np.testing.assert_allclose(logits, forced[:, step], atol=1e-4)
+
+
+def test_save_and_load_give_the_same_translations(model, pairs, tmp_path):
+    loaded = load_translator(save_translator(model, tmp_path / "model"))
+    texts = pairs.sources[:5]
+    assert loaded.translate(texts, max_length=8) == model.translate(texts, max_length=8)
+
+
+def test_nucleus_keeps_the_smallest_set_reaching_top_p():
+    logits = tf.math.log(tf.constant([[0.5, 0.3, 0.15, 0.05]]))
+    kept = np.isfinite(filter_logits(logits, top_p=0.8).numpy())
+    np.testing.assert_array_equal(kept, [[True, True, False, False]])
+    kept = np.isfinite(filter_logits(logits, top_k=3, top_p=0.99).numpy())
+    np.testing.assert_array_equal(kept, [[True, True, True, False]])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"beam_width": 0}, "beam_width must be at least 1"),
+        ({"top_p": 0}, "top_p must be in (0, 1]"),
+        ({"temperature": 0}, "temperature must be above 0"),
+        ({"beam_width": 2, "sample": True}, "not both"),
+    ],
+)
+def test_bad_decoding_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        DecodingOptions(**options)
+
+
+SMALL = ["--vocab-size", "200", "--embed-dim", "16", "--batch-size", "32", "--limit", "400"]
+
+
+@pytest.fixture(scope="module")
+def translation_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "translate"
+    argv = ["train", "translate", "--data", str(DATA / "spa_eng_train.tsv"), "--run-dir", str(run_dir)]
+    argv += ["--validation-data", str(DATA / "spa_eng_valid.tsv"), "--validation-limit", "40"]
+    argv += ["--model", "rnn", "--units", "16", "--epochs", "1"] + SMALL
+    assert main(argv) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_cli_trains_translates_evaluates_plots_and_exports(translation_run, tmp_path, capsys):
+    scores = json.loads((translation_run / "validation_scores.json").read_text())
+    assert scores["sentences"] == 40 and 0 <= scores["bleu"] <= 100
+    capsys.readouterr()
+    assert main(["translate", "--run", str(translation_run), "Hola.", "¿Dónde está la biblioteca?", "--beam", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["evaluate", "--run", str(translation_run), "--beam", "2"]) == 0
+    beam = json.loads((translation_run / "validation_beam_scores.json").read_text())
+    assert beam["sentences"] == 40 and beam["decoding"]["beam_width"] == 2
+    assert len((translation_run / "validation_beam_translations.txt").read_text().splitlines()) == 40
+    png = tmp_path / "alignment.png"
+    assert main(["attention", "--run", str(translation_run), "Hola.", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    export = tmp_path / "export"
+    assert main(["export", "--run", str(translation_run), "--out", str(export)]) == 0
+    assert (export / "saved_model.pb").is_file()
+
+
+@pytest.mark.slow
+def test_cli_refuses_sampling_with_beam_and_names_a_bad_tsv_line(translation_run, tmp_path, capsys):
+    assert main(["translate", "--run", str(translation_run), "Hola.", "--beam", "2", "--top-p", "0.9"]) == 2
+    assert "choose --beam or sampling" in capsys.readouterr().err
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("Hi.\tHola.\nno tab here\n", encoding="utf-8")
+    assert main(["evaluate", "--run", str(translation_run), "--data", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {bad}:2: expected two tab-separated sentences, found 1 column"

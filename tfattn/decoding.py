@@ -1,0 +1,419 @@
+"""Decoding for every encoder-decoder: greedy, beam search and sampling, batched and in the graph.
+
+One module serves tfattn's translators (`tfattn.models.translation`) and Hugging Face TF
+seq2seq models (`tfattn.models.hf_seq2seq`): all it calls is their step interface, `encode`,
+`start_cache`, `decode_step` (one new token from a cache of the past keys and values) and
+`decode_prefix` (the same from the whole prefix, no cache). Each strategy is one `tf.while_loop`
+inside a `tf.function`, so a SavedModel can serve it.
+
+- Greedy: the most likely token at every step.
+- Beam search (`beam_width` > 1): the `beam_width` best partial translations by summed log
+  probability; a hypothesis that ends (end token) is scored `sum / length ** length_penalty`;
+  with `early_stopping` the search ends once `beam_width` hypotheses have ended, without it once
+  no running one can beat the ended ones. The algorithm is Hugging Face's (2 x width candidates
+  per step, ended ones set aside), so beam width 1 equals greedy and tfattn decodes a Hugging
+  Face model as its own `generate` does.
+- Sampling (`sample=True`): each token drawn from the softmax of `logits / temperature`,
+  keeping only the `top_k` most likely tokens and the smallest set whose probability reaches
+  `top_p`; draws are seeded per step (`seed`), so a sampled translation is reproducible.
+
+Example:
+>>> from tfattn.models.translation import TranslationPreprocessor, TransformerTranslator
+>>> preprocessor = TranslationPreprocessor.learn(["hola"] * 20, ["hello"] * 20, vocab_size=16)
+>>> model = TransformerTranslator(preprocessor, embed_dim=8, num_heads=2, ff_dim=16, num_blocks=1)
+>>> source = preprocessor.pad_sources(["hola"])
+>>> greedy = decode(model, source, DecodingOptions(max_length=5))
+>>> beam_one = decode(model, source, DecodingOptions(max_length=5, beam_width=1))
+>>> bool(tf.reduce_all(greedy.token_ids == beam_one.token_ids))
+True
+"""
+
+from dataclasses import dataclass, replace
+
+import tensorflow as tf
+
+__all__ = ["DecodedBatch", "DecodingOptions", "decode", "translate"]
+
+# A log probability no real hypothesis reaches (an empty or excluded slot's score).
+_NEVER = -1.0e9
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How to decode.
+
+    Args:
+        max_length: most tokens generated per sentence (the end token included); None: the
+            model's `max_output_length`.
+        min_length: fewest tokens generated per sentence (the end token included): the end
+            token cannot come earlier (benchmarks use it to decode a fixed length).
+        beam_width: beams of beam search; 1 is greedy (or sampling, with `sample`).
+        length_penalty: beam search scores an ended hypothesis `log p / length ** length_penalty`
+            (above 0 favours longer translations).
+        early_stopping: beam search ends once `beam_width` hypotheses have ended.
+        sample: draw tokens at random instead of taking the most likely one.
+        temperature: sampling divides the logits by it (below 1 sharpens, above 1 flattens).
+        top_k: sampling keeps only the `top_k` most likely tokens (0: all).
+        top_p: sampling keeps the smallest set of most likely tokens whose probability reaches
+            `top_p` (nucleus sampling; 1.0: all).
+        seed: seed of the sampling draws.
+        use_cache: decode each step from the cache of past keys and values (False re-runs
+            the decoder over the whole prefix at every step: the same output, for comparison).
+        return_attention: also return each step's attention over the source.
+    """
+
+    max_length: int | None = None
+    min_length: int = 0
+    beam_width: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool = True
+    sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    use_cache: bool = True
+    return_attention: bool = False
+
+    def __post_init__(self):
+        checks = (
+            ("max_length", self.max_length is None or int(self.max_length) >= 1, "at least 1"),
+            ("min_length", int(self.min_length) >= 0, "0 or more"),
+            ("beam_width", int(self.beam_width) >= 1, "at least 1"),
+            ("temperature", float(self.temperature) > 0, "above 0"),
+            ("top_k", int(self.top_k) >= 0, "0 (all tokens) or more"),
+            ("top_p", 0 < float(self.top_p) <= 1, "in (0, 1]"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+        if self.sample and int(self.beam_width) > 1:
+            raise ValueError("choose beam search (beam_width > 1) or sampling (sample=True), not both")
+
+    @property
+    def strategy(self):
+        return "beam" if self.beam_width > 1 else "sample" if self.sample else "greedy"
+
+
+@dataclass
+class DecodedBatch:
+    """What `decode` returns, for a batch of sources.
+
+    `token_ids` `[batch, steps]`: the generated tokens (the end token included, then padding);
+    `scores` `[batch]`: summed log probabilities (beam search: length-normalized);
+    `cross_attention` `[batch, steps, layers, heads, source_len]` with `return_attention`.
+    """
+
+    token_ids: tf.Tensor
+    scores: tf.Tensor
+    cross_attention: tf.Tensor | None = None
+
+
+def decode(model, source_ids, options: DecodingOptions = DecodingOptions()) -> DecodedBatch:
+    """Decode a batch of padded source ids `[batch, source_len]` with `model` (its step
+    interface, see the module docstring) as `options` say, in one compiled graph per model and
+    options."""
+    if options.max_length is None:
+        options = replace(options, max_length=model.max_output_length)
+    compiled = _compiled(model, options)
+    return DecodedBatch(*compiled(tf.convert_to_tensor(source_ids, tf.int32)))
+
+
+def decoding_function(model, options: DecodingOptions):
+    """The plain function `decode` compiles: source ids -> `(token_ids, scores, cross_attention
+    or None)`; for a `tf.Module` (a SavedModel export) to wrap in its own `tf.function`."""
+    if options.max_length is None:
+        options = replace(options, max_length=model.max_output_length)
+    search = _beam_search if options.beam_width > 1 else _greedy_or_sample
+    return lambda source_ids: search(model, source_ids, options)
+
+
+def _compiled(model, options):
+    # One tf.function per model and options, kept on the model: retracing each call would
+    # rebuild the loop's graph every time.
+    functions = model.__dict__.setdefault("_tfattn_decoders", {})
+    if options not in functions:
+        functions[options] = tf.function(decoding_function(model, options), reduce_retracing=True)
+    return functions[options]
+
+
+def translate(model, texts, batch_size=64, **options):
+    """Translations of `texts` (strings) by a translator with a `preprocessor`, decoded with
+    `DecodingOptions(**options)`, `batch_size` sentences per batch (sorted by length, so a batch
+    pads little); returned in the order of `texts`."""
+    options = DecodingOptions(**options)
+    texts = [str(text) for text in texts]
+    order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+    translations = [None] * len(texts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        source_ids = model.preprocessor.pad_sources([texts[index] for index in chunk])
+        decoded = decode(model, source_ids, options)
+        for index, text in zip(chunk, model.preprocessor.decode_targets(decoded.token_ids).numpy()):
+            translations[index] = text.decode("utf-8")
+    return translations
+
+
+def _relaxed(structure):
+    """Shape invariants for a loop variable whose dimensions may change across steps (a
+    cache growing along its time axis, a batch): all but the last (feature) dimension."""
+    return tf.nest.map_structure(
+        lambda tensor: (
+            tf.TensorShape([None] * (tensor.shape.rank - 1) + tensor.shape[-1:]) if tensor.shape.rank else tensor.shape
+        ),
+        structure,
+    )
+
+
+def _next_logits(model, tokens, step, state, cache, generated, options):
+    """One decoder step after `tokens` `[n]` at position `step` (`generated` `[n, max_length]`
+    holds the tokens so far): `(logits [n, vocab] float32, cache, attention [n, layers, heads, src])`."""
+    if options.use_cache:
+        logits, cache, attention = model.decode_step(tokens, step, state, cache)
+    else:
+        begin = tf.fill([tf.shape(generated)[0], 1], tf.constant(model.bos_id, tf.int32))
+        logits, attention = model.decode_prefix(tf.concat([begin, generated[:, :step]], axis=1), state)
+    logits = tf.cast(logits, tf.float32)
+    if options.min_length:
+        # Before the min_length-th token, the end token is never chosen.
+        too_early = tf.logical_and(step < options.min_length - 1, tf.range(tf.shape(logits)[-1]) == model.eos_id)
+        logits = tf.where(too_early[None, :], float("-inf"), logits)
+    return logits, cache, attention
+
+
+def _write_column(buffer, step, column, axis=1):
+    """`buffer` with index `step` along `axis` (its time axis) replaced by `column` (the
+    buffer's shape without that axis)."""
+    one_hot = tf.one_hot(step, tf.shape(buffer)[axis], dtype=buffer.dtype)
+    one_hot = tf.reshape(one_hot, [1] * axis + [-1] + [1] * (buffer.shape.rank - axis - 1))
+    return buffer * (1 - one_hot) + tf.expand_dims(column, axis) * one_hot
+
+
+def filter_logits(logits, top_k=0, top_p=1.0):
+    """Logits with every token outside the `top_k` most likely, and outside the smallest set
+    of most likely tokens whose probability reaches `top_p`, set to -inf (never drawn)."""
+    if top_k:
+        kth = tf.math.top_k(logits, k=tf.minimum(top_k, tf.shape(logits)[-1])).values[:, -1:]
+        logits = tf.where(logits < kth, float("-inf"), logits)
+    if top_p < 1.0:
+        sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
+        cumulative = tf.cumsum(tf.nn.softmax(sorted_logits), axis=-1, exclusive=True)
+        # The probability mass before a token is below top_p: it is in the nucleus (the first always is).
+        kept = tf.where(cumulative < top_p, sorted_logits, float("inf"))
+        threshold = tf.reduce_min(kept, axis=-1, keepdims=True)
+        logits = tf.where(logits < threshold, float("-inf"), logits)
+    return logits
+
+
+def _greedy_or_sample(model, source_ids, options):
+    batch = tf.shape(source_ids)[0]
+    state = model.encode(source_ids)
+    cache = model.start_cache(state) if options.use_cache else ()
+    length = options.max_length
+    tokens = tf.fill([batch], tf.constant(model.bos_id, tf.int32))
+    generated = tf.fill([batch, length], tf.constant(model.pad_id, tf.int32))
+    scores = tf.zeros([batch], tf.float32)
+    finished = tf.zeros([batch], tf.bool)
+    attention = _empty_attention(model, state, batch, options)
+
+    def body(step, tokens, cache, generated, scores, finished, attention):
+        logits, cache, step_attention = _next_logits(model, tokens, step, state, cache, generated, options)
+        log_probs = tf.nn.log_softmax(logits)
+        if options.sample:
+            filtered = filter_logits(logits / options.temperature, options.top_k, options.top_p)
+            drawn = tf.random.stateless_categorical(filtered, 1, seed=[options.seed, step], dtype=tf.int32)
+            next_tokens = drawn[:, 0]
+        else:
+            next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        next_tokens = tf.where(finished, model.pad_id, next_tokens)
+        token_log_probs = tf.gather(log_probs, next_tokens, batch_dims=1)
+        scores += tf.where(finished, 0.0, token_log_probs)
+        generated = _write_column(generated, step, next_tokens)
+        if options.return_attention:
+            flat = tf.reshape(tf.cast(step_attention, tf.float32), [batch, -1])
+            attention = _write_column(attention, step, tf.where(finished[:, None], 0.0, flat))
+        finished = tf.logical_or(finished, tf.equal(next_tokens, model.eos_id))
+        return step + 1, next_tokens, cache, generated, scores, finished, attention
+
+    def cond(step, tokens, cache, generated, scores, finished, attention):
+        return tf.logical_not(tf.reduce_all(finished))
+
+    loop_vars = (tf.constant(0), tokens, cache, generated, scores, finished, attention)
+    steps, _, _, generated, scores, _, attention = tf.while_loop(
+        cond,
+        body,
+        loop_vars,
+        shape_invariants=(
+            tf.TensorShape([]),
+            tf.TensorShape([None]),
+            _relaxed(cache),
+            tf.TensorShape([None, length]),
+            tf.TensorShape([None]),
+            tf.TensorShape([None]),
+            tf.TensorShape([None, length, None]) if options.return_attention else (),
+        ),
+        maximum_iterations=length,
+    )
+    return generated[:, :steps], scores, _shaped_attention(attention, steps, state, model, options)
+
+
+def _empty_attention(model, state, rows, options):
+    """`[rows, max_length, layers * heads * source_len]` zeros; without `return_attention`, an
+    empty tuple (a loop variable that holds nothing)."""
+    if not options.return_attention:
+        return ()
+    layers, heads = model.attention_shape()
+    size = layers * heads * tf.shape(state["source_mask"])[1]
+    return tf.zeros([rows, options.max_length, size], tf.float32)
+
+
+def _shaped_attention(attention, steps, state, model, options):
+    """The attention buffer `[batch, max_length, flat]` cut to `steps` and unflattened to
+    `[batch, steps, layers, heads, source_len]`."""
+    if not options.return_attention:
+        return None
+    layers, heads = model.attention_shape()
+    source_len = tf.shape(state["source_mask"])[1]
+    return tf.reshape(attention[:, :steps], [tf.shape(attention)[0], steps, layers, heads, source_len])
+
+
+def _repeat_beams(structure, width):
+    """Every batch-major tensor of `structure` with each row repeated `width` times (row b's
+    beams at rows b * width ... b * width + width - 1)."""
+    return tf.nest.map_structure(lambda tensor: tf.repeat(tensor, width, axis=0), structure)
+
+
+def _gather_beams(structure, flat_indices):
+    return tf.nest.map_structure(lambda tensor: tf.gather(tensor, flat_indices, axis=0), structure)
+
+
+def _beam_search(model, source_ids, options):
+    width, length = options.beam_width, options.max_length
+    batch = tf.shape(source_ids)[0]
+    state = _repeat_beams(model.encode(source_ids), width)
+    cache = model.start_cache(state) if options.use_cache else ()
+    rows = batch * width
+    penalty = float(options.length_penalty)
+
+    tokens = tf.fill([rows], tf.constant(model.bos_id, tf.int32))
+    running = tf.fill([batch, width, length], tf.constant(model.pad_id, tf.int32))
+    # Only the first beam is live at the start: the others would repeat it.
+    running_scores = tf.tile(tf.constant([[0.0] + [_NEVER] * (width - 1)]), [batch, 1])
+    ended = tf.fill([batch, width, length], tf.constant(model.pad_id, tf.int32))
+    ended_scores = tf.fill([batch, width], _NEVER)
+    ended_any = tf.zeros([batch, width], tf.bool)  # which slots of `ended` hold a hypothesis
+    attention = _empty_attention(model, state, rows, options)
+    ended_attention = tf.zeros_like(attention) if options.return_attention else ()
+
+    def body(step, tokens, cache, running, running_scores, ended, ended_scores, ended_any, attention, ended_attention):
+        logits, cache, step_attention = _next_logits(
+            model, tokens, step, state, cache, tf.reshape(running, [rows, length]), options
+        )
+        vocab = tf.shape(logits)[-1]
+        log_probs = tf.reshape(tf.nn.log_softmax(logits), [batch, width, vocab]) + running_scores[:, :, None]
+        # The 2 x width best continuations: even if `width` of them end here, `width` go on.
+        top_scores, top_indices = tf.math.top_k(tf.reshape(log_probs, [batch, width * vocab]), k=2 * width)
+        origin = top_indices // vocab  # the beam each continues, [batch, 2 * width]
+        new_tokens = top_indices % vocab
+        candidates = _write_column(tf.gather(running, origin, batch_dims=1), step, new_tokens, axis=2)
+        is_end = tf.equal(new_tokens, model.eos_id)
+
+        # Running beams: the best `width` candidates that did not end.
+        running_choice = tf.math.top_k(top_scores + tf.cast(is_end, tf.float32) * _NEVER, k=width).indices
+        next_running = tf.gather(candidates, running_choice, batch_dims=1)
+        next_running_scores = tf.gather(top_scores + tf.cast(is_end, tf.float32) * _NEVER, running_choice, batch_dims=1)
+        next_origin = tf.gather(origin, running_choice, batch_dims=1)
+        flat_origin = tf.reshape(next_origin + tf.range(batch)[:, None] * width, [rows])
+
+        # Ended hypotheses: only an end among the best `width` candidates counts; merged with
+        # those that ended before, best `width` kept, scored by length-normalized log probability.
+        ends_here = tf.logical_and(is_end, tf.range(2 * width)[None, :] < width)
+        if options.early_stopping:
+            # Once `width` hypotheses have ended, a row takes no more.
+            ends_here = tf.logical_and(ends_here, tf.logical_not(tf.reduce_all(ended_any, axis=1, keepdims=True)))
+        normalized = top_scores / tf.cast(step + 1, tf.float32) ** penalty
+        normalized = tf.where(ends_here, normalized, _NEVER)
+        merged_scores = tf.concat([ended_scores, normalized], axis=1)
+        keep = tf.math.top_k(merged_scores, k=width).indices
+        next_ended = tf.gather(tf.concat([ended, candidates], axis=1), keep, batch_dims=1)
+        next_ended_scores = tf.gather(merged_scores, keep, batch_dims=1)
+        next_ended_any = tf.gather(tf.concat([ended_any, ends_here], axis=1), keep, batch_dims=1)
+
+        if options.return_attention:
+            flat = tf.reshape(tf.cast(step_attention, tf.float32), [batch, width, -1])
+            beam_attention = tf.reshape(attention, [batch, width, length, -1])
+            candidate_attention = _write_column(
+                tf.reshape(tf.gather(beam_attention, origin, batch_dims=1), [batch * 2 * width, length, -1]),
+                step,
+                tf.reshape(tf.gather(flat, origin, batch_dims=1), [batch * 2 * width, -1]),
+            )
+            candidate_attention = tf.reshape(candidate_attention, [batch, 2 * width, length, -1])
+            attention = tf.reshape(tf.gather(candidate_attention, running_choice, batch_dims=1), [rows, length, -1])
+            merged = tf.concat([tf.reshape(ended_attention, [batch, width, length, -1]), candidate_attention], axis=1)
+            ended_attention = tf.reshape(tf.gather(merged, keep, batch_dims=1), [rows, length, -1])
+
+        next_tokens = tf.reshape(tf.gather(new_tokens, running_choice, batch_dims=1), [rows])
+        if options.use_cache:
+            cache = _gather_beams(cache, flat_origin)
+        return (
+            step + 1,
+            next_tokens,
+            cache,
+            next_running,
+            next_running_scores,
+            next_ended,
+            next_ended_scores,
+            next_ended_any,
+            attention,
+            ended_attention,
+        )
+
+    def cond(step, tokens, cache, running, running_scores, ended, ended_scores, ended_any, attention, ended_attention):
+        # Can a running hypothesis still beat the worst ended one (scored at today's length)?
+        best_running = running_scores[:, :1] / tf.cast(tf.maximum(step, 1), tf.float32) ** penalty
+        worst_ended = tf.where(ended_any, tf.reduce_min(ended_scores, axis=1, keepdims=True), _NEVER)
+        improvable = tf.reduce_any(best_running > worst_ended)
+        if options.early_stopping:
+            return tf.logical_and(improvable, tf.logical_not(tf.reduce_all(ended_any)))
+        return improvable
+
+    loop_vars = (
+        tf.constant(0),
+        tokens,
+        cache,
+        running,
+        running_scores,
+        ended,
+        ended_scores,
+        ended_any,
+        attention,
+        ended_attention,
+    )
+    step_shape = tf.TensorShape([None, length, None]) if options.return_attention else ()
+    (steps, _, _, running, running_scores, ended, ended_scores, ended_any, attention, ended_attention) = tf.while_loop(
+        cond,
+        body,
+        loop_vars,
+        shape_invariants=(
+            tf.TensorShape([]),
+            tf.TensorShape([None]),
+            _relaxed(cache),
+            tf.TensorShape([None, width, length]),
+            tf.TensorShape([None, width]),
+            tf.TensorShape([None, width, length]),
+            tf.TensorShape([None, width]),
+            tf.TensorShape([None, width]),
+            step_shape,
+            step_shape,
+        ),
+        maximum_iterations=length,
+    )
+    # A row where no hypothesis ended in time answers with its best running one.
+    none_ended = tf.logical_not(tf.reduce_any(ended_any, axis=1))
+    running_scores = running_scores / tf.cast(tf.maximum(steps, 1), tf.float32) ** penalty
+    best = tf.where(none_ended[:, None], running[:, 0], ended[:, 0])
+    scores = tf.where(none_ended, running_scores[:, 0], ended_scores[:, 0])
+    if options.return_attention:
+        first = tf.range(batch) * width
+        attention = tf.where(none_ended[:, None, None], tf.gather(attention, first), tf.gather(ended_attention, first))
+    return best[:, :steps], scores, _shaped_attention(attention, steps, state, model, options)

@@ -1,0 +1,253 @@
+"""Attention layers for encoder-decoder models: additive (Bahdanau) attention and the transformer
+decoder block, both able to decode one step at a time from a cache."""
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfattn.layers.transformer import TransformerBlock, scaled_dot_product_attention
+
+__all__ = ["AdditiveAttention", "BahdanauAttention", "TransformerDecoderBlock"]
+
+# Logit given to masked keys: exp() of it is 0 in float32, with no inf - inf = NaN.
+_MASKED_LOGIT = -1e9
+
+
+@keras.saving.register_keras_serializable(package="tfattn")
+class AdditiveAttention(keras.layers.Layer):
+    """Additive (Bahdanau) attention: `score(q, k) = v^T tanh(W1 q + W2 k)`, softmax over the keys.
+
+    Unlike `keras.layers.AdditiveAttention`, which scores `v^T tanh(q + k)` with no projections
+    (so queries and keys must already share a space and a size), the query and the keys are
+    projected to `units` features each, as in Bahdanau et al. (2015): a GRU decoder's state of one
+    size can attend to a bidirectional encoder's outputs of another.
+
+    Args:
+        units: size of the space where queries and keys are added (`W1`, `W2` outputs, `v` input).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call args:
+        query: `[batch, query_dim]` (one query per row) or `[batch, queries, query_dim]`.
+        keys: `[batch, keys, key_dim]`; also the values averaged, unless `values` is given.
+        values: optional `[batch, keys, value_dim]`.
+        key_mask: optional `[batch, keys]`, True at keys that may be attended to.
+        projected_keys: optional `W2 keys` from `project_keys`, to compute it once per source
+            sentence instead of once per decoding step.
+
+    Returns:
+        `(context, weights)`: the weighted average of the values, `[batch, value_dim]` (or
+        `[batch, queries, value_dim]`), and the weights `[batch, keys]` (or `[batch, queries,
+        keys]`), float32, each row summing to 1 over the unmasked keys.
+
+    Example:
+    >>> attention = AdditiveAttention(units=4)
+    >>> context, weights = attention(tf.ones([2, 3]), tf.random.normal([2, 5, 6]))
+    >>> context.shape, weights.shape
+    (TensorShape([2, 6]), TensorShape([2, 5]))
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        if int(units) < 1:
+            raise ValueError(f"units must be at least 1, got {units!r}")
+        self.units = int(units)
+
+    def build(self, query_shape):
+        # One bias, on the query side: a bias in W2 would add the same vector to every key's
+        # sum, and a bias in v the same number to every score (which softmax ignores).
+        self.query_dense = keras.layers.Dense(self.units, name="query", dtype=self.dtype_policy)
+        self.key_dense = keras.layers.Dense(self.units, use_bias=False, name="key", dtype=self.dtype_policy)
+        self.score_dense = keras.layers.Dense(1, use_bias=False, name="score", dtype=self.dtype_policy)
+        query_shape = tf.TensorShape(query_shape)
+        with tf.name_scope(self.query_dense.name):
+            self.query_dense.build(query_shape)
+        with tf.name_scope(self.score_dense.name):
+            self.score_dense.build(query_shape[:-1].concatenate([self.units]))
+        # key_dense builds on its first call: Keras gives `build` the query's shape only, and
+        # the keys may have another width (a bidirectional encoder's, twice the decoder's).
+        super().build(query_shape)
+
+    def project_keys(self, keys):
+        """`W2 keys`, `[batch, keys, units]`: the part of the scores that no query changes."""
+        if not self.built:
+            raise ValueError(f"{self.name}: call the layer once (or build it) before project_keys")
+        return self.key_dense(keys)
+
+    def call(self, query, keys, values=None, key_mask=None, projected_keys=None):
+        single_query = query.shape.rank == 2
+        if single_query:
+            query = query[:, None, :]
+        if projected_keys is None:
+            projected_keys = self.key_dense(keys)
+        # [batch, queries, 1, units] + [batch, 1, keys, units] -> scores [batch, queries, keys]
+        hidden = tf.tanh(self.query_dense(query)[:, :, None, :] + projected_keys[:, None, :, :])
+        logits = tf.cast(tf.squeeze(self.score_dense(hidden), -1), tf.float32)
+        if key_mask is not None:
+            logits = tf.where(tf.cast(key_mask, tf.bool)[:, None, :], logits, _MASKED_LOGIT)
+        weights = tf.nn.softmax(logits, axis=-1)
+        values = tf.cast(keys if values is None else values, self.compute_dtype)
+        context = tf.matmul(tf.cast(weights, values.dtype), values)
+        if single_query:
+            return context[:, 0], weights[:, 0]
+        return context, weights
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+# The name the course and the literature use.
+BahdanauAttention = AdditiveAttention
+
+
+@keras.saving.register_keras_serializable(package="tfattn")
+class TransformerDecoderBlock(TransformerBlock):
+    """Post-norm transformer decoder block: causal self-attention, cross-attention over the
+    encoder's outputs, then a feed-forward net, each followed by a residual sum and a layer norm.
+
+    Position i attends to target positions 0..i only (and not to padding), and to the unmasked
+    source positions, so changing a later target token never changes an earlier output. The
+    self-attention, feed-forward and norm sublayers and their mixed precision behaviour are
+    `TransformerBlock`'s; cross-attention adds its own projections and norm.
+
+    For decoding, `start_cache` and `decode_step` compute one new position per call from a cache
+    of the past positions' keys and values (and the encoder outputs' keys and values, projected
+    once), giving the same outputs as `call` on the whole prefix.
+
+    Args:
+        embed_dim, num_heads, ff_dim, dropout, key_dim, activation, layer_norm_epsilon:
+            as `TransformerBlock`.
+        **kwargs: standard layer arguments.
+
+    Call args:
+        inputs: target vectors `[batch, target_len, embed_dim]`.
+        encoder_outputs: `[batch, source_len, embed_dim]`.
+        padding_mask: optional `[batch, target_len]`, True at real target tokens (default: the
+            Keras mask of `inputs`).
+        encoder_padding_mask: optional `[batch, source_len]`, True at real source tokens.
+        training: whether dropout is active.
+        return_attention_scores: also return the self- and cross-attention weights,
+            `[batch, heads, target_len, target_len]` and `[batch, heads, target_len, source_len]`.
+
+    Example:
+    >>> block = TransformerDecoderBlock(embed_dim=8, num_heads=2, ff_dim=16)
+    >>> target, source = tf.random.normal([2, 4, 8]), tf.random.normal([2, 6, 8])
+    >>> y, self_scores, cross_scores = block(target, source, return_attention_scores=True)
+    >>> y.shape, self_scores.shape, cross_scores.shape
+    (TensorShape([2, 4, 8]), TensorShape([2, 2, 4, 4]), TensorShape([2, 2, 4, 6]))
+    """
+
+    def build(self, input_shape, encoder_outputs_shape=None):
+        super().build(input_shape)
+        input_shape = tf.TensorShape(input_shape)
+        encoder_shape = tf.TensorShape(encoder_outputs_shape) if encoder_outputs_shape is not None else input_shape
+        projection = self.num_heads * self.key_dim
+        self.cross_query_dense = keras.layers.Dense(projection, name="cross_query", dtype=self.dtype_policy)
+        self.cross_key_dense = keras.layers.Dense(projection, name="cross_key", dtype=self.dtype_policy)
+        self.cross_value_dense = keras.layers.Dense(projection, name="cross_value", dtype=self.dtype_policy)
+        self.cross_output_dense = keras.layers.Dense(self.embed_dim, name="cross_output", dtype=self.dtype_policy)
+        self.cross_layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, name="cross_layer_norm", dtype="float32"
+        )
+        self.cross_dropout = keras.layers.Dropout(self.dropout)
+        for sublayer, shape in (
+            (self.cross_query_dense, input_shape),
+            (self.cross_key_dense, encoder_shape),
+            (self.cross_value_dense, encoder_shape),
+            (self.cross_output_dense, input_shape[:-1].concatenate([projection])),
+            (self.cross_layer_norm, input_shape),
+        ):
+            with tf.name_scope(sublayer.name):
+                sublayer.build(shape)
+
+    def _sublayers(self, x, self_keys, self_values, self_mask, cross_keys, cross_values, cross_mask, training):
+        """The block's three sublayers on queries `x`, given each attention's keys and values
+        (already split into heads) and masks. Returns `(outputs, self_scores, cross_scores)`."""
+        q = self._split_heads(self.query_dense(x))
+        attended, self_scores = scaled_dot_product_attention(q, self_keys, self_values, mask=self_mask)
+        update = self.attention_dropout(self.output_dense(self._merge_heads(attended)), training=training)
+        x = self._add_and_norm(self.attention_layer_norm, x, update)
+
+        q = self._split_heads(self.cross_query_dense(x))
+        attended, cross_scores = scaled_dot_product_attention(q, cross_keys, cross_values, mask=cross_mask)
+        update = self.cross_dropout(self.cross_output_dense(self._merge_heads(attended)), training=training)
+        x = self._add_and_norm(self.cross_layer_norm, x, update)
+
+        ff = self.ff_dropout(self.ff_output(self.ff_hidden(x)), training=training)
+        return self._add_and_norm(self.ff_layer_norm, x, ff), self_scores, cross_scores
+
+    @staticmethod
+    def _key_mask(padding_mask):
+        # [batch, keys] -> [batch, 1 (heads), 1 (queries), keys]
+        return None if padding_mask is None else tf.cast(padding_mask, tf.bool)[:, None, None, :]
+
+    def call(
+        self,
+        inputs,
+        encoder_outputs,
+        padding_mask=None,
+        encoder_padding_mask=None,
+        mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        if padding_mask is None:
+            padding_mask = mask
+        length = tf.shape(inputs)[1]
+        # [query, key]: True where key <= query.
+        causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)[None, None]
+        self_mask = causal if padding_mask is None else tf.logical_and(causal, self._key_mask(padding_mask))
+        outputs, self_scores, cross_scores = self._sublayers(
+            inputs,
+            self._split_heads(self.key_dense(inputs)),
+            self._split_heads(self.value_dense(inputs)),
+            self_mask,
+            self._split_heads(self.cross_key_dense(encoder_outputs)),
+            self._split_heads(self.cross_value_dense(encoder_outputs)),
+            self._key_mask(encoder_padding_mask),
+            training,
+        )
+        if return_attention_scores:
+            return outputs, self_scores, cross_scores
+        return outputs
+
+    def start_cache(self, encoder_outputs):
+        """The cache before the first decoding step: no past target positions, and the encoder
+        outputs' keys and values `[batch, heads, source_len, key_dim]`, projected once."""
+        if not self.built:
+            self.build(encoder_outputs.shape, encoder_outputs.shape)
+        batch = tf.shape(encoder_outputs)[0]
+        empty = tf.zeros([batch, self.num_heads, 0, self.key_dim], self.compute_dtype)
+        return {
+            "key": empty,
+            "value": empty,
+            "cross_key": self._split_heads(self.cross_key_dense(encoder_outputs)),
+            "cross_value": self._split_heads(self.cross_value_dense(encoder_outputs)),
+        }
+
+    def decode_step(self, inputs, cache, encoder_padding_mask=None):
+        """The outputs of new positions `inputs` `[batch, new, embed_dim]` that follow the cached
+        ones (a decoder passes one per step), attending to the cached positions and to each other
+        causally.
+
+        Returns:
+            `(outputs [batch, new, embed_dim], new_cache, cross_scores [batch, heads, new, source_len])`;
+            `new_cache` holds the new positions' keys and values too (it grows along axis 2).
+        """
+        keys = tf.concat([cache["key"], self._split_heads(self.key_dense(inputs))], axis=2)
+        values = tf.concat([cache["value"], self._split_heads(self.value_dense(inputs))], axis=2)
+        new, total = tf.shape(inputs)[1], tf.shape(keys)[2]
+        # New query i sits at position total - new + i and sees keys up to there.
+        self_mask = tf.linalg.band_part(tf.ones([new, total], tf.bool), -1, total - new)[None, None]
+        outputs, _, cross_scores = self._sublayers(
+            inputs,
+            keys,
+            values,
+            self_mask,
+            cache["cross_key"],
+            cache["cross_value"],
+            self._key_mask(encoder_padding_mask),
+            training=False,
+        )
+        return outputs, {**cache, "key": keys, "value": values}, cross_scores
+
+    def compute_output_shape(self, input_shape, encoder_outputs_shape=None):
+        return tf.TensorShape(input_shape)
