@@ -63,7 +63,7 @@ def build_model(kind, preprocessor):
 def training_speed(model, preprocessor, pairs, steps, rounds):
     target_ids, labels = preprocessor.encode_targets(pairs.targets)
     features = {"source_ids": preprocessor.encode_sources(pairs.sources), "target_ids": target_ids}
-    data = make_dataset(features, labels, 64, shuffle=True, seed=0, label_padding=0).repeat()
+    data = make_dataset(features, labels, 64, shuffle=True, seed=0).repeat()
     model.compile(
         optimizer=create_optimizer(MODEL_DEFAULTS[model.kind]["learning_rate"], steps * (rounds + 1)),
         loss=MaskedCrossEntropy(0.1),

@@ -34,6 +34,7 @@ import tf_keras as keras
 
 from tfattn.layers import AdditiveAttention, TokenAndPositionEmbedding, TransformerDecoderBlock
 from tfattn.models.encoders import TransformerEncoder
+from tfattn.models.task_models import WEIGHTS_PREFIX
 
 __all__ = [
     "RnnTranslator",
@@ -48,7 +49,6 @@ __all__ = [
 # Ids fixed in every learned vocabulary: padding 0 (what batches pad with), unknown 1.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 CONFIG_FILE = "translator.json"
-WEIGHTS_PREFIX = "weights"
 SOURCE_VOCABULARY_FILE, TARGET_VOCABULARY_FILE = "source.spm", "target.spm"
 
 

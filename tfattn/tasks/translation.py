@@ -16,6 +16,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.data.translation import SOURCE_COLUMNS, read_translation_pairs
+from tfattn.tasks.ner import masked_token_accuracy  # padding labels are -100, as in NER batches
+from tfattn.tasks.runs import MODEL_DIR
 
 __all__ = [
     "TranslationConfig",
@@ -27,7 +29,6 @@ __all__ = [
     "validation_pairs",
 ]
 
-MODEL_DIR = "model"
 SCORES_FILE = "validation_scores.json"
 MODELS = ("transformer", "rnn")
 # Per model, the defaults of the options left at None (chosen on the validation pairs;
@@ -109,8 +110,9 @@ class TranslationConfig:
 
 
 class MaskedCrossEntropy(keras.losses.Loss):
-    """Cross-entropy per target token, averaged over the real tokens of the batch (labels 0, the
-    padding, count for nothing), with optional label smoothing over the vocabulary."""
+    """Cross-entropy per target token, averaged over the real tokens of the batch (padding labels,
+    -100 in batches or 0, the padding id, count for nothing), with optional label smoothing over
+    the vocabulary."""
 
     def __init__(self, label_smoothing=0.0, name="masked_cross_entropy"):
         super().__init__(name=name, reduction=keras.losses.Reduction.SUM)
@@ -127,17 +129,6 @@ class MaskedCrossEntropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
-def masked_token_accuracy(labels, logits):
-    """Share of the real target tokens predicted right (teacher forcing)."""
-    labels = tf.cast(labels, tf.int32)
-    mask = tf.cast(labels > 0, tf.float32)
-    right = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
-    return tf.reduce_sum(right * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
-
-
-masked_token_accuracy.__name__ = "token_accuracy"
 
 
 def bleu_and_chrf(hypotheses, references):
@@ -251,7 +242,7 @@ def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):
     def dataset(split, shuffle):
         target_ids, labels = preprocessor.encode_targets(split.targets)
         features = {"source_ids": preprocessor.encode_sources(split.sources), "target_ids": target_ids}
-        return make_dataset(features, labels, config.batch_size, shuffle=shuffle, seed=config.seed, label_padding=0)
+        return make_dataset(features, labels, config.batch_size, shuffle=shuffle, seed=config.seed)
 
     train_data = dataset(train_pairs, shuffle=True)
     order = EpochOrder(train_data, count_batches(train_data))
