@@ -89,6 +89,8 @@ def test_frozen_run_trains_the_head_on_the_cache_and_resumes_exactly(tiny_bert_d
 def test_frozen_defaults_train_the_head_to_convergence_and_options_still_win():
     frozen = TrainConfig(backbone="folder", freeze=True).resolve()
     assert (frozen.epochs, frozen.learning_rate, frozen.dropout, frozen.patience) == (50, 1e-2, 0.0, 50)
+    # No early stop by default, however many epochs are asked for.
+    assert TrainConfig(backbone="folder", freeze=True, epochs=80).resolve().patience == 80
     tuned = TrainConfig(backbone="folder", freeze=True, epochs=5, dropout=0.2, patience=1).resolve()
     assert (tuned.epochs, tuned.learning_rate, tuned.dropout, tuned.patience) == (5, 1e-2, 0.2, 1)
     fine_tuned = TrainConfig(backbone="folder").resolve()

@@ -15,15 +15,19 @@ from tfattn.models.translation import (
     RnnTranslator,
     TransformerTranslator,
     TranslationPreprocessor,
+    WordVocabulary,
     build_sample,
     load_translator,
     save_translator,
 )
+from tfattn.tasks.translation import TranslationConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "translation"
 TINY = {
     "transformer": (TransformerTranslator, {"embed_dim": 16, "num_heads": 2, "ff_dim": 32, "num_blocks": 2}),
     "rnn": (RnnTranslator, {"embed_dim": 16, "units": 16}),
+    # The same decoding tests with word vocabularies:
+    "transformer-words": (TransformerTranslator, {"embed_dim": 16, "num_heads": 2, "ff_dim": 32, "num_blocks": 2}),
 }
 
 
@@ -33,17 +37,21 @@ def pairs():
 
 
 @pytest.fixture(scope="module")
-def preprocessor(pairs):
+def preprocessors(pairs):
+    """`{"subword": ..., "words": ...}`, learned from the pairs."""
     # Seeded before the vocabularies exist: reseeding TensorFlow later drops tensorflow_text's
     # SentencePiece resources (tensorflow_text's kernel-owned resources do not survive it).
     tf.random.set_seed(0)
-    return TranslationPreprocessor.learn(pairs.sources, pairs.targets, vocab_size=120)
+    return {
+        vocabulary: TranslationPreprocessor.learn(pairs.sources, pairs.targets, vocab_size=120, vocabulary=vocabulary)
+        for vocabulary in ("subword", "words")
+    }
 
 
 @pytest.fixture(scope="module", params=sorted(TINY))
-def model(request, preprocessor):
+def model(request, preprocessors):
     cls, kwargs = TINY[request.param]
-    return build_sample(cls(preprocessor, **kwargs))
+    return build_sample(cls(preprocessors["words" if request.param.endswith("-words") else "subword"], **kwargs))
 
 
 def _ids(model, options, pairs, count=6):
@@ -101,6 +109,53 @@ def test_save_and_load_give_the_same_translations(model, pairs, tmp_path):
     assert loaded.translate(texts, max_length=8) == model.translate(texts, max_length=8)
 
 
+def test_word_vocabulary_splits_marks_and_rebuilds_their_spacing(pairs):
+    vocabulary = WordVocabulary.learn(pairs.targets, vocab_size=5000)  # every word of the pairs
+    text = "Where's the library? I don't know, he said: \"Go (now).\""
+    assert [word.decode() for word in WordVocabulary.split([text]).flat_values.numpy()] == [
+        "Where's", "the", "library", "?", "I", "don't", "know", ",", "he", "said", ":",
+        '"', "Go", "(", "now", ")", ".", '"',
+    ]  # fmt: skip
+    # The words of the pairs come back exactly, spacing rules included, for nearly every sentence
+    # (the rules cannot tell e.g. "3.5" from "3. 5").
+    ids = vocabulary.tokenize(pairs.targets).to_tensor()
+    assert not (ids.numpy() == 1).any()  # no unknown word
+    back = [text.decode() for text in vocabulary.detokenize(ids).numpy()]
+    assert np.mean([a == b for a, b in zip(back, pairs.targets)]) >= 0.98
+    # A word the training sentences never had is unknown, and decodes as <unk>.
+    assert {"Tom", "the", "."} <= set(vocabulary.words)
+    ids = vocabulary.tokenize(["Tom saw the zyzzyva."]).to_tensor()
+    assert [text.decode() for text in vocabulary.detokenize(ids).numpy()] == ["Tom saw the <unk>."]
+
+
+def test_word_vocabulary_ranks_by_count_then_word_and_survives_save_and_load(preprocessors, tmp_path):
+    vocabulary = WordVocabulary.learn(["b a c", "c b", "c", "¿d?"], vocab_size=7)
+    assert vocabulary.words == ("<pad>", "<unk>", "<s>", "</s>", "c", "b", "?")  # c 3, b 2, then ties by word
+    preprocessor = preprocessors["words"]
+    preprocessor.save(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["source.words", "target.words"]
+    loaded = TranslationPreprocessor.load(tmp_path, preprocessor.get_config())
+    assert (loaded.source.words, loaded.target.words) == (preprocessor.source.words, preprocessor.target.words)
+    with pytest.raises(ValueError, match="source and target vocabularies differ in kind: words and subword"):
+        TranslationPreprocessor(preprocessor.source, preprocessors["subword"].target)
+
+
+def test_translation_config_defaults_the_vocabulary_size_per_kind():
+    assert TranslationConfig(data="pairs.tsv").resolve().vocab_size == 8000
+    assert TranslationConfig(data="pairs.tsv", vocabulary="words").resolve().vocab_size == 20000
+    assert TranslationConfig(data="pairs.tsv", vocabulary="words", vocab_size=500).resolve().vocab_size == 500
+    with pytest.raises(ValueError, match="--vocabulary must be one of subword, words, got 'bpe'"):
+        TranslationConfig(data="pairs.tsv", vocabulary="bpe").resolve()
+
+
+def test_translate_keeps_the_order_of_the_texts_and_refuses_an_empty_batch_size(model, pairs):
+    texts = pairs.sources[:7]
+    one_by_one = [model.translate([text], max_length=6)[0] for text in texts]
+    assert model.translate(texts, batch_size=3, max_length=6) == one_by_one  # sorted into batches, put back
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        model.translate(texts, batch_size=0)
+
+
 def test_nucleus_keeps_the_smallest_set_reaching_top_p():
     logits = tf.math.log(tf.constant([[0.5, 0.3, 0.15, 0.05]]))
     kept = np.isfinite(filter_logits(logits, top_p=0.8).numpy())
@@ -126,12 +181,12 @@ def test_bad_decoding_options_are_named(options, message):
 SMALL = ["--vocab-size", "200", "--embed-dim", "16", "--batch-size", "32", "--limit", "400"]
 
 
-@pytest.fixture(scope="module")
-def translation_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "translate"
+@pytest.fixture(scope="module", params=["subword", "words"])
+def translation_run(request, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / f"translate_{request.param}"
     argv = ["train", "translate", "--data", str(DATA / "spa_eng_train.tsv"), "--run-dir", str(run_dir)]
     argv += ["--validation-data", str(DATA / "spa_eng_valid.tsv"), "--validation-limit", "40"]
-    argv += ["--model", "rnn", "--units", "16", "--epochs", "1"] + SMALL
+    argv += ["--model", "rnn", "--units", "16", "--epochs", "1", "--vocabulary", request.param] + SMALL
     assert main(argv) == 0
     return run_dir
 
@@ -140,6 +195,13 @@ def translation_run(tmp_path_factory):
 def test_cli_trains_translates_evaluates_plots_and_exports(translation_run, tmp_path, capsys):
     scores = json.loads((translation_run / "validation_scores.json").read_text())
     assert scores["sentences"] == 40 and 0 <= scores["bleu"] <= 100
+    vocabulary = json.loads((translation_run / "config.json").read_text())["vocabulary"]
+    suffix = {"subword": "spm", "words": "words"}[vocabulary]
+    assert sorted(path.name for path in (translation_run / "model").glob("*.*") if "weights" not in path.name) == [
+        f"source.{suffix}",
+        f"target.{suffix}",
+        "translator.json",
+    ]
     capsys.readouterr()
     assert main(["translate", "--run", str(translation_run), "Hola.", "¿Dónde está la biblioteca?", "--beam", "2"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2

@@ -68,7 +68,7 @@ def test_two_column_tsv_with_blank_lines_and_padding_spaces(tmp_path):
 
 def test_limit_keeps_the_first_pairs(tmp_path):
     """limit=N keeps the first N pairs in file order (blank lines not counted); a limit above
-    the file's size keeps them all; head() cuts the same way."""
+    the file's size keeps them all; head() cuts the same way; a limit below 1 is refused."""
     path = _write(tmp_path, ANKI_LINES[0] + "\n\n" + "\n".join(ANKI_LINES[1:]) + "\n")
     two = read_translation_pairs(path, limit=2)
     assert two.sources == ["Ve.", "Hola."] and two.targets == ["Go.", "Hi."]
@@ -76,6 +76,8 @@ def test_limit_keeps_the_first_pairs(tmp_path):
     assert len(read_translation_pairs(path, limit=10)) == 3
     head = read_translation_pairs(path).head(2)
     assert (head.sources, head.targets, head.path) == (two.sources, two.targets, str(path))
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        read_translation_pairs(path, limit=0)
 
 
 def test_shared_spanish_english_validation_file():

@@ -1,11 +1,12 @@
 """SavedModel export of translators (`tfattn.translation_export`): the export round trip in a
 fresh interpreter.
 
-Tiny untrained translators (a transformer and the RNN), their vocabularies learned from real
-Spanish-English pairs, are exported greedy and with beam width 3; a new Python that imports only
-tensorflow and tensorflow_text (never tfattn) serves them, and its outputs must be what the model
-decodes in this process: the same token ids and strings, the same scores and cross-attention (to
-float rounding), and the pieces of the ids it read and wrote.
+Tiny untrained translators (a transformer and the RNN with subword vocabularies, and the RNN
+with word vocabularies), the vocabularies learned from real Spanish-English pairs, are exported
+greedy and with beam width 3; a new Python that imports only tensorflow and tensorflow_text
+(never tfattn) serves them, and its outputs must be what the model decodes in this process:
+the same token ids and strings, the same scores and cross-attention (to float rounding), and
+the pieces of the ids it read and wrote.
 """
 
 import json
@@ -37,6 +38,7 @@ STRATEGIES = {"greedy": DecodingOptions(), "beam": DecodingOptions(beam_width=3)
 MODELS = {
     "transformer": (TransformerTranslator, {"embed_dim": 8, "num_heads": 2, "ff_dim": 16, "num_blocks": 2}),
     "rnn": (RnnTranslator, {"embed_dim": 8, "units": 8}),
+    "rnn-words": (RnnTranslator, {"embed_dim": 8, "units": 8}),
 }
 ATOL = 1e-5
 
@@ -88,11 +90,23 @@ def models(pairs):
     # Seeded before the vocabularies are learned: `tf.random.set_seed` clears TensorFlow's kernel
     # cache, which deletes the SentencePiece resources of vocabularies built before it.
     keras.utils.set_random_seed(0)
-    # 100 pieces: SentencePiece needs one per character of the corpus (full character coverage).
-    preprocessor = TranslationPreprocessor.learn(
-        pairs.sources, pairs.targets, vocab_size=100, max_source_length=16, max_target_length=MAX_TARGET_LENGTH
-    )
-    return {kind: build_sample(cls(preprocessor, **kwargs)) for kind, (cls, kwargs) in MODELS.items()}
+    # 100 entries: SentencePiece needs one piece per character of the corpus (full character
+    # coverage); 100 words leave many words of these pairs unknown.
+    preprocessors = {
+        vocabulary: TranslationPreprocessor.learn(
+            pairs.sources,
+            pairs.targets,
+            vocab_size=100,
+            vocabulary=vocabulary,
+            max_source_length=16,
+            max_target_length=MAX_TARGET_LENGTH,
+        )
+        for vocabulary in ("subword", "words")
+    }
+    return {
+        kind: build_sample(cls(preprocessors["words" if kind.endswith("-words") else "subword"], **kwargs))
+        for kind, (cls, kwargs) in MODELS.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -193,11 +207,12 @@ def _pieces(vocabulary, ids):
 def test_export_records_its_decoding_options(models, exports):
     info = json.loads((exports["transformer-beam"] / EXPORT_INFO_FILE).read_text(encoding="utf-8"))
     assert info["model"] == "transformer" and info["config"] == models["transformer"].get_config()
-    assert info["preprocessor"] == {"max_source_length": 16, "max_target_length": MAX_TARGET_LENGTH}
+    assert info["preprocessor"] == {"vocabulary": "subword", "max_source_length": 16, "max_target_length": 10}
     decoding = info["decoding"]
     assert (decoding["strategy"], decoding["beam_width"], decoding["max_length"]) == ("beam", 3, MAX_TARGET_LENGTH)
     assert decoding["return_attention"] is True  # the export always serves the attention
-    assert json.loads((exports["rnn-greedy"] / EXPORT_INFO_FILE).read_text())["decoding"]["strategy"] == "greedy"
+    info = json.loads((exports["rnn-words-greedy"] / EXPORT_INFO_FILE).read_text(encoding="utf-8"))
+    assert (info["decoding"]["strategy"], info["preprocessor"]["vocabulary"]) == ("greedy", "words")
 
 
 def test_export_refuses_an_existing_folder_and_keeps_its_files(models, tmp_path):

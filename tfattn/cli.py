@@ -37,7 +37,7 @@ MAX_ATTENTION_FILES = 20
 def _field_choices():
     """Config fields that take one of a few words."""
     from tfattn.models import POOLINGS
-    from tfattn.tasks.translation import MODELS, SOURCE_COLUMNS
+    from tfattn.tasks.translation import MODELS, SOURCE_COLUMNS, VOCABULARIES
 
     return {
         "pooling": POOLINGS,
@@ -45,6 +45,7 @@ def _field_choices():
         "tokenizer": TOKENIZERS,
         "model": MODELS,
         "source_column": SOURCE_COLUMNS,
+        "vocabulary": VOCABULARIES,
     }
 
 
@@ -94,6 +95,7 @@ TRANSLATION_HELP = {
     "ff_dim": "transformer: feed-forward size (default 1024)",
     "num_blocks": "transformer: blocks in the encoder and in the decoder (default 2)",
     "units": "rnn: GRU and attention size (default 256)",
+    "vocab_size": "entries per language learned from the training pairs (default 8000 subword, 20000 words)",
     "learning_rate": "peak AdamW learning rate (default 1e-3 transformer, 3e-3 rnn)",
     "time_budget": "stop training after this many seconds",
 }
@@ -323,7 +325,7 @@ def _translation_attention(args, texts):
     out = args.out or "attention.png"
     for index, text in enumerate(texts):
         translation, source_tokens, target_tokens, attention = alignment(model, text)
-        title = f"{text[:60]} -> {translation[:60]}"
+        title = f"{text}\n-> {translation}"
         path = plot_alignment(attention, source_tokens, target_tokens, _numbered(out, index, len(texts)), title=title)
         print(f"{translation}\nwrote {path}")
 
@@ -536,7 +538,8 @@ def build_parser():
         description="Translation. --data: sentence pairs, an Anki-format file (spa.txt, rus.txt: English, the "
         "translation, attribution) or a two-column TSV; --source-column says which column is translated (default 2: "
         "into English). --model transformer (encoder-decoder) or rnn (bidirectional GRU + GRU with additive "
-        "attention). Subword vocabularies are learned from the training pairs.",
+        "attention). --vocabulary subword (SentencePiece pieces) or words (the most frequent cased words), learned "
+        "from the training pairs.",
     )
     _add_config_arguments(translate_task, TranslationConfig, skip=("task", "run_dir"), field_help=TRANSLATION_HELP)
     translate_task.add_argument("--run-dir", default="runs/translate", help="run folder (default runs/translate)")

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 
 import tensorflow as tf
 
-__all__ = ["DecodedBatch", "DecodingOptions", "decode", "translate"]
+__all__ = ["DecodedBatch", "DecodingOptions", "decode", "decode_in_batches", "translate"]
 
 # A log probability no real hypothesis reaches (an empty or excluded slot's score).
 _NEVER = -1.0e9
@@ -141,16 +141,30 @@ def translate(model, texts, batch_size=64, **options):
     """Translations of `texts` (strings) by a translator with a `preprocessor`, decoded with
     `DecodingOptions(**options)`, `batch_size` sentences per batch (sorted by length, so a batch
     pads little); returned in the order of `texts`."""
-    options = DecodingOptions(**options)
-    texts = [str(text) for text in texts]
+    preprocessor = model.preprocessor
+    return decode_in_batches(
+        model,
+        [str(text) for text in texts],
+        DecodingOptions(**options),
+        batch_size,
+        encode=preprocessor.pad_sources,
+        detokenize=lambda token_ids: [text.decode("utf-8") for text in preprocessor.decode_targets(token_ids).numpy()],
+    )
+
+
+def decode_in_batches(model, texts, options, batch_size, encode, detokenize):
+    """Decode `texts` `batch_size` at a time, in order of length (a batch pads little), and
+    return the strings in the order of `texts`: `encode(texts)` gives a batch's padded source ids,
+    `detokenize(token_ids)` its strings (each model family brings its own tokenizer)."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
     order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
     translations = [None] * len(texts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        source_ids = model.preprocessor.pad_sources([texts[index] for index in chunk])
-        decoded = decode(model, source_ids, options)
-        for index, text in zip(chunk, model.preprocessor.decode_targets(decoded.token_ids).numpy()):
-            translations[index] = text.decode("utf-8")
+    for start in range(0, len(order), int(batch_size)):
+        chunk = order[start : start + int(batch_size)]
+        decoded = decode(model, encode([texts[index] for index in chunk]), options)
+        for index, text in zip(chunk, detokenize(decoded.token_ids)):
+            translations[index] = text
     return translations
 
 

@@ -4,6 +4,7 @@ Figures are built on `matplotlib.figure.Figure` with the Agg canvas rather than 
 works headless and never changes matplotlib's global backend or state.
 """
 
+import textwrap
 from numbers import Integral
 from pathlib import Path
 
@@ -116,9 +117,12 @@ def _save_grid(panels, tokens, path, title, max_tokens):
 
 
 def _save_figure(figure, title, path):
-    """Title `figure` (when `title`), write it as a PNG to `path` (folders created); the path."""
+    """Title `figure` (when `title`, wrapped to the figure's width), write it as a PNG to `path`
+    (folders created); the path."""
     if title:
-        figure.suptitle(title)
+        # About 9 characters of the default title font per inch: a long title wraps, not crops.
+        width = max(20, int(figure.get_figwidth() * 9))
+        figure.suptitle("\n".join(textwrap.fill(line, width) for line in title.splitlines()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

@@ -50,7 +50,7 @@ def read_translation_pairs(path, source_column=2, limit=None):
     Args:
         path: the file.
         source_column: 1 or 2, the column translated from; the other is the target.
-        limit: keep only the first `limit` pairs (None: all).
+        limit: keep only the first `limit` pairs (None: all; at least 1).
 
     Returns:
         A `TranslationPairs`.
@@ -62,6 +62,8 @@ def read_translation_pairs(path, source_column=2, limit=None):
     path = Path(path)
     if source_column not in SOURCE_COLUMNS:
         raise ValueError(f"source_column must be 1 or 2, got {source_column!r}")
+    if limit is not None and int(limit) < 1:
+        raise ValueError(f"limit must be at least 1, got {limit!r}")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:

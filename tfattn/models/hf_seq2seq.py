@@ -113,7 +113,9 @@ class HuggingFaceSeq2Seq:
     def start_cache(self, state):
         """The decoder's cache before any token: per layer, empty self-attention keys and values
         and the cross-attention keys and values of the source. One decoder pass over the start
-        token computes them, whatever the model's cache layout."""
+        token computes them, whatever the model's cache layout (`decode_step` 0 then runs that
+        token again: one extra one-token pass per batch, the price of not knowing each
+        architecture's cross-attention projections)."""
         batch = tf.shape(state["source_mask"])[0]
         outputs = self._decoder(tf.fill([batch, 1], tf.constant(self.bos_id, tf.int32)), state, use_cache=True)
         # Cut the self-attention entries to no positions: `decode_step` 0 adds the start token's.
@@ -143,24 +145,19 @@ class HuggingFaceSeq2Seq:
             decoding_options: `tfattn.decoding.DecodingOptions` fields (`beam_width`,
                 `max_length`, `sample`...).
         """
-        from tfattn.decoding import DecodingOptions, decode
+        from tfattn.decoding import DecodingOptions, decode_in_batches
 
         if self.tokenizer is None:
             raise ValueError("translate needs a tokenizer: pass tokenizer= or use HuggingFaceSeq2Seq.from_pretrained")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
-        options = DecodingOptions(**decoding_options)
-        sources = [f"{prefix}{text}" for text in texts]
-        order = sorted(range(len(sources)), key=lambda index: len(sources[index]))
-        translations = [None] * len(sources)
-        for start in range(0, len(order), int(batch_size)):
-            chunk = order[start : start + int(batch_size)]
-            encoded = self.tokenizer([sources[index] for index in chunk], padding=True, truncation=True)
-            decoded = decode(self, tf.constant(encoded["input_ids"], tf.int32), options)
-            texts_out = self.tokenizer.batch_decode(decoded.token_ids.numpy(), skip_special_tokens=True)
-            for index, text in zip(chunk, texts_out):
-                translations[index] = text
-        return translations
+        tokenizer = self.tokenizer
+        return decode_in_batches(
+            self,
+            [f"{prefix}{text}" for text in texts],
+            DecodingOptions(**decoding_options),
+            batch_size,
+            encode=lambda batch: tf.constant(tokenizer(batch, padding=True, truncation=True)["input_ids"], tf.int32),
+            detokenize=lambda token_ids: tokenizer.batch_decode(token_ids.numpy(), skip_special_tokens=True),
+        )
 
     def _decoder(self, decoder_ids, state, past_key_values=None, use_cache=False):
         from transformers.modeling_tf_outputs import TFBaseModelOutput

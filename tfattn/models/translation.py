@@ -1,9 +1,12 @@
-"""Translation models: a subword preprocessor for both languages and two encoder-decoders that
-decode one token at a time (`tfattn.decoding`), saved to and loaded from one folder format.
+"""Translation models: a preprocessor for both languages and two encoder-decoders that decode
+one token at a time (`tfattn.decoding`), saved to and loaded from one folder format.
 
-- `SubwordVocabulary`: a SentencePiece model learned from one language's training sentences,
-  applied in the TensorFlow graph (tensorflow_text), lossless: detokenizing gives back the text
-  with its case, spacing and punctuation (what cased BLEU scores).
+- `SubwordVocabulary` (the default): a SentencePiece model learned from one language's training
+  sentences, applied in the TensorFlow graph (tensorflow_text), lossless: detokenizing gives back
+  the text with its case, spacing and punctuation (what cased BLEU scores).
+- `WordVocabulary`: the most frequent cased words and punctuation marks of the training
+  sentences, everything else unknown; pure TensorFlow ops (the classic word-level baseline;
+  BENCHMARKS.md "Translation" compares the two).
 - `TranslationPreprocessor`: source and target vocabularies; strings to ids and back.
 - `TransformerTranslator`: `TransformerEncoder` + `TransformerDecoderBlock`s, decoding from a
   key/value cache.
@@ -42,6 +45,7 @@ __all__ = [
     "TransformerTranslator",
     "TranslationPreprocessor",
     "Translator",
+    "WordVocabulary",
     "load_translator",
     "save_translator",
 ]
@@ -49,7 +53,7 @@ __all__ = [
 # Ids fixed in every learned vocabulary: padding 0 (what batches pad with), unknown 1.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 CONFIG_FILE = "translator.json"
-SOURCE_VOCABULARY_FILE, TARGET_VOCABULARY_FILE = "source.spm", "target.spm"
+SIDES = ("source", "target")  # a saved vocabulary's file name: side + its kind's file_suffix
 
 
 class SubwordVocabulary(tf.Module):
@@ -62,6 +66,9 @@ class SubwordVocabulary(tf.Module):
     Args:
         model_proto: the serialized SentencePiece model (`learn` makes one).
     """
+
+    kind = "subword"  # as `tfattn train translate --vocabulary` names it
+    file_suffix = ".spm"  # saved as source.spm / target.spm
 
     def __init__(self, model_proto: bytes, name=None):
         super().__init__(name=name)
@@ -112,20 +119,132 @@ class SubwordVocabulary(tf.Module):
         """The piece of each id (`▁` marks a word start)."""
         return self.tokenizer.id_to_string(ids)
 
+    @classmethod
+    def from_bytes(cls, data: bytes):
+        return cls(data)
 
-class TranslationPreprocessor(tf.Module):
-    """Source and target `SubwordVocabulary`s and the length limits: strings in, ids out, and
-    generated ids back to strings.
+    def to_bytes(self):
+        return self.model_proto
+
+
+# Word tokenization: a word is a run of letters, digits and apostrophes ("don't", "Tom's");
+# every other visible character (punctuation, symbols, "¿") is a word of its own.
+_SEPARATE_MARKS = (r"([^\pL\pN\s'])", r" \1 ")
+# Detokenization: no space before closing marks or after opening ones, and a pair of double
+# quotes hugs what it quotes ("Go." rather than " Go . ").
+_JOIN_MARKS = (
+    (r" ([.,!?;:%)\]}»…])", r"\1"),
+    (r"([¿¡(\[{«$]) ", r"\1"),
+    (r'" ([^"]*?) "', r'"\1"'),
+)
+SPECIAL_WORDS = ("<pad>", "<unk>", "<s>", "</s>")  # ids 0-3; the splitter never yields them
+
+
+class WordVocabulary(tf.Module):
+    """One language's word vocabulary: the `vocab_size - 4` most frequent cased words and marks
+    of the training sentences, in the TensorFlow graph (a lookup table), others unknown.
+
+    Unlike `SubwordVocabulary`, it is lossy: an unknown word decodes as `<unk>`, and the
+    spacing around marks is rebuilt by rule ("Where is it ?" -> "Where is it?").
 
     Args:
-        source, target: the two vocabularies.
-        max_source_length: source sentences are cut to this many pieces (the end id included).
+        words: the vocabulary, id order; the first four are `SPECIAL_WORDS`.
+
+    Example:
+    >>> vocabulary = WordVocabulary.learn(["¿Dónde está la casa?", "La casa está aquí."], vocab_size=9)
+    >>> vocabulary.words[4:]
+    ('casa', 'está', '.', '?', 'Dónde')
+    >>> ids = vocabulary.tokenize(["¿Dónde está la casa?"])
+    >>> ids.to_list()
+    [[1, 8, 5, 1, 4, 7]]
+    >>> vocabulary.detokenize(ids.to_tensor()).numpy()[0].decode()
+    '<unk> Dónde está <unk> casa?'
+    """
+
+    kind = "words"
+    file_suffix = ".words"  # one word per line
+
+    def __init__(self, words, name=None):
+        super().__init__(name=name)
+        words = [str(word) for word in words]
+        if tuple(words[:4]) != SPECIAL_WORDS:
+            raise ValueError(f"a word vocabulary starts with {', '.join(SPECIAL_WORDS)}; got {words[:4]}")
+        if len(set(words)) != len(words):
+            raise ValueError("a word vocabulary lists each word once")
+        self.words = tuple(words)
+        self.vocab_size = len(words)
+        self._strings = tf.constant(words)
+        self._ids = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(self._strings, tf.range(len(words), dtype=tf.int32)),
+            default_value=UNK_ID,
+        )
+
+    @staticmethod
+    def split(texts):
+        """Ragged words `[batch, (words)]` of strings `[batch]`."""
+        spaced = tf.strings.regex_replace(tf.convert_to_tensor(texts, tf.string), *_SEPARATE_MARKS)
+        return tf.strings.split(spaced)
+
+    @classmethod
+    def learn(cls, texts, vocab_size=20000):
+        """The `vocab_size - 4` most frequent words of `texts` (ties by word: deterministic)."""
+        from collections import Counter
+
+        if int(vocab_size) < 5:
+            raise ValueError(f"cannot learn a vocabulary of vocab_size={vocab_size}: it needs at least 5 entries")
+        counts = Counter()
+        texts = list(texts)
+        for start in range(0, len(texts), 10_000):
+            words = cls.split(texts[start : start + 10_000]).flat_values.numpy()
+            counts.update(word.decode("utf-8") for word in words)
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return cls(list(SPECIAL_WORDS) + [word for word, _ in ranked[: int(vocab_size) - len(SPECIAL_WORDS)]])
+
+    @classmethod
+    def from_bytes(cls, data: bytes):
+        return cls(data.decode("utf-8").split("\n"))
+
+    def to_bytes(self):
+        return "\n".join(self.words).encode("utf-8")
+
+    def tokenize(self, texts):
+        """Ragged ids `[batch, (words)]` of strings `[batch]`."""
+        return tf.ragged.map_flat_values(self._ids.lookup, self.split(texts))
+
+    def detokenize(self, ids):
+        """Strings `[batch]` of ids `[batch, len]`; padding, begin and end ids give no text."""
+        ids = tf.convert_to_tensor(ids, tf.int32)
+        shown = tf.ragged.boolean_mask(self.pieces(ids), (ids != PAD_ID) & (ids != BOS_ID) & (ids != EOS_ID))
+        text = tf.strings.reduce_join(shown, axis=-1, separator=" ")
+        for pattern, rewrite in _JOIN_MARKS:
+            text = tf.strings.regex_replace(text, pattern, rewrite)
+        return text
+
+    def pieces(self, ids):
+        """The word of each id."""
+        return tf.gather(self._strings, ids)
+
+
+VOCABULARIES = {cls.kind: cls for cls in (SubwordVocabulary, WordVocabulary)}
+# Entries per language when `vocab_size` is not given.
+DEFAULT_VOCAB_SIZES = {"subword": 8000, "words": 20000}
+
+
+class TranslationPreprocessor(tf.Module):
+    """Source and target vocabularies (`SubwordVocabulary`s or `WordVocabulary`s) and the length
+    limits: strings in, ids out, and generated ids back to strings.
+
+    Args:
+        source, target: the two vocabularies, of one kind.
+        max_source_length: source sentences are cut to this many tokens (the end id included).
         max_target_length: target sentences likewise (the begin or end id included); also
             the longest translation decoded by default.
     """
 
     def __init__(self, source, target, max_source_length=64, max_target_length=64, name=None):
         super().__init__(name=name)
+        if source.kind != target.kind:
+            raise ValueError(f"source and target vocabularies differ in kind: {source.kind} and {target.kind}")
         for option, value in (("max_source_length", max_source_length), ("max_target_length", max_target_length)):
             if int(value) < 2:
                 raise ValueError(f"{option} must be at least 2, got {value!r}")
@@ -135,9 +254,14 @@ class TranslationPreprocessor(tf.Module):
     bos_id, eos_id, pad_id = BOS_ID, EOS_ID, PAD_ID
 
     @classmethod
-    def learn(cls, sources, targets, vocab_size=8000, **kwargs):
-        """Vocabularies of `vocab_size` pieces each, learned from the training sentences."""
-        return cls(SubwordVocabulary.learn(sources, vocab_size), SubwordVocabulary.learn(targets, vocab_size), **kwargs)
+    def learn(cls, sources, targets, vocab_size=None, vocabulary="subword", **kwargs):
+        """Vocabularies of one kind (`vocabulary`: "subword" or "words") and of `vocab_size`
+        entries each (default `DEFAULT_VOCAB_SIZES`), learned from the training sentences."""
+        if vocabulary not in VOCABULARIES:
+            raise ValueError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
+        kind = VOCABULARIES[vocabulary]
+        vocab_size = DEFAULT_VOCAB_SIZES[vocabulary] if vocab_size is None else vocab_size
+        return cls(kind.learn(sources, vocab_size), kind.learn(targets, vocab_size), **kwargs)
 
     def encode_sources(self, texts):
         """Source ids, ragged `[batch, (len)]`: the pieces, cut to fit, then the end id."""
@@ -167,18 +291,23 @@ class TranslationPreprocessor(tf.Module):
         return self.target.detokenize(tf.where(ended, PAD_ID, ids))
 
     def get_config(self):
-        return {"max_source_length": self.max_source_length, "max_target_length": self.max_target_length}
+        return {
+            "vocabulary": self.source.kind,
+            "max_source_length": self.max_source_length,
+            "max_target_length": self.max_target_length,
+        }
 
     def save(self, folder):
+        """Write the two vocabularies to `folder` (source.spm and target.spm, or .words)."""
         folder = Path(folder)
-        (folder / SOURCE_VOCABULARY_FILE).write_bytes(self.source.model_proto)
-        (folder / TARGET_VOCABULARY_FILE).write_bytes(self.target.model_proto)
+        for side, vocabulary in zip(SIDES, (self.source, self.target)):
+            (folder / f"{side}{vocabulary.file_suffix}").write_bytes(vocabulary.to_bytes())
 
     @classmethod
     def load(cls, folder, config):
-        folder = Path(folder)
-        source = SubwordVocabulary((folder / SOURCE_VOCABULARY_FILE).read_bytes())
-        target = SubwordVocabulary((folder / TARGET_VOCABULARY_FILE).read_bytes())
+        config = dict(config)
+        kind = VOCABULARIES[config.pop("vocabulary", "subword")]  # translators saved before words: subword
+        source, target = (kind.from_bytes((Path(folder) / f"{side}{kind.file_suffix}").read_bytes()) for side in SIDES)
         return cls(source, target, **config)
 
 

@@ -53,8 +53,9 @@ PRETRAINED_DEFAULTS = {
 # high rate, 50 epochs, no dropout before the head, and no early stop (the best epoch is kept).
 # On validation this beat a logistic regression on the same vectors, where 3 epochs at 1e-3 fell
 # 7 points short on math topics; early stops after 10 flat epochs ended math before it converged
-# (bench/frozen_head.py, BENCHMARKS.md).
-FROZEN_DEFAULTS = {"epochs": 50, "learning_rate": 1e-2, "dropout": 0.0, "patience": 50}
+# (bench/frozen_head.py, BENCHMARKS.md). No early stop: patience defaults to the run's epochs,
+# whatever --epochs says.
+FROZEN_DEFAULTS = {"epochs": 50, "learning_rate": 1e-2, "dropout": 0.0}
 # Per task, what differs from the family defaults: NER fine-tunes best a little faster, and
 # reads word shapes (+0.5 entity F1 over 3 seeds with the uncased MiniLM; BENCHMARKS.md).
 TASK_DEFAULTS = {"ner": {"learning_rate": 5e-5, "word_shape": True}}
@@ -210,7 +211,7 @@ class TrainConfig:
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     label_smoothing: float = 0.0  # text classification: the share of target mass spread over all classes
-    patience: int | None = None  # epochs without improvement before early stopping; default 2, frozen 50
+    patience: int | None = None  # epochs without improvement before early stopping; default 2, frozen: --epochs (none)
     time_budget: float | None = None  # seconds of training wall time, then stop
     # devices
     strategy: str = "default"
@@ -294,6 +295,8 @@ class TrainConfig:
             name: getattr(self, name) if getattr(self, name) is not None else default
             for name, default in defaults.items()
         }
+        if self.pretrained and self.freeze and self.patience is None:
+            values["patience"] = values["epochs"]
         if self.hub_encoder:
             values["freeze_epochs"] = 1 if self.freeze_epochs is None else self.freeze_epochs
         if self.pretrained and values["max_length"] < 3:

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.data.translation import SOURCE_COLUMNS, read_translation_pairs
+from tfattn.models.translation import DEFAULT_VOCAB_SIZES
 from tfattn.tasks.ner import masked_token_accuracy  # padding labels are -100, as in NER batches
 from tfattn.tasks.runs import MODEL_DIR
 
@@ -31,8 +32,9 @@ __all__ = [
 
 SCORES_FILE = "validation_scores.json"
 MODELS = ("transformer", "rnn")
-# Per model, the defaults of the options left at None (chosen on the validation pairs;
-# BENCHMARKS.md "Translation").
+VOCABULARIES = tuple(DEFAULT_VOCAB_SIZES)  # "subword" (SentencePiece, the default) or "words"
+# Per model, the defaults of the options left at None: the course's sizes and a learning rate per
+# model, not tuned (BENCHMARKS.md "Translation" measures them, once, on the validation pairs).
 MODEL_DEFAULTS = {
     "transformer": {"embed_dim": 256, "num_heads": 4, "ff_dim": 1024, "num_blocks": 2, "learning_rate": 1e-3},
     "rnn": {"embed_dim": 256, "units": 256, "learning_rate": 3e-3},
@@ -54,7 +56,8 @@ class TranslationConfig:
     validation_limit: int | None = None  # validate (loss and BLEU) on the first this many pairs
     seed: int = 0
     model: str = "transformer"
-    vocab_size: int = 8000  # SentencePiece pieces per language
+    vocabulary: str = "subword"
+    vocab_size: int | None = None  # entries per language (default DEFAULT_VOCAB_SIZES of vocabulary)
     max_length: int = 64  # pieces per sentence, both languages (longer ones are cut)
     embed_dim: int | None = None
     num_heads: int | None = None
@@ -81,6 +84,8 @@ class TranslationConfig:
         """A copy with the model's defaults filled in; refuses options the model does not have."""
         if self.model not in MODELS:
             raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.vocabulary not in VOCABULARIES:
+            raise ValueError(f"--vocabulary must be one of {', '.join(VOCABULARIES)}, got {self.vocabulary!r}")
         if self.source_column not in SOURCE_COLUMNS:
             raise ValueError(f"--source-column must be 1 or 2, got {self.source_column!r}")
         if not self.data:
@@ -89,8 +94,9 @@ class TranslationConfig:
         for option in MODEL_OPTIONS[other]:
             if getattr(self, option) is not None:
                 raise ValueError(f"--{option.replace('_', '-')} applies to --model {other}, not {self.model}")
+        vocab_size = DEFAULT_VOCAB_SIZES[self.vocabulary] if self.vocab_size is None else self.vocab_size
         for name, value, low in (
-            ("vocab_size", self.vocab_size, 8),
+            ("vocab_size", vocab_size, 8),
             ("max_length", self.max_length, 2),
             ("batch_size", self.batch_size, 1),
             ("epochs", self.epochs, 1),
@@ -102,7 +108,7 @@ class TranslationConfig:
             if not 0 <= float(value) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")
         defaults = {k: v for k, v in MODEL_DEFAULTS[self.model].items() if getattr(self, k) is None}
-        return replace(self, **defaults)
+        return replace(self, vocab_size=vocab_size, **defaults)
 
     def model_kwargs(self):
         names = ("embed_dim", "dropout") + MODEL_OPTIONS[self.model]
@@ -154,7 +160,7 @@ def evaluate_translations(model, pairs, batch_size=64, **options):
 def alignment(model, text, **options):
     """The cross-attention of `model` translating `text` (`tfattn.decoding` `options`, greedy by
     default): `(translation, source_tokens, target_tokens, attention [layers, heads, target,
-    source])`, the tokens being SentencePiece pieces (the end token shown as `</s>`)."""
+    source])`, the tokens being the vocabulary's pieces or words (the end token shown as `</s>`)."""
     from tfattn.decoding import DecodingOptions, decode
 
     preprocessor = model.preprocessor
@@ -235,6 +241,7 @@ def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):
         train_pairs.sources,
         train_pairs.targets,
         vocab_size=config.vocab_size,
+        vocabulary=config.vocabulary,
         max_source_length=config.max_length,
         max_target_length=config.max_length,
     )
