@@ -16,7 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.data.translation import SOURCE_COLUMNS, read_translation_pairs
-from tfattn.models.translation import DEFAULT_VOCAB_SIZES
+from tfattn.models.translation import DEFAULT_VOCAB_SIZES, VOCABULARIES  # "subword" (the default) or "words"
 from tfattn.tasks.ner import masked_token_accuracy  # padding labels are -100, as in NER batches
 from tfattn.tasks.runs import MODEL_DIR
 
@@ -32,7 +32,6 @@ __all__ = [
 
 SCORES_FILE = "validation_scores.json"
 MODELS = ("transformer", "rnn")
-VOCABULARIES = tuple(DEFAULT_VOCAB_SIZES)  # "subword" (SentencePiece, the default) or "words"
 # Per model, the defaults of the options left at None: the course's sizes and a learning rate per
 # model, not tuned (BENCHMARKS.md "Translation" measures them, once, on the validation pairs).
 MODEL_DEFAULTS = {
