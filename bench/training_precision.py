@@ -195,7 +195,12 @@ def scratch_bench(args, train_split, validation_split, config):
         keras.utils.set_random_seed(seed)
         models = build_twins(build, features, labels, compile_model)
         # One dataset per model, the same seed: the same batches in the same order.
-        datasets = {name: make_dataset(features, labels, config.batch_size, shuffle=True, seed=seed) for name in models}
+        datasets = {
+            name: make_dataset(
+                features, labels, config.batch_size, shuffle=True, seed=seed, pad_to_multiple=args.pad_to_multiple
+            )
+            for name in models
+        }
         seed_speeds = alternate(
             models,
             args.scratch_epochs,
@@ -286,7 +291,14 @@ def minilm_bench(args, train_split, validation_split, backbone):
         def run_round(name, model, index, parts=parts, features=features, labels=labels, seed=seed):
             part = parts[index]
             part_features = {key: tf.gather(value, part) for key, value in features.items()}
-            dataset = make_dataset(part_features, labels[part], batch_size, shuffle=True, seed=seed + index)
+            dataset = make_dataset(
+                part_features,
+                labels[part],
+                batch_size,
+                shuffle=True,
+                seed=seed + index,
+                pad_to_multiple=args.pad_to_multiple,
+            )
             return timed_fit(model, dataset, len(part), index)
 
         seed_speeds = alternate(models, len(parts), run_round)
@@ -410,6 +422,13 @@ def main():
     parser.add_argument("--step-shape", type=int, nargs=2, default=[32, 64], metavar=("BATCH", "LENGTH"))
     parser.add_argument("--step-batches", type=int, default=3, help="steps per fixed-shape round")
     parser.add_argument("--step-rounds", type=int, default=10, help="timed fixed-shape rounds per precision")
+    parser.add_argument(
+        "--pad-to-multiple",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pad every batch to a multiple of N tokens (a few batch shapes instead of one per length)",
+    )
     parser.add_argument("--skip", choices=["scratch", "minilm", "steps"], nargs="*", default=[])
     parser.add_argument("--quick", action="store_true", help="smoke run: small subsets, one seed")
     parser.add_argument("--out", default=None, help="default: bench/results/training_precision[_quick].json")
@@ -436,6 +455,7 @@ def main():
         "command": " ".join(["python", *sys.argv]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "policies": {"float32": "float32", "mixed": with_policy(True, lambda: None)[0]},
+        "pad_to_multiple": args.pad_to_multiple,
     }
     parts = {}
     if "scratch" not in args.skip:
