@@ -161,6 +161,15 @@ def test_handle_errors_are_one_line_and_name_the_handle(tmp_path):
     assert url in message and "export-hub" in message and "\n" not in message
 
 
+def test_config_saves_local_hub_folders_absolute_and_urls_as_given(tmp_path, monkeypatch):
+    # A run keeps its handles; a relative folder would load only from the folder it was trained in.
+    (tmp_path / "hub" / "preprocess").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(hub_preprocess="hub/preprocess", hub_encoder="https://tfhub.dev/encoder/1").resolve()
+    assert config.hub_preprocess == str(tmp_path.resolve() / "hub" / "preprocess")
+    assert config.hub_encoder == "https://tfhub.dev/encoder/1"
+
+
 def test_cli_reports_unreachable_hub_handle_in_one_line(agnews_csv, tmp_path, capsys):
     argv = [
         "train",

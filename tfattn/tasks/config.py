@@ -307,6 +307,12 @@ class TrainConfig:
         validation_data = self.validation_data
         if self.token_task and validation_data is None:
             validation_data = self.data if self.data.startswith("hf:") else str(Path(self.data).with_name("valid.txt"))
+        # A TF-Hub folder given relative to the working directory is saved absolute, so the run
+        # loads from anywhere (URLs stay as they are).
+        for option in ("hub_preprocess", "hub_encoder"):
+            handle = getattr(self, option)
+            if handle and "://" not in handle and Path(handle).expanduser().exists():
+                values[option] = str(Path(handle).expanduser().resolve())
         return replace(
             self,
             validation_data=validation_data,
