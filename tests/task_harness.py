@@ -87,6 +87,17 @@ def captured_logs():
 
 # --- a fresh interpreter serving an export -----------------------------------------------
 
+# For scripts run in a fresh interpreter: nested lists of a tensor's `.numpy().tolist()`, bytes
+# decoded, ready for json.dumps.
+PLAIN_SOURCE = """
+def plain(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+"""
+
 _SERVE_SCRIPT = """
 import json, sys
 import tensorflow as tf
@@ -99,14 +110,7 @@ serve = tf.saved_model.load(request["export_dir"]).signatures["serving_default"]
 outputs = serve(texts=tf.constant(request["texts"]))
 imported = sorted(name for name in sys.modules if name.split(".")[0] == "tfattn")
 assert not imported, f"serving the export imported {{imported}}"
-
-def plain(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
-
+{plain}
 print(json.dumps({{name: plain(value.numpy().tolist()) for name, value in outputs.items()}}))
 """
 
@@ -121,7 +125,9 @@ class FreshInterpreter:
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.stdout_path, self.stderr_path = workdir / "served.out", workdir / "served.err"
-        script = _SERVE_SCRIPT.format(extra_import="import tensorflow_text" if tensorflow_text else "")
+        script = _SERVE_SCRIPT.format(
+            extra_import="import tensorflow_text" if tensorflow_text else "", plain=PLAIN_SOURCE
+        )
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         with open(self.stdout_path, "w") as stdout, open(self.stderr_path, "w") as stderr:
             # cwd: a folder without tfattn, so nothing there can be imported by accident.

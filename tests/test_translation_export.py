@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tf_keras as keras
+from task_harness import PLAIN_SOURCE
 
 from tfattn.data.translation import read_translation_pairs
 from tfattn.decoding import DecodingOptions, decode
@@ -42,18 +43,14 @@ MODELS = {
 }
 ATOL = 1e-5
 
-_SERVE_SCRIPT = """
+_SERVE_SCRIPT = (
+    """
 import json, sys
 import tensorflow as tf
 import tensorflow_text  # registers the SentencePiece ops, nothing else
-
-def plain(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
-
+"""
+    + PLAIN_SOURCE
+    + """
 request = json.loads(sys.stdin.readline())
 results = {}
 for name, folder in request["exports"].items():
@@ -66,6 +63,7 @@ imported = sorted(name for name in sys.modules if name.split(".")[0] == "tfattn"
 assert not imported, f"serving the exports imported {imported}"
 print(json.dumps(results))
 """
+)
 
 
 @pytest.fixture(scope="module")

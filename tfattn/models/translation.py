@@ -69,6 +69,7 @@ class SubwordVocabulary(tf.Module):
 
     kind = "subword"  # as `tfattn train translate --vocabulary` names it
     file_suffix = ".spm"  # saved as source.spm / target.spm
+    default_vocab_size = 8000
 
     def __init__(self, model_proto: bytes, name=None):
         super().__init__(name=name)
@@ -80,10 +81,12 @@ class SubwordVocabulary(tf.Module):
         self.vocab_size = int(self.tokenizer.vocab_size())
 
     @classmethod
-    def learn(cls, texts, vocab_size=8000):
-        """Learn a vocabulary of `vocab_size` pieces from `texts` (deterministic: same texts,
-        same vocabulary). Ids 0-3 are padding, unknown, begin and end."""
+    def learn(cls, texts, vocab_size=None):
+        """Learn a vocabulary of `vocab_size` pieces (default `default_vocab_size`) from `texts`
+        (deterministic: same texts, same vocabulary). Ids 0-3 are padding, unknown, begin and end."""
         import sentencepiece  # only needed to learn one; applying it is tensorflow_text's
+
+        vocab_size = cls.default_vocab_size if vocab_size is None else vocab_size
 
         model = io.BytesIO()
         try:
@@ -163,6 +166,7 @@ class WordVocabulary(tf.Module):
 
     kind = "words"
     file_suffix = ".words"  # one word per line
+    default_vocab_size = 20000
 
     def __init__(self, words, name=None):
         super().__init__(name=name)
@@ -186,10 +190,12 @@ class WordVocabulary(tf.Module):
         return tf.strings.split(spaced)
 
     @classmethod
-    def learn(cls, texts, vocab_size=20000):
-        """The `vocab_size - 4` most frequent words of `texts` (ties by word: deterministic)."""
+    def learn(cls, texts, vocab_size=None):
+        """The `vocab_size - 4` most frequent words of `texts` (default `default_vocab_size`
+        entries; ties by word: deterministic)."""
         from collections import Counter
 
+        vocab_size = cls.default_vocab_size if vocab_size is None else vocab_size
         if int(vocab_size) < 5:
             raise ValueError(f"cannot learn a vocabulary of vocab_size={vocab_size}: it needs at least 5 entries")
         counts = Counter()
@@ -227,7 +233,7 @@ class WordVocabulary(tf.Module):
 
 VOCABULARIES = {cls.kind: cls for cls in (SubwordVocabulary, WordVocabulary)}
 # Entries per language when `vocab_size` is not given.
-DEFAULT_VOCAB_SIZES = {"subword": 8000, "words": 20000}
+DEFAULT_VOCAB_SIZES = {kind: cls.default_vocab_size for kind, cls in VOCABULARIES.items()}
 
 
 class TranslationPreprocessor(tf.Module):
@@ -260,7 +266,6 @@ class TranslationPreprocessor(tf.Module):
         if vocabulary not in VOCABULARIES:
             raise ValueError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
         kind = VOCABULARIES[vocabulary]
-        vocab_size = DEFAULT_VOCAB_SIZES[vocabulary] if vocab_size is None else vocab_size
         return cls(kind.learn(sources, vocab_size), kind.learn(targets, vocab_size), **kwargs)
 
     def encode_sources(self, texts):
