@@ -13,9 +13,7 @@ alternating rounds so machine noise hits both alike. Both feed it feature dicts
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ import tf_keras as keras  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.result_file import write_result  # noqa: E402
 from tfattn.data.pipelines import make_dataset  # noqa: E402
 from tfattn.models import FEATURE_NAMES, HuggingFaceEncoder, TextClassifier  # noqa: E402
 from tfattn.models.preprocessors import HF_FEATURE_NAMES  # noqa: E402
@@ -136,13 +135,8 @@ def main():
         "median_course": round(course, 2),
         "median_tfattn": round(ours, 2),
         "ratio": round(ours / course, 2),
-        "tensorflow": tf.__version__,
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,7 @@ rate, not its load's). Printed as a table and written as JSON.
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.flops import matmul_rate  # noqa: E402
+from bench.result_file import write_result  # noqa: E402
 
 DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16}
 
@@ -71,13 +70,8 @@ def main():
         "peak_gflops_per_second": {name: round(max(by.values()), 1) for name, by in best.items()},
         "load_average_at_end": [round(load, 2) for load in os.getloadavg()],
         "cpu_flags": cpu_flags(),
-        "tensorflow": tf.__version__,
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("peak_gflops_per_second", "load_average_at_end")}))
+    write_result(result, args.out, echo_keys=("peak_gflops_per_second", "load_average_at_end"))
 
 
 if __name__ == "__main__":

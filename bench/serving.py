@@ -30,9 +30,7 @@ squares, measured between rounds, median over rounds).
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from datetime import UTC, datetime
@@ -49,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.flops import MINILM, encoder_forward_flops, matmul_rate  # noqa: E402
+from bench.result_file import write_result  # noqa: E402
 from tfattn.data.agnews import read_agnews_csv  # noqa: E402
 from tfattn.data.conll import read_conll  # noqa: E402
 from tfattn.export import DEFAULT_BUCKET_ROWS, export_model, in_length_buckets  # noqa: E402
@@ -483,13 +482,8 @@ def main():
         ),
         # Other processes share this machine: its load, so that a reader can judge the noise.
         "load_average": {"start": load_at_start, "end": [round(load, 2) for load in os.getloadavg()]},
-        "tensorflow": tf.__version__,
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

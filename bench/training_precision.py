@@ -30,7 +30,6 @@ predict the same class.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -50,6 +49,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from flops import MINILM, encoder_forward_flops, matmul_rate, training_flops  # noqa: E402
+from result_file import write_result  # noqa: E402
 
 from tfattn.data.pipelines import make_dataset  # noqa: E402
 from tfattn.models import HuggingFaceEncoder, TextClassifier  # noqa: E402
@@ -167,27 +167,15 @@ def build_twins(build, features, labels, compile_model):
 def scratch_bench(args, train_split, validation_split, config):
     """The from-scratch AG News classifier: `args.scratch_epochs` epochs per seed, precisions
     alternating epoch by epoch."""
-    task = task_of(config)
     texts, labels = train_split.texts, np.asarray(train_split.labels)
     if args.scratch_examples:
         texts, labels = texts[: args.scratch_examples], labels[: args.scratch_examples]
-    with tempfile.TemporaryDirectory(prefix="precision_") as work:
-        family = ScratchFamily(config)
-        family.prepare(texts, Path(work))
+    steps = args.scratch_epochs * -(-len(texts) // config.batch_size)
+    family, build, compile_model = scratch_parts(config, texts, train_split.label_names, steps)
     features = family.encode_texts(texts, "training texts")
     validation_features = family.encode_texts(validation_split.texts, "validation texts")
     lengths = token_lengths(features)
     flops = flops_per_example(lengths, config.num_blocks, config.embed_dim, config.ff_dim)
-    steps = args.scratch_epochs * -(-len(texts) // config.batch_size)
-
-    def build():
-        return task.build_model(family.preprocessor, family.build_encoder(), train_split.label_names)
-
-    def compile_model(model):
-        optimizer = create_optimizer(
-            config.learning_rate, steps, warmup_fraction=config.warmup_fraction, weight_decay=config.weight_decay
-        )
-        model.compile(optimizer=optimizer, loss=task.loss(), metrics=["accuracy"])
 
     per_seed, speeds = [], {name: [] for name in PRECISIONS}
     for seed in args.seeds:
@@ -208,16 +196,7 @@ def scratch_bench(args, train_split, validation_split, config):
         )
         for name in PRECISIONS:
             speeds[name] += seed_speeds[name][1:]  # each seed's first epoch traces the graphs
-        results = {
-            name: accuracy(model, validation_features, validation_split.labels) for name, model in models.items()
-        }
-        row = {
-            "seed": seed,
-            "validation_accuracy": {name: round(result[0], 4) for name, result in results.items()},
-            "agreement": round(float(np.mean(results["float32"][1] == results["mixed"][1])), 4),
-        }
-        print(f"  {json.dumps(row)}", flush=True)
-        per_seed.append(row)
+        per_seed.append(seed_row(seed, models, validation_features, validation_split.labels))
         keras.backend.clear_session()
     accuracies = {name: [row["validation_accuracy"][name] for row in per_seed] for name in PRECISIONS}
     differences = [100 * (m - f) for m, f in zip(accuracies["mixed"], accuracies["float32"], strict=True)]
@@ -246,8 +225,41 @@ def scratch_bench(args, train_split, validation_split, config):
     }
 
 
+def scratch_parts(config, texts, label_names, steps):
+    """`(family, build, compile_model)` of the from-scratch classifier of `config`, its
+    vocabulary learned from `texts`; `compile_model(model, jit=False)`."""
+    task = task_of(config)
+    with tempfile.TemporaryDirectory(prefix="precision_") as work:
+        family = ScratchFamily(config)
+        family.prepare(texts, Path(work))
+
+    def build():
+        return task.build_model(family.preprocessor, family.build_encoder(), label_names)
+
+    def compile_model(model, jit=False):
+        optimizer = create_optimizer(
+            config.learning_rate, steps, warmup_fraction=config.warmup_fraction, weight_decay=config.weight_decay
+        )
+        model.compile(optimizer=optimizer, loss=task.loss(), metrics=["accuracy"], jit_compile=jit)
+
+    return family, build, compile_model
+
+
+def seed_row(seed, models, validation_features, validation_labels):
+    """One seed's validation accuracy per precision, and the share of texts both predict alike."""
+    results = {name: accuracy(model, validation_features, validation_labels) for name, model in models.items()}
+    row = {
+        "seed": seed,
+        "validation_accuracy": {name: round(result[0], 4) for name, result in results.items()},
+        "agreement": round(float(np.mean(results["float32"][1] == results["mixed"][1])), 4),
+    }
+    print(f"  {json.dumps(row)}", flush=True)
+    return row
+
+
 def minilm_parts(backbone, max_length, num_classes, steps):
-    """`(build, compile_model)` of the MiniLM classifier (as bench/finetune_throughput.py)."""
+    """`(build, compile_model)` of the MiniLM classifier (as bench/finetune_throughput.py);
+    `compile_model(model, jit=False)`."""
 
     def build():
         return TextClassifier(
@@ -257,11 +269,12 @@ def minilm_parts(backbone, max_length, num_classes, steps):
             pooling="cls",
         )
 
-    def compile_model(model):
+    def compile_model(model, jit=False):
         model.compile(
             optimizer=create_optimizer(3e-5, steps),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
+            jit_compile=jit,
         )
 
     return build, compile_model
@@ -304,16 +317,7 @@ def minilm_bench(args, train_split, validation_split, backbone):
         seed_speeds = alternate(models, len(parts), run_round)
         for name in PRECISIONS:
             speeds[name] += seed_speeds[name][1:]  # each seed's first part traces the graphs
-        results = {
-            name: accuracy(model, validation_features, validation_split.labels) for name, model in models.items()
-        }
-        row = {
-            "seed": seed,
-            "validation_accuracy": {name: round(result[0], 4) for name, result in results.items()},
-            "agreement": round(float(np.mean(results["float32"][1] == results["mixed"][1])), 4),
-        }
-        print(f"  {json.dumps(row)}", flush=True)
-        per_seed.append(row)
+        per_seed.append(seed_row(seed, models, validation_features, validation_split.labels))
         keras.backend.clear_session()
     lengths = np.concatenate(all_lengths)
     accuracies = {name: [row["validation_accuracy"][name] for row in per_seed] for name in PRECISIONS}
@@ -475,16 +479,7 @@ def main():
         speeds, flops = part.pop("timed_rounds"), part.pop("flops")
         part["speed"] = summarize_speed(speeds, flops, rates)
         result[key] = part
-    result.update(
-        seconds=round(time.perf_counter() - started),
-        tensorflow=tf.__version__,
-        cpus=os.cpu_count(),
-        machine=platform.machine(),
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(markdown(result))
+    write_result(result, out, started, markdown)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -43,22 +42,18 @@ from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from training_precision import DATA, timed_fit  # noqa: E402
+from result_file import write_result  # noqa: E402
+from training_precision import DATA, minilm_parts, scratch_parts, timed_fit  # noqa: E402
 
 from tfattn.data.pipelines import batch_shapes, make_dataset  # noqa: E402
-from tfattn.models import HuggingFaceEncoder, TextClassifier  # noqa: E402
-from tfattn.models.wordpiece import bert_preprocessor_from_pretrained  # noqa: E402
-from tfattn.optimization import create_optimizer  # noqa: E402
 from tfattn.pretrained import load_tokenizer, offline_minilm_path, tokenize_texts  # noqa: E402
 from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
-from tfattn.tasks.trainer import ScratchFamily, task_of  # noqa: E402
 
 
 class XlaLog:
@@ -146,27 +141,13 @@ def compare(name, build, compile_model, features, labels, batch_size, width, rou
 
 
 def scratch_case(args, config, train_split):
-    task = task_of(config)
     texts, labels = train_split.texts, np.asarray(train_split.labels)
     if args.scratch_examples:
         texts, labels = texts[: args.scratch_examples], labels[: args.scratch_examples]
-    with tempfile.TemporaryDirectory(prefix="xla_") as work:
-        family = ScratchFamily(config)
-        family.prepare(texts, Path(work))
-    features = family.encode_texts(texts, "training texts")
     steps = (args.rounds + 1) * -(-len(texts) // config.batch_size)
-
-    def build():
-        keras.utils.set_random_seed(0)
-        return task.build_model(family.preprocessor, family.build_encoder(), train_split.label_names)
-
-    def compile_model(model, jit):
-        optimizer = create_optimizer(
-            config.learning_rate, steps, warmup_fraction=config.warmup_fraction, weight_decay=config.weight_decay
-        )
-        model.compile(optimizer=optimizer, loss=task.loss(), metrics=["accuracy"], jit_compile=jit)
-
-    return features, labels, config.batch_size, build, compile_model
+    family, build, compile_model = scratch_parts(config, texts, train_split.label_names, steps)
+    features = family.encode_texts(texts, "training texts")
+    return features, labels, config.batch_size, seeded(build), compile_model
 
 
 def minilm_case(args, train_split, backbone):
@@ -176,25 +157,18 @@ def minilm_case(args, train_split, backbone):
     labels = np.asarray(train_split.labels)[order]
     features = tokenize_texts(load_tokenizer(backbone), texts, max_length)
     steps = (args.rounds + 1) * -(-len(texts) // batch_size)
+    build, compile_model = minilm_parts(backbone, max_length, len(train_split.label_names), steps)
+    return features, labels, batch_size, seeded(build), compile_model
 
-    def build():
+
+def seeded(build):
+    """`build`, each model from the same seed (the ways then get the first one's weights)."""
+
+    def build_seeded():
         keras.utils.set_random_seed(0)
-        return TextClassifier(
-            bert_preprocessor_from_pretrained(backbone, max_length),
-            HuggingFaceEncoder.from_pretrained(backbone),
-            len(train_split.label_names),
-            pooling="cls",
-        )
+        return build()
 
-    def compile_model(model, jit):
-        model.compile(
-            optimizer=create_optimizer(3e-5, steps),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile=jit,
-        )
-
-    return features, labels, batch_size, build, compile_model
+    return build_seeded
 
 
 def markdown(result):
@@ -252,21 +226,12 @@ def main():
         result["minilm"] = compare(
             "MiniLM", build, compile_model, *case, width=args.minilm_width, rounds=args.rounds, log=log
         )
-    result.update(
-        counted=(
-            "distinct shapes: (batch, length) of the token ids of every training batch; XLA compilations: lines "
-            "'Compilation of XLA executable time' of TensorFlow's device_compiler.h log (TF_CPP_VMODULE="
-            "device_compiler=1), one per compiled program"
-        ),
-        seconds=round(time.perf_counter() - started),
-        tensorflow=tf.__version__,
-        cpus=os.cpu_count(),
-        machine=platform.machine(),
+    result["counted"] = (
+        "distinct shapes: (batch, length) of the token ids of every training batch; XLA compilations: lines "
+        "'Compilation of XLA executable time' of TensorFlow's device_compiler.h log (TF_CPP_VMODULE="
+        "device_compiler=1), one per compiled program"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(markdown(result))
+    write_result(result, out, started, markdown)
 
 
 if __name__ == "__main__":

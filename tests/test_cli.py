@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -193,6 +194,49 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for command in ("train", "evaluate", "predict", "ner", "attention", "export", "export-hub"):
         assert command in out
+
+
+def test_help_states_the_defaults_the_code_uses():
+    # The help strings are written by hand (the CLI imports no TensorFlow to print them): they
+    # must name the values the configs really fill in.
+    from tfattn.cli import FIELD_HELP, TRANSLATION_HELP
+    from tfattn.tasks.config import FROZEN_DEFAULTS, PRETRAINED_DEFAULTS, SCRATCH_DEFAULTS, SCRATCH_TASK_DEFAULTS
+    from tfattn.tasks.translation import DEFAULT_VOCAB_SIZES, MODEL_DEFAULTS
+
+    scratch, pretrained, math = SCRATCH_DEFAULTS, PRETRAINED_DEFAULTS, SCRATCH_TASK_DEFAULTS["math"]
+    assert (
+        f"default {scratch['max_length']} from scratch, {pretrained['max_length']} pretrained"
+        in (FIELD_HELP["max_length"])
+    )
+    assert (
+        f"default {scratch['batch_size']} from scratch, {pretrained['batch_size']} pretrained"
+        in (FIELD_HELP["batch_size"])
+    )
+    assert (
+        f"default {scratch['epochs']} from scratch, {pretrained['epochs']} pretrained" in FIELD_HELP["epochs"]
+        and f"{FROZEN_DEFAULTS['epochs']} with --freeze" in FIELD_HELP["epochs"]
+    )
+    rates = [scratch["learning_rate"], math["learning_rate"], FROZEN_DEFAULTS["learning_rate"]]
+    assert help_rates(FIELD_HELP["learning_rate"]) == rates + [pretrained["learning_rate"]]
+    assert f"default {scratch['patience']};" in FIELD_HELP["patience"]
+    assert f"math {math['bigram_buckets']}" in FIELD_HELP["bigram_buckets"]
+    assert f"math {math['token_dropout']}" in FIELD_HELP["token_dropout"]
+    transformer, rnn = MODEL_DEFAULTS["transformer"], MODEL_DEFAULTS["rnn"]
+    assert transformer["embed_dim"] == rnn["embed_dim"]
+    assert f"(default {transformer['embed_dim']})" in TRANSLATION_HELP["embed_dim"]
+    for name in ("num_heads", "ff_dim", "num_blocks"):
+        assert f"(default {transformer[name]})" in TRANSLATION_HELP[name]
+    assert f"(default {rnn['units']})" in TRANSLATION_HELP["units"]
+    assert (
+        f"default {DEFAULT_VOCAB_SIZES['subword']} subword, {DEFAULT_VOCAB_SIZES['words']} words"
+        in TRANSLATION_HELP["vocab_size"]
+    )
+    assert help_rates(TRANSLATION_HELP["learning_rate"]) == [transformer["learning_rate"], rnn["learning_rate"]]
+
+
+def help_rates(text):
+    """The learning rates a help string names ("1e-3", "5e-4"), in order."""
+    return [float(rate) for rate in re.findall(r"\d+e-\d+", text)]
 
 
 @pytest.mark.parametrize("task", ["agnews", "math", "ner"])

@@ -70,7 +70,8 @@ FIELD_HELP = {
     "epochs": "default 10 from scratch, 3 pretrained (fine-tuning epochs for TF-Hub models), 50 with --freeze",
     "learning_rate": "peak AdamW learning rate (default from scratch 1e-3, math 5e-4; --freeze 1e-2; fine-tuning 3e-5)",
     "dropout": "dropout rate before the head (and inside the from-scratch encoder); default 0.1, 0 with --freeze",
-    "patience": "epochs without a better validation score before stopping early; default 2, 50 with --freeze",
+    "patience": "epochs without a better validation score before stopping early; default 2; with --freeze, "
+    "the run's epochs (no early stop)",
     "time_budget": "stop training after this many seconds",
     "tokenizer": "from scratch: words, or wordpiece (sub-words learned from the training texts); default: "
     "the task's (math wordpiece, else words)",
