@@ -204,18 +204,9 @@ def test_help_states_the_defaults_the_code_uses():
     from tfattn.tasks.translation import DEFAULT_VOCAB_SIZES, MODEL_DEFAULTS
 
     scratch, pretrained, math = SCRATCH_DEFAULTS, PRETRAINED_DEFAULTS, SCRATCH_TASK_DEFAULTS["math"]
-    assert (
-        f"default {scratch['max_length']} from scratch, {pretrained['max_length']} pretrained"
-        in (FIELD_HELP["max_length"])
-    )
-    assert (
-        f"default {scratch['batch_size']} from scratch, {pretrained['batch_size']} pretrained"
-        in (FIELD_HELP["batch_size"])
-    )
-    assert (
-        f"default {scratch['epochs']} from scratch, {pretrained['epochs']} pretrained" in FIELD_HELP["epochs"]
-        and f"{FROZEN_DEFAULTS['epochs']} with --freeze" in FIELD_HELP["epochs"]
-    )
+    for name in ("max_length", "batch_size", "epochs"):
+        assert f"default {scratch[name]} from scratch, {pretrained[name]} pretrained" in FIELD_HELP[name]
+    assert f"{FROZEN_DEFAULTS['epochs']} with --freeze" in FIELD_HELP["epochs"]
     rates = [scratch["learning_rate"], math["learning_rate"], FROZEN_DEFAULTS["learning_rate"]]
     assert help_rates(FIELD_HELP["learning_rate"]) == rates + [pretrained["learning_rate"]]
     assert f"default {scratch['patience']};" in FIELD_HELP["patience"]
