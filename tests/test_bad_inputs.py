@@ -202,7 +202,7 @@ def test_overwrite_retrains(agnews_csv, tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     assert main(argv[: -len(SMALL_MODEL)][:-1] + [str(tmp_path / "mine"), "--overwrite"] + SMALL_MODEL) == 2
-    assert "not a tfattn run folder" in capsys.readouterr().err
+    assert "holds files that are not a tfattn run (notes.txt)" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 

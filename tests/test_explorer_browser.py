@@ -1,5 +1,6 @@
 """The explorer page in a real headless Chromium, opened from disk with the network off: it draws
-without a console error or a request, and its controls change what it draws."""
+without a console error or a request, its controls change what it draws, and every map shows its
+uniformity on an absolute colour scale unless the stretched one is chosen."""
 
 import numpy as np
 import pytest
@@ -16,11 +17,19 @@ from matplotlib.image import imread
 from selenium.webdriver.support.ui import Select
 from test_explorer_page import TOKENS, synthetic_payload, synthetic_run
 
-from tfattn.explorer.page import write_page
+from tfattn.explorer.page import decode_view, write_page
+from tfattn.plotting import attention_uniformity
 
 SPECIAL = {0, len(TOKENS) - 1}  # [CLS] and [SEP]
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 NER_TOKENS = ["[CLS]", "angela", "merkel", "visited", "berlin", "today", "[SEP]"]
+# A map the old stretched scale drew as selective: every weight within 2% of 1/7 (head 0), beside
+# one where every row sits on one key (head 1).
+NEAR_UNIFORM = np.tile(np.where(np.arange(len(TOKENS)) % 2 == 0, 1.02, 0.98), (len(TOKENS), 1))
+NEAR_UNIFORM /= NEAR_UNIFORM.sum(axis=-1, keepdims=True)
+NEAR_UNIFORM_RUN = np.stack([NEAR_UNIFORM, np.eye(len(TOKENS))])[None]  # [1 layer, 2 heads, 7, 7]
+# JavaScript adds float32 values, Python float64: they agree far below the 3 decimals shown.
+UNIFORMITY_TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +57,9 @@ def pages(tmp_path_factory):
             synthetic_run("words", 1), synthetic_run("wordpiece", 2, query_tokens=[*TOKENS[:3], "##s", *TOKENS[3:]])
         ),
         "cross": synthetic_payload(synthetic_run("translation", query_tokens=TOKENS[:4], key_tokens=long_tokens)),
+        "near-uniform": synthetic_payload(
+            synthetic_run("near-uniform", layers=(0,), heads=2, attention=NEAR_UNIFORM_RUN)
+        ),
     }
     return {name: write_page(payload, folder / f"{name}.html") for name, payload in payloads.items()}
 
@@ -229,6 +241,80 @@ def test_long_key_lists_different_from_queries_stay_legible(driver, pages):
         driver.set_window_size(window["width"], window["height"])
     assert scroll_width > client_width  # in a narrow window the heatmap scrolls instead of shrinking its labels
     assert_offline_and_clean(driver, pages["cross"])
+
+
+def heatmap_fills(driver, panel=0, testid="heatmap"):
+    """The (r, g, b) fill of every cell of a heatmap."""
+    fills = driver.execute_script(
+        "return [...document.querySelectorAll(`[data-testid='${arguments[1]}']`)[arguments[0]]"
+        ".querySelectorAll('rect')].map(rect => rect.getAttribute('fill'))",
+        panel,
+        testid,
+    )
+    return [tuple(int(channel) for channel in fill[4:-1].split(",")) for fill in fills]
+
+
+def shown_uniformity(driver, panel=0):
+    """The uniformity a run panel says its map has, as the page computed it."""
+    return float(by_testid(driver, "uniformity")[panel].get_attribute("data-value"))
+
+
+def test_every_map_shows_its_uniformity_as_python_computes_it(driver, pages):
+    payload_view = synthetic_run()["views"]["raw"]
+    stored = decode_view(payload_view)  # the 8-bit values the page draws, [layers, heads, 7, 7]
+    open_page(driver, pages["classification"])
+    # The heatmap shows the mean of all three heads of layer 0.
+    expected = attention_uniformity(stored[0].mean(axis=0))
+    assert shown_uniformity(driver) == pytest.approx(expected, abs=UNIFORMITY_TOLERANCE)
+    assert f"Uniformity of this map: {expected:.3f}" in element(driver, "uniformity").text
+    for thumb in by_testid(driver, "model-thumb"):
+        layer, head = int(thumb.get_attribute("data-layer")), int(thumb.get_attribute("data-head"))
+        value = attention_uniformity(stored[layer, head])
+        assert float(thumb.get_attribute("data-uniformity")) == pytest.approx(value, abs=UNIFORMITY_TOLERANCE)
+        assert thumb.text == f"{value:.3f}"
+    # With special tokens hidden, the measure reads the rows and columns left (renormalized).
+    click(driver, driver.find_element("id", "hide-special"))
+    kept = stored[0, :, 1:-1, 1:-1].mean(axis=0)
+    assert shown_uniformity(driver) == pytest.approx(attention_uniformity(kept), abs=UNIFORMITY_TOLERANCE)
+    assert_offline_and_clean(driver, pages["classification"])
+
+
+def test_a_near_uniform_map_looks_even_on_the_default_absolute_scale(driver, pages):
+    open_page(driver, pages["near-uniform"])
+    assert Select(driver.find_element("id", "scale-select")).first_selected_option.get_attribute("value") == "absolute"
+    click(driver, element(driver, "model-thumb", layer=0, head=0))
+    assert element(driver, "uniformity").text.startswith("Uniformity of this map: 1.000")
+    assert shown_uniformity(driver) > 0.999
+    caption = element(driver, "heatmap-caption").text
+    assert "colour on the absolute scale, 0 (white) to 1 (dark blue)" in caption
+    assert "this map's values run from 0.140 to 0.145" in caption  # 0.98 / 7.02 and 1.02 / 7.02
+    # About 1/7 of the way from white: every cell the same pale blue, none dark.
+    fills = heatmap_fills(driver)
+    assert len(set(fills)) <= 2 and min(red for red, _, _ in fills) > 220
+
+    Select(driver.find_element("id", "scale-select")).select_by_value("stretched")
+    caption = element(driver, "heatmap-caption").text
+    assert "colour stretched to this map's own range, 0.140 (white) to 0.145 (dark blue)" in caption
+    assert "small differences look large" in caption
+    fills = heatmap_fills(driver)
+    assert (255, 255, 255) in fills and (8, 48, 107) in fills  # white and the darkest blue
+    assert shown_uniformity(driver) > 0.999  # the measure does not depend on the scale
+
+    Select(driver.find_element("id", "scale-select")).select_by_value("absolute")
+    click(driver, element(driver, "model-thumb", layer=0, head=1))
+    assert shown_uniformity(driver) == pytest.approx(0.0, abs=UNIFORMITY_TOLERANCE)
+    fills = heatmap_fills(driver)
+    assert set(fills) == {(255, 255, 255), (8, 48, 107)}  # weights 0 and 1 at the ends of the absolute scale
+    assert_offline_and_clean(driver, pages["near-uniform"])
+
+
+def test_the_difference_map_follows_the_colour_scale(driver, pages):
+    open_page(driver, pages["compare"])
+    assert "colour on the absolute scale, -1.000 to +1.000" in element(driver, "difference-caption").text
+    Select(driver.find_element("id", "scale-select")).select_by_value("stretched")
+    assert "stretched to the largest difference" in element(driver, "difference-caption").text
+    assert len(by_testid(driver, "uniformity")) == 2
+    assert_offline_and_clean(driver, pages["compare"])
 
 
 def test_offline_check_sees_a_request_the_page_makes(driver, tmp_path):

@@ -28,10 +28,14 @@ def softmax_attention(seed, layers=2, heads=3, queries=7, keys=7):
     return weights / weights.sum(axis=-1, keepdims=True)
 
 
-def synthetic_run(name="agnews", seed=0, query_tokens=TOKENS, key_tokens=None, prediction=None, layers=(0, 1), heads=3):
-    """A RUN of the payload with random attention: raw and mean views, gradient unavailable."""
+def synthetic_run(
+    name="agnews", seed=0, query_tokens=TOKENS, key_tokens=None, prediction=None, layers=(0, 1), heads=3, attention=None
+):
+    """A RUN of the payload with random attention (or the given `[layers, heads, Tq, Tk]` array):
+    raw and mean views, gradient unavailable."""
     key_tokens = query_tokens if key_tokens is None else key_tokens
-    attention = softmax_attention(seed, len(layers), heads, len(query_tokens), len(key_tokens))
+    if attention is None:
+        attention = softmax_attention(seed, len(layers), heads, len(query_tokens), len(key_tokens))
     return {
         "name": name,
         "family": "from scratch",
@@ -85,6 +89,7 @@ def test_encode_view_golden_bytes():
         "label": "Mean over heads",
         "heads": 2,
         "signed": False,
+        "absolute_max": 1.0,
         "scales": [0.4, 0.0],
         "data": base64.b64encode(bytes([0, 64, 255, 191, 0, 0, 0, 0])).decode("ascii"),
     }
@@ -97,6 +102,19 @@ def test_encode_view_golden_bytes():
 def test_encode_view_refuses_what_it_cannot_store(array, message):
     with pytest.raises(ValueError, match=message):
         encode_view(array, "Raw attention")
+
+
+def test_a_view_says_where_its_absolute_colour_scale_ends():
+    assert encode_view(np.ones((1, 1, 2, 2)), "Gradient", absolute_max=0.25)["absolute_max"] == 0.25
+    with pytest.raises(ValueError, match="absolute_max must be a finite value >= 0"):
+        encode_view(np.ones((1, 1, 2, 2)), "Gradient", absolute_max=float("nan"))
+    run = synthetic_run()
+    # Payloads written before the scale existed have no absolute_max: the page reads it as 1.
+    old = {**run, "views": {"raw": {k: v for k, v in run["views"]["raw"].items() if k != "absolute_max"}}}
+    render_page(synthetic_payload(old))
+    bad = {**run, "views": {"raw": {**run["views"]["raw"], "absolute_max": -1}}}
+    with pytest.raises(ValueError, match=r"runs\[0\].views\['raw'\] absolute_max is -1"):
+        render_page(synthetic_payload(bad))
 
 
 def test_decode_view_needs_num_keys_for_matrices_that_are_not_square():

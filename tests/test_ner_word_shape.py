@@ -158,7 +158,8 @@ def test_a_zero_shape_embedding_leaves_the_logits_of_the_model_without_it(prepro
     plain = TokenClassifier(preprocessor, encoder, NER_LABELS)  # the same encoder object
     plain(strings, training=False)
     plain.head.set_weights(shaped.head.get_weights())
-    np.testing.assert_array_equal(plain(strings, training=False).numpy(), logits)
+    # Adding a zero vector changes nothing; a tolerance, since two graphs may fuse differently per CPU.
+    np.testing.assert_allclose(plain(strings, training=False).numpy(), logits, atol=1e-6)
     assert logits.dtype == np.float32 and logits.shape[:2] == (3, 10)
 
     # A trained (here: set) table moves exactly the tokens of the changed classes.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import shared_data_dir
+from conftest import missing, shared_data_dir
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
@@ -96,7 +96,7 @@ def test_execution_check_flags_unexecuted_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     if not shared_data_dir().is_dir():
-        pytest.skip(f"real data not found at {shared_data_dir()}")
+        missing(f"real data not found at {shared_data_dir()}")
     stored = path.read_bytes()
     notebook = nbformat.reads(stored.decode("utf-8"), as_version=4)
     monkeypatch.setenv("NOTEBOOK_SLICE", "200")

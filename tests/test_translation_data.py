@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import shared_data_dir
+from conftest import missing, shared_data_dir
 
 from tfattn.data import DataError
 from tfattn.data.translation import TranslationPairs, read_translation_pairs
@@ -85,7 +85,7 @@ def test_shared_spanish_english_validation_file():
     as in the file, the other direction with source_column 1, and the file left untouched."""
     path = shared_data_dir() / "translation" / "spa_eng_valid.tsv"
     if not path.is_file():
-        pytest.skip(f"real data not found at {path}")
+        missing(f"real data not found at {path}")
     before = _snapshot(path.parent)
     pairs = read_translation_pairs(path)
     assert len(pairs) == VALID_PAIRS and len(pairs.targets) == VALID_PAIRS

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tf_keras as keras
+from conftest import missing
 from task_harness import PLAIN_SOURCE
 
 from tfattn.data.translation import read_translation_pairs
@@ -72,7 +73,7 @@ def pairs():
     shared = os.environ.get("TFATTN_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
     path = Path(shared) / "translation" / "spa_eng_valid.tsv"
     if not path.is_file():
-        pytest.skip(f"real data not found at {path}")
+        missing(f"real data not found at {path}")
     return read_translation_pairs(path, limit=200)
 
 
@@ -215,8 +216,9 @@ def test_export_records_its_decoding_options(models, exports):
 
 def test_export_refuses_an_existing_folder_and_keeps_its_files(models, tmp_path):
     target = tmp_path / "export"
-    target.mkdir()
+    (target / "assets.extra").mkdir(parents=True)
     (target / "saved_model.pb").write_text("the previous export")
+    (target / EXPORT_INFO_FILE).write_text('{"written_by": "tfattn"}')  # an earlier tfattn export: replaceable
     with pytest.raises(FileExistsError, match=re.escape(f"{target} already exists; pass overwrite=True")):
         export_translator(models["rnn"], target)
     assert (target / "saved_model.pb").read_text() == "the previous export"

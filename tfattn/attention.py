@@ -11,6 +11,9 @@ a function says so), each row a query token's attention over the key tokens.
   (attention times its gradient, clipped at zero), `hide_special_tokens` (drop `[CLS]`/`[SEP]`
   rows and columns, renormalize rows), `token_importance` (one score per input token, to rank
   tokens for the faithfulness benchmark).
+- `attention_uniformity`: how far a map is from uniform, each row's entropy over log(n)
+  averaged over rows (1 = uniform, 0 = each row on one key); the explorer and the PNG plots
+  show it beside every map. It is plain numpy, defined in `tfattn.plotting`.
 """
 
 from collections.abc import Sequence
@@ -19,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfattn.models.task_models import TaskModel, TextAttention, TextClassifier
-from tfattn.plotting import plot_attention, plot_attention_comparison
+from tfattn.plotting import attention_uniformity, plot_attention, plot_attention_comparison
 
 __all__ = [
     "ADDED_SPECIAL_TOKENS",
@@ -27,6 +30,7 @@ __all__ = [
     "TextAttention",
     "attention_and_gradients",
     "attention_rollout",
+    "attention_uniformity",
     "extract_attention",
     "gradient_weighted_attention",
     "hide_special_tokens",

@@ -24,8 +24,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from tfattn.data import DataError
-from tfattn.run_manifest import RunFinished
-from tfattn.tasks.config import NON_NEGATIVE_INT, NUMERIC_OPTIONS, POSITIVE_INT, TOKENIZERS
+from tfattn.run_manifest import RunFinished, record_outputs
+from tfattn.tasks.config import FINITE_FLOAT, NON_NEGATIVE_INT, NUMERIC_OPTIONS, POSITIVE_INT, TOKENIZERS
 from tfattn.workers import WorkerLost
 
 # `tfattn attention` writes files per text; more than this many texts needs an explicit --limit.
@@ -187,12 +187,21 @@ def _cmd_train(args):
 
 
 def _texts_from(args):
+    """The texts of a command: its arguments, then the lines of `--file` (UTF-8, blank lines skipped)."""
     texts = list(args.texts)
     if args.file:
-        with open(args.file, encoding="utf-8") as handle:
-            texts += [line.rstrip("\n") for line in handle if line.strip()]
+        with open(args.file, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise ValueError(
+                        f"{args.file}, line {number}: not UTF-8 text (byte {error.start + 1} of the line)"
+                    ) from None
+                if line.strip():
+                    texts.append(line.rstrip("\r\n"))
     if not texts:
-        raise SystemExit("error: give texts as arguments or --file")
+        raise ValueError("give texts as arguments or --file")
     return texts
 
 
@@ -209,12 +218,13 @@ def _cmd_ner(args):
 
 def _is_translation_run(run_dir):
     """Whether `run_dir` holds a `tfattn train translate` run (its config says so)."""
-    config = Path(run_dir) / "config.json"
-    if not config.is_file():
-        return False
-    import json
+    from tfattn.run_manifest import read_json_file
 
-    return json.loads(config.read_text(encoding="utf-8")).get("task") == "translate"
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return False
+    config = read_json_file(path)
+    return isinstance(config, dict) and config.get("task") == "translate"
 
 
 def _add_decoding_arguments(parser):
@@ -222,7 +232,7 @@ def _add_decoding_arguments(parser):
     parser.add_argument("--beam", type=_checked("beam", POSITIVE_INT), default=1, help="beam width (default 1: greedy)")
     parser.add_argument(
         "--length-penalty",
-        type=float,
+        type=_checked("length_penalty", FINITE_FLOAT),
         default=1.0,
         help="beam search: a hypothesis scores log p / length ** this (default 1.0; above 0 favours longer ones)",
     )
@@ -275,8 +285,8 @@ def _evaluate_translation(args):
     from tfattn.tasks.translation import evaluate_translations, load_run_translator, read_run_config, validation_pairs
     from tfattn.training import write_json
 
+    model = load_run_translator(args.run, command="tfattn evaluate")
     config = read_run_config(args.run)
-    model = load_run_translator(args.run)
     pairs = read_translation_pairs(args.data, config.source_column) if args.data else validation_pairs(config)
     options = _decoding_options(args)
     result = evaluate_translations(model, pairs, **options)
@@ -292,6 +302,7 @@ def _evaluate_translation(args):
         f"BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  ({scores['sentences']} pairs, {strategy}, "
         f"{scores['sentences'] / max(result['seconds'], 1e-9):.1f} sentences/s)"
     )
+    record_outputs(args.run, [path, translations])  # reports tfattn wrote: --overwrite may replace them
     print(f"wrote {path}, {translations}")
 
 
@@ -301,7 +312,7 @@ def _cmd_translate(args):
     if args.run:
         from tfattn.tasks.translation import load_run_translator
 
-        model = load_run_translator(args.run)
+        model = load_run_translator(args.run, command="tfattn translate")
         translations = model.translate(texts, **options)
     else:
         from tfattn.models.hf_seq2seq import HuggingFaceSeq2Seq
@@ -322,7 +333,7 @@ def _translation_attention(args, texts):
         raise ValueError(
             "a translation run draws its alignment as a PNG (--out); --html, --compare, --pair do not apply"
         )
-    model = load_run_translator(args.run)
+    model = load_run_translator(args.run, command="tfattn attention")
     out = args.out or "attention.png"
     for index, text in enumerate(texts):
         translation, source_tokens, target_tokens, attention = alignment(model, text)
@@ -338,7 +349,7 @@ def _cmd_evaluate(args):
     if _is_translation_run(args.run):
         _evaluate_translation(args)
         return
-    model, label_names, config = load_run(args.run)
+    model, label_names, config = load_run(args.run, command="tfattn evaluate")
     config = TrainConfig.from_dict(config)
     prefix = args.prefix or ("test" if args.data else "validation")
     if config.token_task:
@@ -368,6 +379,7 @@ def _cmd_evaluate(args):
         )
         paths = paths.values()
         print(report.format_text())
+    record_outputs(args.run, paths)  # reports tfattn wrote: --overwrite may replace them
     print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
@@ -375,7 +387,7 @@ def _cmd_predict(args):
     from tfattn.models import TextClassifier
     from tfattn.tasks.runs import load_run
 
-    model, label_names, _ = load_run(args.run)
+    model, label_names, _ = load_run(args.run, command="tfattn predict")
     if not isinstance(model, TextClassifier):
         raise ValueError(f"{args.run} is an NER run: use 'tfattn ner --run {args.run} TEXT'")
     texts = _texts_from(args)
@@ -402,7 +414,7 @@ def _cmd_attention(args):
         _translation_attention(args, texts)
         return
     png = args.out or (None if args.html else "attention.png")  # the page alone when only --html is given
-    runs = [load_run(args.run)] + ([load_run(args.compare)] if args.compare else [])
+    runs = [load_run(run, "tfattn attention") for run in [args.run] + ([args.compare] if args.compare else [])]
     names = [Path(args.run).name] + ([Path(args.compare).name] if args.compare else [])
     for index, text in enumerate(texts):
         # One pass per model and text: the page and the PNG draw the same numbers.
@@ -432,9 +444,17 @@ def _plot_png(explanations, out, args, title):
     if view not in explanations[0].views:
         raise ValueError(f"--view {view}: {explanations[0].unavailable[view]}")
     layers = args.layers or [0]
+    # The absolute scale's top: 1 for attention weights; gradient-weighted attention's largest value.
+    colour = {
+        "scale": args.scale,
+        "absolute_max": max(explanation.absolute_max(view) for explanation in explanations),
+        "value_label": "attention x gradient, clipped at 0" if view == "gradient" else "attention weight",
+    }
     if len(explanations) == 1:
         (after,) = explanations
-        return plot_attention(after.views[view], after.tokens, out, layers=layers, heads=args.heads, title=title)
+        return plot_attention(
+            after.views[view], after.tokens, out, layers=layers, heads=args.heads, title=title, **colour
+        )
     after, before = explanations
     if before.tokens != after.tokens:
         raise ValueError(f"{args.compare} and {args.run} tokenize differently; --compare needs the same tokenizer")
@@ -447,6 +467,7 @@ def _plot_png(explanations, out, args, title):
         heads=args.heads,
         labels=(before.name, after.name),
         title=title,
+        **colour,
     )
 
 
@@ -461,12 +482,19 @@ def _cmd_export(args):
         from tfattn.translation_export import export_translator
 
         options = DecodingOptions(**_decoding_options(args))
-        path = export_translator(load_run_translator(args.run), args.out, options=options, overwrite=args.overwrite)
+        model = load_run_translator(args.run, command="tfattn export")
+        path = export_translator(model, args.out, options=options, overwrite=args.overwrite, protected=(args.run,))
         print(f"exported SavedModel to {path} (signature serving_default: texts -> translations, cross_attention)")
         return
-    model, label_names, _ = load_run(args.run)
+    model, label_names, _ = load_run(args.run, command="tfattn export")
     path = export_model(
-        model, label_names, args.out, overwrite=args.overwrite, bucket_rows=args.bucket_rows, dtype=args.dtype
+        model,
+        label_names,
+        args.out,
+        overwrite=args.overwrite,
+        bucket_rows=args.bucket_rows,
+        dtype=args.dtype,
+        protected=(args.run,),
     )
     outputs = (
         "label_ids, labels, scores, probabilities, offsets, word_ids, label_names per token"
@@ -611,6 +639,13 @@ def build_parser():
                 default="raw",
                 help="PNG: raw (per head), mean (over heads), rollout or gradient (attention x gradient) (default raw)",
             )
+            sub.add_argument(
+                "--scale",
+                choices=("absolute", "stretched"),
+                default="absolute",
+                help="PNG colour scale: absolute (0 to 1 for attention weights, 0 to the view's largest value for "
+                "gradient) or stretched (the drawn maps' min to max: small differences look large) (default absolute)",
+            )
             sub.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair (BERT-family runs)")
             sub.add_argument(
                 "--max-tokens",
@@ -672,6 +707,31 @@ def build_parser():
 OVERWRITE_HELP = "replace what the run folder holds (another run, or this one finished) and train again"
 
 
+# Options that name files or folders: a quoted '~/x' means the home folder, as the shell would read it.
+PATH_OPTIONS = (
+    "data",
+    "validation_data",
+    "run_dir",
+    "run",
+    "compare",
+    "out",
+    "html",
+    "file",
+    "from",
+    "backbone",
+    "hub_preprocess",
+    "hub_encoder",
+    "embeddings_from",
+)
+
+
+def _expand_home(args):
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(args, name, os.path.expanduser(value))
+
+
 def _one_line_warnings(message, category, filename, lineno, line=None):
     return f"warning: {message}\n"
 
@@ -685,6 +745,7 @@ def main(argv=None):
     if not verbose:
         warnings.formatwarning = _one_line_warnings
     args = build_parser().parse_args(argv)
+    _expand_home(args)
     try:
         args.func(args)
     except RunFinished as finished:

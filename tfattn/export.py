@@ -199,6 +199,7 @@ def export_model(
     overwrite: bool = False,
     bucket_rows: int | None = None,
     dtype: str = "float32",
+    protected: Sequence[str | Path] = (),
 ) -> Path:
     """Write a task model (`TextClassifier` or `TokenClassifier`) as a SavedModel serving raw strings.
 
@@ -209,21 +210,24 @@ def export_model(
         model: a task model of `tfattn.models`, e.g. from `tfattn.tasks.runs.load_run`.
         label_names: class (or tag) names in output order.
         export_dir: destination folder.
-        overwrite: replace an existing `export_dir` (otherwise it is an error).
+        overwrite: replace an existing `export_dir` that tfattn exported (otherwise it is an
+            error; a folder holding anything else is never replaced, see `tfattn.files.write_export`).
         bucket_rows: serve a batch in buckets of this many rows of similar length, each padded
             to its own longest row (see the module docstring); 0 pads the whole batch to its
             longest row. Default: `DEFAULT_BUCKET_ROWS` for text classifiers; 0 for token
             classifiers, whose per-token outputs at padding positions then stay those of
             `TokenClassifier.tag_tokens` (bucketed, padding positions are zeros).
         dtype: "float32", or "bfloat16" to compute the model in bfloat16 (mixed precision).
+        protected: folders `export_dir` must not be or hold, e.g. the run being exported.
 
     Returns:
         The export folder as a `Path`.
     """
-    from tfattn.files import write_atomically
+    from tfattn.files import check_export_target, write_export
     from tfattn.models import TokenClassifier
     from tfattn.training import check_finite_weights
 
+    check_export_target(export_dir, overwrite, protected)  # before the slow work
     check_finite_weights(model)
     token_classifier = isinstance(model, TokenClassifier)
     if bucket_rows is None:
@@ -232,8 +236,10 @@ def export_model(
         raise ValueError(f"bucket_rows must be 0 (no buckets) or more, got {bucket_rows}")
     module_class = _TokenClassifierModule if token_classifier else _TextClassifierModule
     module = module_class(computing_in(model, dtype), label_names, bucket_rows)
-    return write_atomically(
+    return write_export(
         export_dir,
         lambda staging: tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve}),
         overwrite,
+        protected,
+        info={"kind": "token classifier" if token_classifier else "text classifier"},
     )

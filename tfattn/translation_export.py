@@ -29,7 +29,6 @@ Example:
 TensorShape([1, 2])
 """
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -37,12 +36,12 @@ import tensorflow as tf
 
 from tfattn.decoding import DecodingOptions, decoding_function
 from tfattn.export import TEXTS_SPEC
-from tfattn.files import write_atomically
+from tfattn.files import EXPORT_MARKER, check_export_target, write_export
 from tfattn.models.translation import PAD_ID
 
 __all__ = ["EXPORT_INFO_FILE", "export_translator"]
 
-EXPORT_INFO_FILE = "assets.extra/tfattn_export.json"
+EXPORT_INFO_FILE = EXPORT_MARKER
 DEFAULT_OPTIONS = DecodingOptions()  # greedy, up to the model's `max_output_length`
 
 
@@ -94,7 +93,7 @@ def _pieces(vocabulary, ids):
 
 
 def export_translator(
-    model, export_dir: str | Path, options: DecodingOptions = DEFAULT_OPTIONS, overwrite=False
+    model, export_dir: str | Path, options: DecodingOptions = DEFAULT_OPTIONS, overwrite=False, protected=()
 ) -> Path:
     """Write a translator (`TransformerTranslator` or `RnnTranslator`) as a SavedModel that
     translates raw strings (see the module docstring for its outputs).
@@ -109,29 +108,32 @@ def export_translator(
         options: how `serving_default` decodes (greedy, beam search or sampling); its
             `return_attention` is always on, since the export serves the cross-attention.
             `max_length` None means the model's `max_output_length`.
-        overwrite: replace an existing `export_dir` (otherwise it is an error).
+        overwrite: replace an existing `export_dir` that tfattn exported (otherwise it is an
+            error; a folder holding anything else is never replaced, see `tfattn.files.write_export`).
+        protected: folders `export_dir` must not be or hold, e.g. the run being exported.
 
     Returns:
         The export folder as a `Path`.
     """
     from tfattn.training import check_finite_weights
 
+    check_export_target(export_dir, overwrite, protected)  # before the slow work
     check_finite_weights(model)
     if options.max_length is None:
         options = replace(options, max_length=model.max_output_length)
     options = replace(options, return_attention=True)
     module = _TranslatorModule(model, options)
     info = {
+        "kind": "translator",
         "model": model.kind,
         "config": model.get_config(),
         "preprocessor": model.preprocessor.get_config(),
         "decoding": {"strategy": options.strategy, **asdict(options)},
     }
-
-    def write(staging):
-        tf.saved_model.save(module, str(staging), signatures={"serving_default": module.translate})
-        info_file = Path(staging) / EXPORT_INFO_FILE
-        info_file.parent.mkdir(parents=True, exist_ok=True)
-        info_file.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-
-    return write_atomically(export_dir, write, overwrite)
+    return write_export(
+        export_dir,
+        lambda staging: tf.saved_model.save(module, str(staging), signatures={"serving_default": module.translate}),
+        overwrite,
+        protected,
+        info=info,
+    )

@@ -19,13 +19,16 @@ AUTOTUNE = tf.data.AUTOTUNE
 JIT_LENGTH_MULTIPLE = 16
 
 
-def warn_about_texts(total, truncated=0, empty=0, max_length=None, what="texts", filler="[UNK]"):
+def warn_about_texts(
+    total, truncated=0, empty=0, max_length=None, what="texts", filler="[UNK]", advice="raise --max-length to keep more"
+):
     """Warn, with counts out of `total`, about `truncated` texts (longer than `max_length`
-    tokens) and `empty` ones (no token besides the special ones; each is read as `filler`)."""
+    tokens; `advice` says what to do) and `empty` ones (no token besides the special ones; each
+    is read as `filler`)."""
     if truncated:
         warnings.warn(
-            f"{truncated} of {total} {what} are longer than max_length={max_length} tokens and were "
-            "truncated; raise --max-length to keep more",
+            f"{truncated} of {total} {what} are longer than max_length={max_length} tokens and were truncated; "
+            + advice,
             stacklevel=2,
         )
     if empty:

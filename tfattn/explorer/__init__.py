@@ -4,7 +4,9 @@ The page (all JavaScript and CSS inlined, no network request, opens from disk) s
 a model view (layers x heads), a heatmap with token labels, the prediction, and four views of the
 attention: raw per head, mean over heads, rollout and gradient-weighted
 (`tfattn.explorer.explain`). Two runs on the same text are drawn side by side with their
-difference.
+difference. Every map shows how far it is from uniform (`tfattn.attention.attention_uniformity`,
+1 = uniform) and is coloured on an absolute scale (0 to 1 for attention weights) unless the
+page's "Colour" control asks for each map stretched over its own range.
 
 Example:
 >>> from tfattn.explorer import explore

@@ -73,6 +73,12 @@ class Explanation:
         positions = [self.layers.index(layer) for layer in layers]
         return replace(self, layers=layers, views={name: view[positions] for name, view in self.views.items()})
 
+    def absolute_max(self, name: str) -> float:
+        """The top of view `name`'s absolute colour scale: 1 for attention weights (raw, mean and
+        rollout rows sum to 1); gradient-weighted attention has no fixed bound, so its largest
+        value over every layer and head shown, which keeps its maps comparable with each other."""
+        return float(self.views[name].max(initial=0.0)) if name == "gradient" else 1.0
+
     def to_payload(self) -> dict:
         """The `RUN` object of the page payload (`tfattn/explorer/page.py`)."""
         special = [bool(value) for value in self.special]
@@ -89,7 +95,10 @@ class Explanation:
             "layers": list(self.layers),
             "num_heads": self.num_heads,
             "prediction": self.prediction,
-            "views": {name: encode_view(array, VIEW_LABELS[name]) for name, array in self.views.items()},
+            "views": {
+                name: encode_view(array, VIEW_LABELS[name], self.absolute_max(name))
+                for name, array in self.views.items()
+            },
             "unavailable": dict(self.unavailable),
         }
 

@@ -5,6 +5,10 @@ inlined, the payload (a JSON object) in `<script type="application/json"
 id="tfattn-explorer-data">`, and a Content-Security-Policy that forbids every network request, so
 it opens from disk, offline, in any modern browser. Pure Python and numpy: no TensorFlow here.
 
+The page colours maps on an absolute scale by default (0 to 1 for attention weights), with a
+control to stretch each map to its own range, and shows each map's uniformity
+(`tfattn.plotting.attention_uniformity`, computed again in the page's script on the map shown).
+
 The payload, format "tfattn-attention-explorer/1":
 
     {
@@ -40,6 +44,9 @@ The payload, format "tfattn-attention-explorer/1":
       "label": str,                  # human name, e.g. "Attention rollout"
       "heads": int,                  # H for per-head views, 1 for mean/rollout
       "signed": false,               # reserved: this page refuses true
+      "absolute_max": float,         # optional (default 1): the top of the absolute colour scale,
+                                     # 1 for attention weights, the largest value for a view with
+                                     # no fixed bound (gradient-weighted attention)
       "scales": [float],             # one per matrix, L*heads of them, layer-major: each matrix's max
       "data": str                    # base64 of uint8 [L, heads, Tq, Tk], C order;
                                      # value = byte / 255 * scales[layer * heads + head]
@@ -51,6 +58,7 @@ import binascii
 import html
 import json
 import math
+import numbers
 import os
 import uuid
 from importlib import resources
@@ -69,11 +77,17 @@ _CONTENT_SECURITY_POLICY = (
 )
 
 
-def encode_view(array, label: str) -> dict:
+def encode_view(array, label: str, absolute_max: float = 1.0) -> dict:
     """A VIEW of the payload from a float array `[layers, heads, Tq, Tk]` of values >= 0.
 
     Each `[Tq, Tk]` matrix is stored as bytes relative to its own maximum (its scale; an all-zero
     matrix has scale 0), so every matrix keeps 256 levels however small its values.
+
+    Args:
+        array: the values, `[layers, heads, Tq, Tk]`.
+        label: the view's name on the page.
+        absolute_max: the value the top of the page's absolute colour scale stands for: 1 for
+            attention weights; for values with no fixed bound, their largest value.
 
     Example:
     >>> view = encode_view([[[[0.0, 0.1], [0.4, 0.3]]]], "Raw attention")
@@ -85,6 +99,8 @@ def encode_view(array, label: str) -> dict:
         raise ValueError(f"a view is [layers, heads, query, key]; got an array of shape {values.shape}")
     if not np.isfinite(values).all() or (values < 0).any():
         raise ValueError(f"view {label!r} has negative or non-finite values; a view holds values >= 0")
+    if not math.isfinite(absolute_max) or absolute_max < 0:
+        raise ValueError(f"view {label!r}: absolute_max must be a finite value >= 0, got {absolute_max!r}")
     scales = values.max(axis=(2, 3), initial=0.0)
     # An all-zero matrix stores zeros: dividing by 1 instead of its scale 0 keeps them zero.
     divisors = np.where(scales > 0, scales, 1.0)[:, :, None, None]
@@ -93,6 +109,7 @@ def encode_view(array, label: str) -> dict:
         "label": label,
         "heads": values.shape[1],
         "signed": False,
+        "absolute_max": float(absolute_max),
         "scales": [float(scale) for scale in scales.ravel()],
         "data": base64.b64encode(data.tobytes()).decode("ascii"),
     }
@@ -236,6 +253,9 @@ def _check_view(view, where, num_layers, num_heads, cells):
     _require(view, where, ["label", "heads", "signed", "scales", "data"])
     if view["signed"]:
         raise ValueError(f"{where} is signed; signed views are reserved and this page does not draw them")
+    absolute_max = view.get("absolute_max", 1.0)
+    if not isinstance(absolute_max, numbers.Real) or not math.isfinite(absolute_max) or absolute_max < 0:
+        raise ValueError(f"{where} absolute_max is {absolute_max!r}, expected a finite number >= 0")
     if view["heads"] not in (1, num_heads):
         raise ValueError(f"{where} has {view['heads']} heads; a view has 1 or num_heads ({num_heads})")
     matrices = num_layers * view["heads"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
-from tfattn.files import write_atomically
+from tfattn.files import check_export_target, write_export
 from tfattn.models.encoders import Encoder
 from tfattn.models.preprocessors import FEATURE_NAMES
 from tfattn.models.wordpiece import read_vocabulary
@@ -245,20 +245,25 @@ def export_hub_bert(checkpoint, out_dir, seq_length=128, overwrite=False):
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     for folder in (out_dir / PREPROCESS_DIR, out_dir / ENCODER_DIR):
-        if folder.exists() and not overwrite:  # before the slow model loading
-            raise FileExistsError(f"{folder} already exists; pass overwrite=True (--overwrite) to replace it")
+        check_export_target(folder, overwrite, protected=(checkpoint,))  # before the slow model loading
     if not (checkpoint / "vocab.txt").is_file():
         raise HubLoadError(f"{checkpoint}: no vocab.txt; export-hub needs a WordPiece (BERT-family) checkpoint folder")
     preprocessor = bert_preprocessor_from_pretrained(checkpoint, max_length=seq_length)
     preprocess = _Preprocess(preprocessor, checkpoint / "vocab.txt", seq_length)
     encoder = build_hub_encoder(load_backbone(checkpoint))
 
-    preprocess_dir = write_atomically(
-        out_dir / PREPROCESS_DIR, lambda staging: tf.saved_model.save(preprocess, str(staging)), overwrite
+    preprocess_dir = write_export(
+        out_dir / PREPROCESS_DIR,
+        lambda staging: tf.saved_model.save(preprocess, str(staging)),
+        overwrite,
+        protected=(checkpoint,),
+        info={"kind": "TF-Hub BERT preprocess"},
     )
-    encoder_dir = write_atomically(
+    encoder_dir = write_export(
         out_dir / ENCODER_DIR,
         lambda staging: encoder.save(str(staging), save_format="tf", include_optimizer=False),
         overwrite,
+        protected=(checkpoint,),
+        info={"kind": "TF-Hub BERT encoder"},
     )
     return preprocess_dir, encoder_dir

@@ -23,7 +23,6 @@ TensorShape([2, 2])
 (['stocks', 'fell'], (1, 2, 2, 2))
 """
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import tf_keras as keras
 
 from tfattn.models.encoders import Encoder, masked_mean
 from tfattn.models.preprocessors import FEATURE_NAMES, tokens_of
+from tfattn.models.safe_config import check_model_config
 from tfattn.ner import SHAPE_FEATURE, WORD_SHAPES, text_shape_ids
 
 __all__ = ["POOLINGS", "TextAttention", "TextClassifier", "TokenClassifier", "load_model", "save_model"]
@@ -372,12 +372,42 @@ def _weights_checkpoint(model):
 
 def load_model(folder: str | Path) -> TaskModel:
     """A task model written by `save_model`: rebuilt from `model.json` (no download; TF-Hub
-    handles must still resolve), then its weights loaded."""
+    handles must still resolve), then its weights loaded.
+
+    The description is checked against tfattn's allow-list first (`tfattn.models.safe_config`):
+    loading a folder never imports or runs code named in it.
+
+    Raises:
+        FileNotFoundError: no model.json in `folder`.
+        tfattn.run_manifest.DamagedRun: model.json is not valid JSON, or the weights are
+            missing or damaged.
+        tfattn.models.safe_config.UnsafeModelConfig: model.json names a class off the allow-list.
+    """
+    from tfattn.run_manifest import read_json_file
+
     folder = Path(folder)
     config_file = folder / MODEL_CONFIG_FILE
     if not config_file.is_file():
         raise FileNotFoundError(f"{folder}: no {MODEL_CONFIG_FILE}; not a model saved by tfattn")
-    model = keras.saving.deserialize_keras_object(json.loads(config_file.read_text(encoding="utf-8")))
+    config = read_json_file(config_file)
+    check_model_config(config, config_file)
+    model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     model(tf.constant(["build"]), training=False)  # creates the variables the checkpoint fills
-    _weights_checkpoint(model).read(str(folder / WEIGHTS_PREFIX)).assert_existing_objects_matched()
+    read_weights(_weights_checkpoint(model), folder / WEIGHTS_PREFIX)
     return model
+
+
+def read_weights(checkpoint: tf.train.Checkpoint, prefix: Path, expect_partial: bool = False) -> None:
+    """Fill `checkpoint`'s objects from the checkpoint at `prefix`, every object matched; a
+    missing, empty or foreign checkpoint is `tfattn.run_manifest.DamagedRun` naming it."""
+    from tfattn.run_manifest import DamagedRun
+
+    try:
+        status = checkpoint.read(str(prefix)).assert_existing_objects_matched()
+        if expect_partial:
+            status.expect_partial()
+    except Exception as error:  # noqa: BLE001 - a damaged file surfaces as OpError, IndexError, ValueError, ...
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise DamagedRun(
+            f"{prefix}: the weights checkpoint is missing or damaged ({reason}); train the run again with --overwrite"
+        ) from None

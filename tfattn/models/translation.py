@@ -28,16 +28,16 @@ True
 
 import hashlib
 import io
-import json
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 import tf_keras as keras
 
 from tfattn.layers import AdditiveAttention, TokenAndPositionEmbedding, TransformerDecoderBlock
 from tfattn.models.encoders import TransformerEncoder
-from tfattn.models.task_models import WEIGHTS_PREFIX
+from tfattn.models.task_models import WEIGHTS_PREFIX, read_weights
 
 __all__ = [
     "RnnTranslator",
@@ -383,8 +383,15 @@ class Translator(keras.Model):
     def translate(self, texts, **options):
         """Translations of `texts` (a list of strings), decoded with `tfattn.decoding.decode`'s
         `options` (greedy by default)."""
+        from tfattn.data.pipelines import warn_about_texts
         from tfattn.decoding import translate
 
+        texts = list(texts)
+        limit = self.preprocessor.max_source_length - 1  # the end id takes the last place
+        cut = int(np.sum(self.preprocessor.source.tokenize(texts).row_lengths().numpy() > limit)) if texts else 0
+        warn_about_texts(
+            len(texts), truncated=cut, max_length=limit, advice=f"only their first {limit} tokens were translated"
+        )
         return translate(self, texts, **options)
 
     def weight_layers(self):
@@ -670,13 +677,26 @@ def save_translator(model: Translator, folder) -> Path:
 
 
 def load_translator(folder) -> Translator:
-    """A translator written by `save_translator`."""
+    """A translator written by `save_translator`. Its classes come from fixed tables
+    (`TRANSLATORS`, `VOCABULARIES`), never from names in the files; a damaged or foreign file
+    is named in one line (`tfattn.run_manifest.DamagedRun`)."""
+    from tfattn.run_manifest import DamagedRun, read_json_file
+
     folder = Path(folder)
     config_file = folder / CONFIG_FILE
     if not config_file.is_file():
         raise FileNotFoundError(f"{folder}: no {CONFIG_FILE}; not a translator saved by tfattn")
-    saved = json.loads(config_file.read_text(encoding="utf-8"))
-    preprocessor = TranslationPreprocessor.load(folder, saved["preprocessor"])
-    model = build_sample(TRANSLATORS[saved["model"]](preprocessor, **saved["config"]))
-    _checkpoint(model).read(str(folder / WEIGHTS_PREFIX)).assert_existing_objects_matched().expect_partial()
+    saved = read_json_file(config_file)
+    advice = "train the run again with --overwrite"
+    if not isinstance(saved, dict) or saved.get("model") not in TRANSLATORS:
+        kind = saved.get("model") if isinstance(saved, dict) else None
+        known = ", ".join(TRANSLATORS)
+        raise DamagedRun(f"{config_file}: unknown translator model {kind!r} (known: {known}); {advice}")
+    try:
+        preprocessor = TranslationPreprocessor.load(folder, saved["preprocessor"])
+        model = build_sample(TRANSLATORS[saved["model"]](preprocessor, **saved["config"]))
+    except (KeyError, TypeError, OSError) as error:
+        what = f"{type(error).__name__}: {error}"
+        raise DamagedRun(f"{config_file}: not a translator tfattn saved ({what}); {advice}") from None
+    read_weights(_checkpoint(model), folder / WEIGHTS_PREFIX, expect_partial=True)
     return model

@@ -109,6 +109,7 @@ class Bound:
 
 POSITIVE_INT = Bound(int, "a positive integer", low=1)
 NON_NEGATIVE_INT = Bound(int, "an integer >= 0", low=0)
+FINITE_FLOAT = Bound(float, "a finite number")
 POSITIVE_FLOAT = Bound(float, "a positive number", low=0, low_open=True)
 NON_NEGATIVE_FLOAT = Bound(float, "a number >= 0", low=0)
 FRACTION = Bound(float, "a number in [0, 1)", low=0, high=1, high_open=True)

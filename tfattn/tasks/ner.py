@@ -22,7 +22,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.data import TaggedSentences, load_conll
-from tfattn.data.pipelines import make_dataset
+from tfattn.data.pipelines import make_dataset, warn_about_texts
 from tfattn.models import TokenClassifier
 from tfattn.ner import (
     IGNORE_INDEX,
@@ -226,9 +226,12 @@ class EntityTagger:
     def from_run(cls, run_dir: str | Path, aggregation_strategy: str = "first") -> "EntityTagger":
         from tfattn.tasks.runs import load_run
 
-        model, label_names, _ = load_run(run_dir)
+        model, label_names, _ = load_run(run_dir, command="tfattn ner")
         if not isinstance(model, TokenClassifier):
-            raise ValueError(f"{run_dir} is not an NER run (train one with 'tfattn train ner')")
+            raise ValueError(
+                f"{run_dir} is not an NER run: use 'tfattn predict --run {run_dir} TEXT' (or train one with "
+                "'tfattn train ner')"
+            )
         return cls(model.tag_tokens, label_names, aggregation_strategy)
 
     @classmethod
@@ -243,10 +246,14 @@ class EntityTagger:
         if isinstance(texts, str):
             texts = [texts]
         results = []
+        cut, read = 0, 0  # texts with words past the last tagged token; tokens the model reads
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start : start + batch_size])
             tagged = {name: np.asarray(value) for name, value in self.tag_tokens(tf.constant(batch)).items()}
             for row, text in enumerate(batch):
+                if text[int(tagged["offsets"][row, :, 1].max(initial=0)) :].strip():
+                    cut += 1
+                    read = max(read, int((tagged["word_ids"][row] >= 0).sum()))
                 results.append(
                     group_entities(
                         text,
@@ -257,4 +264,7 @@ class EntityTagger:
                         aggregation_strategy=self.aggregation_strategy,
                     )
                 )
+        warn_about_texts(
+            len(texts), truncated=cut, max_length=read, advice=f"entities were tagged in their first {read} tokens only"
+        )
         return results

@@ -12,10 +12,8 @@ from pathlib import Path
 from tfattn.data import load_label_map, save_label_map
 from tfattn.models import load_model
 from tfattn.models.task_models import TaskModel
-from tfattn.run_manifest import FINISHED, read_manifest
-from tfattn.training import read_json
+from tfattn.run_manifest import DAMAGED_ADVICE, FINISHED, MODEL_DIR, DamagedRun, read_json_file, read_manifest
 
-MODEL_DIR = "model"
 LABEL_MAP_FILE = "labels.json"
 
 
@@ -28,10 +26,21 @@ def load_run_model(run_dir: str | Path) -> TaskModel:
     return load_model(Path(run_dir) / MODEL_DIR)
 
 
-def load_run(run_dir: str | Path) -> tuple[TaskModel, list[str], dict]:
-    """`(model, label_names, config)` of a finished run: a `TextClassifier` or `TokenClassifier`
-    (raw strings in), its label names and its config dict."""
+# The command that serves each kind of run, for runs handed to the wrong command.
+SERVING_COMMANDS = {"translate": "tfattn translate --run {run} TEXT", "ner": "tfattn ner --run {run} TEXT"}
+
+
+def finished_run_config(run_dir: str | Path, expected_task: str | None = None, command: str = "") -> dict:
+    """The config dict of a finished run folder, after checking that the folder is one: its
+    run.json says training finished and its model/ is there; any damage or missing piece is one
+    line naming the file (`DamagedRun`, `FileNotFoundError`).
+
+    `expected_task` "translate" accepts only translation runs, None only the others (classifier and
+    NER runs); a run of the other kind is refused naming the command that serves it.
+    """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir}: no config.json; is this a tfattn run folder?")
     manifest = read_manifest(run_dir)
@@ -40,6 +49,24 @@ def load_run(run_dir: str | Path) -> tuple[TaskModel, list[str], dict]:
             f"{run_dir}: training has not finished (status {manifest.get('status')!r}); "
             "rerun its train command to resume it"
         )
+    config = read_json_file(run_dir / "config.json")
+    if not isinstance(config, dict):
+        raise DamagedRun(f"{run_dir / 'config.json'} is not a run config (a JSON object); {DAMAGED_ADVICE}")
+    task = config.get("task")
+    if (task == "translate") != (expected_task == "translate"):
+        serving = SERVING_COMMANDS.get(task, "tfattn predict --run {run} TEXT").format(run=run_dir)
+        raise ValueError(f"{run_dir} is a run of task {task!r}, not for '{command or 'this command'}': use '{serving}'")
+    if not (run_dir / MODEL_DIR).is_dir():
+        raise DamagedRun(f"{run_dir / MODEL_DIR} is missing from this finished run; {DAMAGED_ADVICE}")
+    return config
+
+
+def load_run(run_dir: str | Path, command: str = "") -> tuple[TaskModel, list[str], dict]:
+    """`(model, label_names, config)` of a finished run: a `TextClassifier` or `TokenClassifier`
+    (raw strings in), its label names and its config dict. `command` names the caller in the
+    message for a translation run."""
+    config = finished_run_config(run_dir, command=command)
+    run_dir = Path(run_dir)
     if not (run_dir / MODEL_DIR / "model.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: no saved model in {MODEL_DIR}/; was it written by this tfattn version?")
-    return load_run_model(run_dir), load_label_map(run_dir / LABEL_MAP_FILE), read_json(run_dir / "config.json")
+        raise DamagedRun(f"{run_dir / MODEL_DIR / 'model.json'} is missing; {DAMAGED_ADVICE}")
+    return load_run_model(run_dir), load_label_map(run_dir / LABEL_MAP_FILE), config

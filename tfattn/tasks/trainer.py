@@ -35,6 +35,7 @@ from tfattn.models import (
 )
 from tfattn.models.wordpiece import BertPreprocessor, learn_wordpiece_vocabulary
 from tfattn.optimization import create_optimizer
+from tfattn.run_manifest import locked_run_folder
 from tfattn.tasks.config import FROZEN_LEARNING_RATE, TrainConfig
 from tfattn.tasks.frozen import (
     HEAD_STEPS_PER_EXECUTION,
@@ -306,7 +307,9 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     family = family_of(config)
     family.check()
     with worker_run_dir(config.run_dir, strategy) as run_dir, lost_workers_reported():
-        return _train(config, task, family, train_split, validation_split, strategy, run_dir, callbacks, overwrite)
+        # One process per run folder, for the whole run (each worker locks the folder it writes).
+        with locked_run_folder(run_dir, overwrite):
+            return _train(config, task, family, train_split, validation_split, strategy, run_dir, callbacks, overwrite)
 
 
 def _train(config, task, family, train_split, validation_split, strategy, run_dir, callbacks, overwrite):

@@ -6,7 +6,6 @@ A run folder holds `config.json`, `model/` (`save_translator`), `history.csv`, a
 (`tfattn.training`: backups per epoch, best epoch by validation loss, early stopping).
 """
 
-import json
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -198,22 +197,29 @@ def validation_pairs(config):
     return _split_validation(pairs, config)[1]
 
 
-def load_run_translator(run_dir):
-    """The translator a `tfattn train translate` run saved."""
+def load_run_translator(run_dir, command=""):
+    """The translator a finished `tfattn train translate` run saved (the folder checked by
+    `tfattn.tasks.runs.finished_run_config`)."""
     from tfattn.models.translation import load_translator
+    from tfattn.tasks.runs import finished_run_config
 
-    path = Path(run_dir) / MODEL_DIR
-    if not path.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no trained translator (no {MODEL_DIR}/); train it first")
-    return load_translator(path)
+    finished_run_config(run_dir, expected_task="translate", command=command)
+    return load_translator(Path(run_dir) / MODEL_DIR)
 
 
 def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):
     """Train a translator, score it on the validation pairs (greedy decoding, sacreBLEU and
     chrF) and save everything under `config.run_dir`. Returns the scores dict."""
     from tfattn.data.pipelines import count_batches, make_dataset
-    from tfattn.models.translation import TRANSLATORS, TranslationPreprocessor, build_sample, save_translator
+    from tfattn.models.translation import (
+        TRANSLATORS,
+        TranslationPreprocessor,
+        build_sample,
+        load_translator,
+        save_translator,
+    )
     from tfattn.optimization import create_optimizer
+    from tfattn.run_manifest import locked_run_folder
     from tfattn.training import (
         EpochOrder,
         finish_training,
@@ -230,74 +236,80 @@ def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):
     pairs = read_translation_pairs(config.data, config.source_column, config.limit)
     train_pairs, validation_pairs = _split_validation(pairs, config)
     sources = [config.data] + ([config.validation_data] if config.validation_data else [])
-    run_dir = start_run(config.run_dir, asdict(config), sources, config.seed, config.mixed_precision, overwrite)
-    print(
-        f"translate: {len(train_pairs)} training / {len(validation_pairs)} validation pairs from {config.data}; "
-        f"model: {config.model}"
-    )
-    # Deterministic: a resumed run learns the same vocabularies again.
-    preprocessor = TranslationPreprocessor.learn(
-        train_pairs.sources,
-        train_pairs.targets,
-        vocab_size=config.vocab_size,
-        vocabulary=config.vocabulary,
-        max_source_length=config.max_length,
-        max_target_length=config.max_length,
-    )
-
-    def dataset(split, shuffle):
-        target_ids, labels = preprocessor.encode_targets(split.targets)
-        features = {"source_ids": preprocessor.encode_sources(split.sources), "target_ids": target_ids}
-        return make_dataset(features, labels, config.batch_size, shuffle=shuffle, seed=config.seed)
-
-    train_data = dataset(train_pairs, shuffle=True)
-    order = EpochOrder(train_data, count_batches(train_data))
-    validation_data = dataset(validation_pairs, shuffle=False)
-
-    model = build_sample(TRANSLATORS[config.model](preprocessor, **config.model_kwargs()))
-    print(f"{config.model} translator: {model.count_params():,} weights")
-    model.compile(
-        optimizer=create_optimizer(
-            config.learning_rate,
-            order.batches_per_epoch * config.epochs,
-            warmup_fraction=config.warmup_fraction,
-            weight_decay=config.weight_decay,
-        ),
-        loss=MaskedCrossEntropy(config.label_smoothing),
-        metrics=[masked_token_accuracy],
-    )
-    fit_phase(
-        model,
-        order,
-        run_dir,
-        "train",
-        0,
-        config.epochs,
-        callbacks=standard_callbacks(
-            run_dir,
-            len(train_pairs),
-            order.batches_per_epoch,
-            config.batch_size,
-            patience=config.patience,
-            monitor="val_loss",
-            time_budget=config.time_budget,
-            append_history=is_resuming(run_dir),
+    # One process per run folder, for the whole run (tfattn.run_manifest.locked_run_folder).
+    with locked_run_folder(config.run_dir, overwrite) as run_dir:
+        run_dir = start_run(run_dir, asdict(config), sources, config.seed, config.mixed_precision, overwrite)
+        print(
+            f"translate: {len(train_pairs)} training / {len(validation_pairs)} validation pairs from {config.data}; "
+            f"model: {config.model}"
         )
-        + list(callbacks),
-        validation_data=validation_data,
-        verbose=fit_verbosity(),
-    )
-    mark_trained(run_dir)
-    save_translator(model, run_dir / MODEL_DIR)
-    saved = load_run_translator(run_dir)  # scored as evaluate, translate and export will load it
-    result = evaluate_translations(saved, validation_pairs)
-    scores = {key: result[key] for key in ("bleu", "chrf", "sentences", "seconds")}
-    write_json(run_dir / SCORES_FILE, {"decoding": "greedy", **scores})
-    summary = f"validation BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f} (greedy, {scores['sentences']} pairs)"
-    print(summary)
-    finish_training(run_dir, summary)
-    return scores
+        # Deterministic: a resumed run learns the same vocabularies again.
+        preprocessor = TranslationPreprocessor.learn(
+            train_pairs.sources,
+            train_pairs.targets,
+            vocab_size=config.vocab_size,
+            vocabulary=config.vocabulary,
+            max_source_length=config.max_length,
+            max_target_length=config.max_length,
+        )
+
+        def dataset(split, shuffle):
+            target_ids, labels = preprocessor.encode_targets(split.targets)
+            features = {"source_ids": preprocessor.encode_sources(split.sources), "target_ids": target_ids}
+            return make_dataset(features, labels, config.batch_size, shuffle=shuffle, seed=config.seed)
+
+        train_data = dataset(train_pairs, shuffle=True)
+        order = EpochOrder(train_data, count_batches(train_data))
+        validation_data = dataset(validation_pairs, shuffle=False)
+
+        model = build_sample(TRANSLATORS[config.model](preprocessor, **config.model_kwargs()))
+        print(f"{config.model} translator: {model.count_params():,} weights")
+        model.compile(
+            optimizer=create_optimizer(
+                config.learning_rate,
+                order.batches_per_epoch * config.epochs,
+                warmup_fraction=config.warmup_fraction,
+                weight_decay=config.weight_decay,
+            ),
+            loss=MaskedCrossEntropy(config.label_smoothing),
+            metrics=[masked_token_accuracy],
+        )
+        fit_phase(
+            model,
+            order,
+            run_dir,
+            "train",
+            0,
+            config.epochs,
+            callbacks=standard_callbacks(
+                run_dir,
+                len(train_pairs),
+                order.batches_per_epoch,
+                config.batch_size,
+                patience=config.patience,
+                monitor="val_loss",
+                time_budget=config.time_budget,
+                append_history=is_resuming(run_dir),
+            )
+            + list(callbacks),
+            validation_data=validation_data,
+            verbose=fit_verbosity(),
+        )
+        mark_trained(run_dir)
+        save_translator(model, run_dir / MODEL_DIR)
+        saved = load_translator(run_dir / MODEL_DIR)  # scored as evaluate, translate and export will load it
+        result = evaluate_translations(saved, validation_pairs)
+        scores = {key: result[key] for key in ("bleu", "chrf", "sentences", "seconds")}
+        write_json(run_dir / SCORES_FILE, {"decoding": "greedy", **scores})
+        summary = (
+            f"validation BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f} (greedy, {scores['sentences']} pairs)"
+        )
+        print(summary)
+        finish_training(run_dir, summary)
+        return scores
 
 
 def read_run_config(run_dir):
-    return TranslationConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")))
+    from tfattn.run_manifest import read_json_file
+
+    return TranslationConfig.from_dict(read_json_file(Path(run_dir) / "config.json"))

@@ -6,6 +6,12 @@
  * Per run it draws a head view (lines from query to key tokens), a model view (a thumbnail per
  * layer and head) and a heatmap; with two runs that line up cell by cell, also their difference.
  *
+ * Every map is coloured on an absolute scale by default (0 to 1 for attention weights), so a
+ * near-uniform map looks as even as it is; the "Colour" control stretches each map to its own
+ * range instead. Each map's uniformity (row entropy over log n, averaged over rows: 1 = uniform)
+ * is shown beside it, computed here on the values drawn, as `attention_uniformity` in
+ * tfattn/plotting.py computes it.
+ *
  * One `state` object holds what the controls say; any change redraws everything from it
  * (Explorer.render). Hovering a token only toggles CSS classes, so it stays fast with thousands
  * of lines. Text from the payload is only ever set as text, never parsed as HTML.
@@ -58,6 +64,11 @@ const DIVERGING = [
   [244, 165, 130],
   [178, 24, 43],
 ];
+// The colour scales the "Colour" control offers, with the names it shows.
+const SCALES = {
+  absolute: "absolute (0 to 1)",
+  stretched: "stretched (min to max)",
+};
 // Colours of the entity types of a "tags" prediction, in the order their labels first appear.
 const TAG_COLORS = ["#8dd3c7", "#fdb462", "#bebada", "#fb8072", "#80b1d3", "#b3de69", "#fccde5", "#ffed6f"];
 
@@ -94,6 +105,7 @@ class Explorer {
       view: this.viewNames.find((name) => this.runs.some((run) => run.views[name])) ?? this.viewNames[0],
       heads: new Set(range(this.numHeads)),
       hideSpecial: false,
+      scale: "absolute", // "absolute" or "stretched" (SCALES)
       shown: this.runs.length === 2 ? "compare" : "0", // "compare", or the index of the one run shown
     };
     document.title = payload.title;
@@ -110,7 +122,7 @@ class Explorer {
     return header;
   }
 
-  /** Layer, view, heads, special tokens and (with two runs) which runs to show. */
+  /** Layer, view, heads, special tokens, colour scale and (with two runs) which runs to show. */
   buildControls() {
     const state = this.state;
     this.layerSelect = el(
@@ -171,6 +183,16 @@ class Explorer {
       this.render();
     });
 
+    this.scaleSelect = el(
+      "select",
+      { id: "scale-select", title: "absolute: a near-uniform map looks even; stretched: small differences look large" },
+      ...Object.entries(SCALES).map(([name, label]) => el("option", { value: name }, label)),
+    );
+    this.scaleSelect.addEventListener("change", () => {
+      state.scale = this.scaleSelect.value;
+      this.render();
+    });
+
     const controls = el(
       "div",
       { class: "controls" },
@@ -178,6 +200,7 @@ class Explorer {
       el("label", {}, "View ", this.viewSelect),
       el("span", { class: "heads" }, "Heads ", ...this.headToggles),
       el("label", {}, this.hideSpecialBox, " hide special tokens"),
+      el("label", {}, "Colour ", this.scaleSelect),
     );
     if (this.runs.length === 2) {
       this.runSelect = el(
@@ -207,6 +230,7 @@ class Explorer {
       const panel = {
         run,
         message: el("p", { class: "panel-message", "data-testid": "panel-message" }),
+        uniformity: el("p", { class: "uniformity", "data-testid": "uniformity" }),
         headView: svgEl("svg", { class: "head-view", "data-testid": "head-view" }),
         modelView: el("div", { class: "model-view", "data-testid": "model-view" }),
         caption: el("p", { class: "caption", "data-testid": "heatmap-caption" }),
@@ -224,7 +248,11 @@ class Explorer {
         ),
         figure(
           "Model view",
-          el("p", { class: "hint" }, "Every layer and head of this view; click one to enlarge it in the heatmap."),
+          el(
+            "p",
+            { class: "hint" },
+            "Every layer and head of this view, each with its uniformity (1 = uniform); click one to enlarge it.",
+          ),
           panel.modelView,
         ),
         figure("Heatmap", panel.caption, panel.heatmap),
@@ -234,6 +262,7 @@ class Explorer {
         { class: "run-panel", "data-testid": "run-panel", "data-run": index },
         el("h2", {}, run.name, " ", el("span", { class: "family" }, run.family)),
         panel.message,
+        panel.uniformity,
         panel.figures,
       );
       return panel;
@@ -264,6 +293,7 @@ class Explorer {
     this.layerSelect.value = state.layer;
     this.viewSelect.value = state.view;
     this.hideSpecialBox.checked = state.hideSpecial;
+    this.scaleSelect.value = state.scale;
     // Views with one map per layer (mean, rollout) have no heads to choose.
     const perHead = this.runs.some((run) => run.views[state.view]?.heads > 1);
     for (const toggle of this.headToggles) {
@@ -287,12 +317,14 @@ class Explorer {
       const reason = run.unavailable[this.state.view] ?? "it was not computed";
       showMessage(panel, `${this.viewLabel(this.state.view)} is not available for this run: ${reason}.`);
       panel.figures.hidden = true;
+      panel.uniformity.hidden = true;
       return;
     }
     panel.figures.hidden = false;
     drawModelView(panel.modelView, run, view, this.state, (layer, head) => this.pick(panel, layer, head));
     const selection = this.selection(run, view);
     showMessage(panel, selection.problem ?? "");
+    panel.uniformity.hidden = Boolean(selection.problem);
     if (selection.problem) {
       panel.headView.replaceChildren();
       panel.heatmap.replaceChildren();
@@ -301,13 +333,17 @@ class Explorer {
     }
     drawHeadView(panel.headView, run, view, selection.layerIndex, selection.heads, this.state.hideSpecial);
     const matrix = shownMatrix(run, view, selection.layerIndex, selection.heads, this.state.hideSpecial);
+    const value = uniformity(matrix);
+    panel.uniformity.dataset.value = value.toFixed(6);
+    panel.uniformity.textContent =
+      `Uniformity of this map: ${value.toFixed(3)} (its ${matrix.rows.length} query rows' entropy over ` +
+      `log n, n = ${matrix.cols.length} keys, averaged; 1 = every row spread evenly, 0 = every row on one key).`;
+    const { low, high } = colourRange(view, matrix, this.state);
     panel.caption.textContent =
       `${view.label}, layer ${this.state.layer}, ${headsText(view, selection.heads)}; ` +
-      `rows are queries, columns keys; colour from ${format(matrix.min)} (white) to ${format(matrix.max)} ` +
-      "(dark blue)" +
+      `rows are queries, columns keys; ${scaleText(view, matrix, this.state)}` +
       (this.state.hideSpecial ? "; special tokens hidden, rows renormalized to sum 1." : ".");
-    const range = matrix.max - matrix.min;
-    drawHeatmap(panel.heatmap, run, matrix, (value) => rgb(SEQUENTIAL, range > 0 ? (value - matrix.min) / range : 0));
+    drawHeatmap(panel.heatmap, run, matrix, (cell) => rgb(SEQUENTIAL, position(cell, low, high)));
   }
 
   /** runs[0] - runs[1] on a blue-white-red scale symmetric around 0, or why there is none. */
@@ -338,11 +374,18 @@ class Explorer {
       shownMatrix(this.runs[index], views[index], selection.layerIndex, selection.heads, this.state.hideSpecial),
     );
     const values = a.values.map((value, index) => value - b.values[index]);
-    const limit = values.reduce((largest, value) => Math.max(largest, Math.abs(value)), 0);
+    // Absolute: as far as either map's absolute scale reaches; stretched: the largest difference.
+    const stretched = this.state.scale === "stretched";
+    const limit = stretched
+      ? values.reduce((largest, value) => Math.max(largest, Math.abs(value)), 0)
+      : Math.max(...views.map((view) => absoluteTop(view, this.state.hideSpecial)));
+    const scale = stretched
+      ? `stretched to the largest difference, -${format(limit)} to +${format(limit)}: small differences look large`
+      : `absolute scale, -${format(limit)} to +${format(limit)}`;
     this.differenceCaption.textContent =
       `${first.name} minus ${second.name}: ${views[0].label}, layer ${this.state.layer}, ` +
       `${headsText(views[0], selections[0].heads)}. Red where ${first.name} attends more, blue where ` +
-      `${second.name} does; the scale runs from -${format(limit)} to +${format(limit)}.`;
+      `${second.name} does; colour on the ${scale}.`;
     drawHeatmap(
       this.differenceMap,
       first,
@@ -403,6 +446,67 @@ function storedMatrix(run, view, layerIndex, head) {
   return Float32Array.from(view.bytes.subarray(matrix * size, (matrix + 1) * size), (byte) => byte * step);
 }
 
+/**
+ * How close a shown matrix is to uniform: each row's entropy over log n (n = its number of keys),
+ * averaged over the rows that have any weight; 1 = every row spread evenly, 0 = every row on one
+ * key. A matrix with one key, or with no weight at all, scores 1. The same measure as
+ * `attention_uniformity` in tfattn/plotting.py.
+ */
+function uniformity(matrix) {
+  const numKeys = matrix.cols.length;
+  if (numKeys <= 1) return 1;
+  let total = 0;
+  let counted = 0;
+  for (let row = 0; row < matrix.rows.length; row++) {
+    const cells = matrix.values.subarray(row * numKeys, (row + 1) * numKeys);
+    const sum = cells.reduce((total, value) => total + value, 0);
+    if (!(sum > 0)) continue; // a row with no weight has no distribution to measure
+    let entropy = 0;
+    for (const value of cells) if (value > 0) entropy -= (value / sum) * Math.log(value / sum);
+    total += entropy / Math.log(numKeys);
+    counted += 1;
+  }
+  return counted ? Math.min(1, total / counted) : 1;
+}
+
+/**
+ * The top of a view's absolute colour scale: the payload's absolute_max (1 for attention weights,
+ * the largest value for gradient-weighted attention), or 1 once hidden special tokens have made
+ * every row sum to 1.
+ */
+function absoluteTop(view, hideSpecial) {
+  return hideSpecial ? 1 : (view.absolute_max ?? 1);
+}
+
+/** {low, high}: the values the colour scale's white and dark-blue ends stand for. */
+function colourRange(view, matrix, state) {
+  return state.scale === "stretched"
+    ? { low: matrix.min, high: matrix.max }
+    : { low: 0, high: absoluteTop(view, state.hideSpecial) };
+}
+
+/** The caption's words for the colour scale of a matrix: which scale, and what its ends mean. */
+function scaleText(view, matrix, state) {
+  const { low, high } = colourRange(view, matrix, state);
+  const [min, max] = formatRange(matrix.min, matrix.max);
+  if (state.scale === "stretched") {
+    return (
+      `colour stretched to this map's own range, ${min} (white) to ${max} (dark blue): ` +
+      "small differences look large"
+    );
+  }
+  const top = high === 1 ? "" : ", the largest value of this view over its layers and heads";
+  return (
+    `colour on the absolute scale, 0 (white) to ${high === 1 ? "1" : format(high)} (dark blue)${top}; ` +
+    `this map's values run from ${min} to ${max}`
+  );
+}
+
+/** Where value lies between low and high, as a fraction in [0, 1] (0 when the range is empty). */
+function position(value, low, high) {
+  return high > low ? (value - low) / (high - low) : 0;
+}
+
 /** Original indices of the query rows and key columns shown (special tokens left out when hidden). */
 function shownTokens(run, hideSpecial) {
   const kept = (special) => range(special.length).filter((index) => !(hideSpecial && special[index]));
@@ -433,8 +537,7 @@ function shownMatrix(run, view, layerIndex, heads, hideSpecial) {
       if (sum > 0) cells.forEach((value, col) => (cells[col] = value / sum));
     }
   }
-  // The colour scale spans the smallest to the largest value shown: a nearly uniform map (a
-  // from-scratch model's first layer) still shows which keys get a little more.
+  // The smallest and largest value shown: the ends of the stretched colour scale.
   const max = values.reduce((largest, value) => Math.max(largest, value), 0);
   const min = values.reduce((smallest, value) => Math.min(smallest, value), max);
   return { rows, cols, values, min, max };
@@ -534,7 +637,10 @@ function drawModelView(container, run, view, state, onPick) {
     cells.push(el("span", { class: "grid-label" }, `layer ${layer}`));
     for (const head of range(view.heads)) {
       const canvas = el("canvas", { width: THUMB_SIZE, height: THUMB_SIZE });
-      paintThumbnail(canvas, shownMatrix(run, view, layerIndex, [head], state.hideSpecial));
+      const matrix = shownMatrix(run, view, layerIndex, [head], state.hideSpecial);
+      const { low, high } = colourRange(view, matrix, state);
+      paintThumbnail(canvas, matrix, low, high);
+      const value = uniformity(matrix);
       const selected = layer === state.layer && (view.heads === 1 || state.heads.has(head));
       const thumb = el(
         "button",
@@ -544,9 +650,13 @@ function drawModelView(container, run, view, state, onPick) {
           "data-testid": "model-thumb",
           "data-layer": layer,
           "data-head": head,
-          title: `layer ${layer}, ${view.heads === 1 ? "all heads" : `head ${head}`}: click to enlarge`,
+          "data-uniformity": value.toFixed(6),
+          title:
+            `layer ${layer}, ${view.heads === 1 ? "all heads" : `head ${head}`}: uniformity ` +
+            `${value.toFixed(3)} (1 = uniform); click to enlarge`,
         },
         canvas,
+        el("span", { class: "thumb-uniformity" }, value.toFixed(3)),
       );
       thumb.addEventListener("click", () => onPick(layer, head));
       cells.push(thumb);
@@ -555,15 +665,14 @@ function drawModelView(container, run, view, state, onPick) {
   container.replaceChildren(...cells);
 }
 
-/** Paint a matrix on a canvas, one pixel per cell scaled up without smoothing. */
-function paintThumbnail(canvas, matrix) {
+/** Paint a matrix on a canvas, low white to high dark blue, one pixel per cell scaled up without smoothing. */
+function paintThumbnail(canvas, matrix, low, high) {
   const height = matrix.rows.length;
   const width = matrix.cols.length;
   if (!height || !width) return;
   const image = new ImageData(width, height);
-  const range = matrix.max - matrix.min;
   matrix.values.forEach((value, cell) => {
-    image.data.set([...rgbValues(SEQUENTIAL, range > 0 ? (value - matrix.min) / range : 0), 255], cell * 4);
+    image.data.set([...rgbValues(SEQUENTIAL, position(value, low, high)), 255], cell * 4);
   });
   const source = document.createElement("canvas");
   source.width = width;
@@ -739,6 +848,14 @@ function shortLabel(token) {
 
 function format(value) {
   return Math.abs(value) >= 0.001 || value === 0 ? value.toFixed(3) : value.toExponential(1);
+}
+
+/** Two values with as many decimals (3 to 6) as it takes to tell them apart: "0.0664", "0.0671". */
+function formatRange(low, high) {
+  if (low === high || Math.abs(low) < 0.001 || Math.abs(high) < 0.001) return [format(low), format(high)];
+  let digits = 3;
+  while (digits < 6 && low.toFixed(digits) === high.toFixed(digits)) digits += 1;
+  return [low.toFixed(digits), high.toFixed(digits)];
 }
 
 function range(count) {
