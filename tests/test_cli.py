@@ -188,12 +188,29 @@ def test_unreachable_backbone_is_a_one_line_error(agnews_csv, tmp_path, capsys):
     assert "no-such-org/no-such-bert" in error and "local checkpoint folder" in error and "Traceback" not in error
 
 
+COMMANDS = ("train", "translate", "evaluate", "predict", "ner", "attention", "export", "export-hub")
+
+
 def test_help_lists_every_command(capsys):
+    """Every command is a real subcommand with its own help line, and runs `--help` (the
+    description also names commands, so finding the word in the text would prove nothing)."""
+    import argparse
+
+    from tfattn.cli import build_parser
+
+    parser = build_parser()
+    [subcommands] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    assert sorted(subcommands.choices) == sorted(COMMANDS)
+    listed = {choice.dest: choice.help for choice in subcommands._choices_actions}
+    assert sorted(listed) == sorted(COMMANDS) and all(listed.values())
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("train", "evaluate", "predict", "ner", "attention", "export", "export-hub"):
-        assert command in out
+    for command in COMMANDS:
+        assert f"    {command} " in out, command  # its row in the command list
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--help"])
+        assert exited.value.code == 0 and "usage: tfattn " + command in capsys.readouterr().out
 
 
 def test_help_states_the_defaults_the_code_uses():

@@ -17,20 +17,17 @@ import tf_keras as keras
 
 from tfattn.cli import main
 from tfattn.files import EXPORT_MARKER
-from tfattn.run_manifest import LOCK_FILE, locked_run_folder
+from tfattn.run_manifest import locked_run_folder
 
 TINY_MODEL = ["--epochs", "1", "--max-length", "32", "--embed-dim", "16", "--ff-dim", "16", "--vocab-size", "500"]
 TFATTN = str(Path(sys.executable).parent / "tfattn")  # the console script, as a user runs it
 
 
 def snapshot(folder):
-    """Every file under `folder` with its size and modification time; not tfattn's lock file,
-    which records the last process that took the lock (the refused one too)."""
+    """Every file under `folder` with its size and modification time."""
     folder = Path(folder)
     return {
-        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in folder.rglob("*")
-        if p.is_file() and p.name != LOCK_FILE
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
     }
 
 
@@ -366,7 +363,7 @@ def hold_lock(run_dir):
 
 
 def test_a_second_process_stops_at_once_naming_the_holder_and_a_killed_holder_frees_the_folder(
-    tiny_csv, run_copy, capsys
+    tiny_csv, run_copy, capsys, monkeypatch
 ):
     holder = hold_lock(run_copy)
     try:
@@ -375,14 +372,15 @@ def test_a_second_process_stops_at_once_naming_the_holder_and_a_killed_holder_fr
         line = one_error_line(capsys)
         assert f"{run_copy} is in use by another tfattn process (pid {holder.pid})" in line, line
         assert snapshot(run_copy) == before  # nothing read into the model, nothing written
-        assert main(["evaluate", "--run", str(run_copy)]) == 2  # writing a report waits, then gives up
+        monkeypatch.setattr("tfattn.cli.REPORT_LOCK_SECONDS", 0.5)
+        assert main(["evaluate", "--run", str(run_copy)]) == 2  # writing its report waits, then gives up
         assert f"(pid {holder.pid})" in one_error_line(capsys)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    # The kernel released the dead holder's lock: the folder is free, its stale pid overwritten.
+    # The kernel released the dead holder's lock: the folder is free, and the lock left no file.
+    assert snapshot(run_copy) == before
     with locked_run_folder(run_copy):
-        assert (run_copy / LOCK_FILE).read_text().strip() == str(os.getpid())
         # Another process is refused while this one holds it.
         refused = subprocess.run([sys.executable, "-c", HOLD_LOCK, str(run_copy)], capture_output=True, text=True)
         assert refused.returncode == 1 and f"RunLocked: {run_copy} is in use" in refused.stderr

@@ -24,7 +24,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from tfattn.data import DataError
-from tfattn.run_manifest import RunFinished, record_outputs
+from tfattn.run_manifest import RunFinished, record_outputs, run_lock
 from tfattn.tasks.config import FINITE_FLOAT, NON_NEGATIVE_INT, NUMERIC_OPTIONS, POSITIVE_INT, TOKENIZERS
 from tfattn.workers import WorkerLost
 
@@ -32,6 +32,8 @@ from tfattn.workers import WorkerLost
 # The attention views a PNG can draw (`tfattn.explorer.explain`).
 VIEW_NAMES = ("raw", "mean", "rollout", "gradient")
 MAX_ATTENTION_FILES = 20
+# How long `evaluate` waits for a run folder another process is writing before it gives up.
+REPORT_LOCK_SECONDS = 10
 
 
 def _field_choices():
@@ -293,16 +295,17 @@ def _evaluate_translation(args):
     prefix = args.prefix or ("test" if args.data else "validation")
     strategy = "beam" if options["beam_width"] > 1 else "sample" if options["sample"] else "greedy"
     scores = {key: result[key] for key in ("bleu", "chrf", "sentences", "seconds")}
-    path = write_json(
-        Path(args.run) / f"{prefix}_{strategy}_scores.json", {"data": pairs.path, "decoding": options, **scores}
-    )
-    translations = Path(args.run) / f"{prefix}_{strategy}_translations.txt"
-    translations.write_text("".join(line + "\n" for line in result["translations"]), encoding="utf-8")
+    with run_lock(args.run, wait_seconds=REPORT_LOCK_SECONDS):  # no other process writes the run meanwhile
+        path = write_json(
+            Path(args.run) / f"{prefix}_{strategy}_scores.json", {"data": pairs.path, "decoding": options, **scores}
+        )
+        translations = Path(args.run) / f"{prefix}_{strategy}_translations.txt"
+        translations.write_text("".join(line + "\n" for line in result["translations"]), encoding="utf-8")
+        record_outputs(args.run, [path, translations])  # reports tfattn wrote: --overwrite may replace them
     print(
         f"BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  ({scores['sentences']} pairs, {strategy}, "
         f"{scores['sentences'] / max(result['seconds'], 1e-9):.1f} sentences/s)"
     )
-    record_outputs(args.run, [path, translations])  # reports tfattn wrote: --overwrite may replace them
     print(f"wrote {path}, {translations}")
 
 
@@ -363,7 +366,10 @@ def _cmd_evaluate(args):
         )
         if not args.data and config.validation_limit:
             sentences = sentences.subset(range(min(config.validation_limit, len(sentences))))
-        paths = write_entity_report(evaluate_sentences(model, sentences), args.run, prefix)
+        scores = evaluate_sentences(model, sentences)
+        with run_lock(args.run, wait_seconds=REPORT_LOCK_SECONDS):  # no other process writes the run meanwhile
+            paths = write_entity_report(scores, args.run, prefix)
+            record_outputs(args.run, paths)  # reports tfattn wrote: --overwrite may replace them
     else:
         from tfattn.evaluation import write_evaluation
         from tfattn.tasks.classification import evaluate_texts
@@ -374,12 +380,12 @@ def _cmd_evaluate(args):
         else:
             examples = load_validation_examples(config, label_names)
         report = evaluate_texts(model, examples)
-        paths = write_evaluation(
-            report, args.run, prefix=prefix, config={"data": examples.source, "run": str(args.run)}
-        )
-        paths = paths.values()
+        with run_lock(args.run, wait_seconds=REPORT_LOCK_SECONDS):  # no other process writes the run meanwhile
+            paths = write_evaluation(
+                report, args.run, prefix=prefix, config={"data": examples.source, "run": str(args.run)}
+            ).values()
+            record_outputs(args.run, paths)  # reports tfattn wrote: --overwrite may replace them
         print(report.format_text())
-    record_outputs(args.run, paths)  # reports tfattn wrote: --overwrite may replace them
     print(f"wrote {', '.join(str(p) for p in paths)}")
 
 

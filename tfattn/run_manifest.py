@@ -4,11 +4,11 @@ or stops instead of silently retraining, mixing two experiments or deleting some
 Every trainer calls, in this order:
 
 - `locked_run_folder(run_dir, overwrite)`: one process per run folder. An exclusive lock
-  (`fcntl.flock` on `.tfattn.lock` inside the folder) is taken before anything in the folder is
-  read or written and held for the run's life; the kernel releases it when the process exits,
-  however it exits, so a killed run never leaves a stale lock. A second process stops at once,
-  naming the holder's pid. A folder holding files that are not a tfattn run is refused before
-  anything is written into it.
+  (`fcntl.flock` on the folder itself, so no lock file is ever written) is taken before anything
+  in the folder is read or written and held for the run's life; the kernel releases it when the
+  process exits, however it exits, so a killed run never leaves a stale lock. A second process
+  stops at once, naming the holder's pid (read from /proc/locks). A folder holding files that are
+  not a tfattn run is refused before anything is written into it.
 - `open_run(run_dir, config, data_sources, overwrite)`:
   - a new or empty folder starts a run;
   - the same config and data resume an interrupted run, or, once it finished, stop with a
@@ -39,10 +39,11 @@ from pathlib import Path
 from tfattn.files import describe_entries, is_tfattn_export
 
 MANIFEST_FILE = "run.json"
-LOCK_FILE = ".tfattn.lock"
 MODEL_DIR = "model"
-# The marker that says tfattn wrote a run.json (and so may empty its folder).
+# The marker that says tfattn wrote a run.json (and so may empty its folder). It is the record's
+# first key, so a truncated run.json still shows it (`MARKER_TEXT`).
 WRITTEN_BY = {"written_by": "tfattn"}
+MARKER_TEXT = '"written_by": "tfattn"'
 # Config fields that do not change what a run computes, so they may differ on a rerun.
 UNCOMPARED_FIELDS = ("run_dir",)
 TRAINING, TRAINED, FINISHED = "training", "trained", "finished"
@@ -52,7 +53,6 @@ RUN_ENTRIES = frozenset(
     {
         MANIFEST_FILE,
         f".{MANIFEST_FILE}.tmp",
-        LOCK_FILE,
         "config.json",
         "labels.json",
         MODEL_DIR,
@@ -210,8 +210,9 @@ def check_not_working_folder(folder, option):
 
 def check_replaceable_run(run_dir):
     """`RunConflict` unless `--overwrite` may empty `run_dir`: a real folder (not a symbolic
-    link), not the working folder or one holding it, whose run.json carries tfattn's marker (or,
-    when run.json is damaged, which holds tfattn's lock file), and which holds nothing else."""
+    link), not the working folder or one holding it, whose run.json carries tfattn's marker (when
+    run.json is damaged: whose text still has it, as the first key of a truncated record does),
+    and which holds nothing else."""
     run_dir = Path(run_dir)
     if run_dir.is_symlink():
         raise RunConflict(
@@ -223,7 +224,7 @@ def check_replaceable_run(run_dir):
         manifest = read_manifest(run_dir)
     except DamagedRun:
         manifest = None
-        if not (run_dir / LOCK_FILE).is_file():
+        if MARKER_TEXT not in (run_dir / MANIFEST_FILE).read_text(encoding="utf-8", errors="replace"):
             raise
     else:
         if manifest is None or manifest.get("written_by") != WRITTEN_BY["written_by"]:
@@ -242,10 +243,8 @@ def check_replaceable_run(run_dir):
 
 
 def _empty_run_folder(run_dir):
-    """Delete everything in `run_dir` but the lock file this process holds."""
+    """Delete everything in `run_dir` (not the folder itself: this process holds its lock)."""
     for entry in Path(run_dir).iterdir():
-        if entry.name == LOCK_FILE:
-            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
@@ -273,7 +272,7 @@ def open_run(run_dir, config, data_sources, overwrite=False):
     wanted["status"] = TRAINING
     if run_dir.exists() and not run_dir.is_dir():
         raise RunConflict(f"{run_dir}: not a folder; choose another --run-dir")
-    occupied = run_dir.is_dir() and any(entry.name != LOCK_FILE for entry in run_dir.iterdir())
+    occupied = run_dir.is_dir() and any(run_dir.iterdir())
     if occupied and overwrite:
         check_replaceable_run(run_dir)
         _empty_run_folder(run_dir)
@@ -308,17 +307,17 @@ def finish_run(run_dir, summary):
     _write_manifest(run_dir, manifest)
 
 
-def record_outputs(run_dir, paths, wait_seconds=10.0):
+def record_outputs(run_dir, paths):
     """List report files a command wrote into the run folder in its run.json, so that
-    `--overwrite` knows them as tfattn's. Paths outside the folder are not recorded."""
+    `--overwrite` knows them as tfattn's. Paths outside the folder are not recorded. Call it
+    holding the folder's lock (`run_lock`)."""
     run_dir = Path(run_dir)
     names = [Path(path).name for path in paths if Path(path).resolve().parent == run_dir.resolve()]
     if not names or not (run_dir / MANIFEST_FILE).is_file():
         return
-    with _run_lock(run_dir, wait_seconds=wait_seconds):
-        manifest = read_manifest(run_dir)
-        manifest["outputs"] = sorted(set(manifest.get("outputs", [])) | set(names))
-        _write_manifest(run_dir, manifest)
+    manifest = read_manifest(run_dir)
+    manifest["outputs"] = sorted(set(manifest.get("outputs", [])) | set(names))
+    _write_manifest(run_dir, manifest)
 
 
 @contextlib.contextmanager
@@ -326,8 +325,8 @@ def locked_run_folder(run_dir, overwrite=False):
     """Hold `run_dir`'s lock for the body: one process per run folder.
 
     Refuses, before writing anything: a path that is not a folder, a folder holding files that
-    are not a tfattn run (no run.json, no lock file), and with `overwrite` a symbolic link. The
-    folder (and its lock file) is created if needed.
+    are not a tfattn run (no run.json), and with `overwrite` a symbolic link. The folder is
+    created if needed.
 
     Raises:
         RunLocked: another process holds the lock (the message names its pid).
@@ -340,22 +339,22 @@ def locked_run_folder(run_dir, overwrite=False):
         raise RunConflict(f"{run_dir}: not a folder; choose another --run-dir")
     if run_dir.is_dir():
         names = {entry.name for entry in run_dir.iterdir()}
-        if names and not names & {MANIFEST_FILE, LOCK_FILE}:
+        if names and MANIFEST_FILE not in names:
             raise RunConflict(
                 f"{run_dir} holds files that are not a tfattn run ({describe_entries(names)}); "
                 "choose another --run-dir" + ("; --overwrite replaces only tfattn runs" if overwrite else "")
             )
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _run_lock(run_dir):
+    with run_lock(run_dir):
         yield run_dir
 
 
 @contextlib.contextmanager
-def _run_lock(run_dir, wait_seconds=0.0):
-    """`fcntl.flock` on the folder's lock file, tried for `wait_seconds`; the holder's pid is
-    written into the file so that the process refused can name it."""
-    path = Path(run_dir) / LOCK_FILE
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def run_lock(run_dir, wait_seconds=0.0):
+    """Hold `run_dir`'s lock for the body (`RunLocked` if another process holds it for longer
+    than `wait_seconds`): `fcntl.flock` on the folder itself. Locking the folder, not a
+    file in it, writes nothing: a refused command leaves the folder exactly as it was."""
+    descriptor = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         deadline = time.monotonic() + wait_seconds
         while True:
@@ -366,14 +365,26 @@ def _run_lock(run_dir, wait_seconds=0.0):
                 if error.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
                 if time.monotonic() >= deadline:
-                    holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
                     raise RunLocked(
-                        f"{run_dir} is in use by another tfattn process (pid {holder}); wait for it to finish, "
-                        "or choose another --run-dir"
+                        f"{run_dir} is in use by another tfattn process (pid {_lock_holder(run_dir)}); wait for it "
+                        "to finish, or choose another --run-dir"
                     ) from None
                 time.sleep(0.1)
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
         yield
     finally:
         os.close(descriptor)  # closing releases the lock; the kernel does the same when a process dies
+
+
+def _lock_holder(path):
+    """The pid holding a flock on `path`, from /proc/locks (Linux), or "unknown"."""
+    status = os.stat(path)
+    key = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    for line in lines:
+        fields = line.split()  # e.g. "1: FLOCK ADVISORY WRITE 1234 fe:00:2195597 0 EOF"
+        if "FLOCK" in fields and "->" not in fields and key in fields:
+            return fields[fields.index(key) - 1]
+    return "unknown"

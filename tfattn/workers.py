@@ -24,7 +24,7 @@ from pathlib import Path
 
 TF_CONFIG = "TF_CONFIG"
 # What a worker's private copy of the run folder leaves out: nothing in them steers training.
-_NOT_COPIED = ("logs", "model", ".tfattn.lock")  # the lock: the chief's, never a copy's
+_NOT_COPIED = ("logs", "model")
 
 
 class WorkerLost(RuntimeError):
