@@ -258,12 +258,15 @@ def test_train_overwrite_refuses_what_tfattn_did_not_write(case, tiny_csv, run_c
 
 @pytest.mark.slow
 def test_overwrite_replaces_a_damaged_run_and_the_reports_tfattn_wrote(tiny_csv, run_copy, capsys):
-    """A run with a truncated run.json (and a report of `tfattn evaluate`, listed in its record
-    before the damage) is replaced by --overwrite; the export tfattn wrote inside it too."""
+    """What tfattn wrote into a run after training (a report of `tfattn evaluate`, a plot of
+    `tfattn attention`, an export: what scripts/run_agnews.sh leaves there) is replaced with the
+    run by --overwrite; so is a run whose run.json was truncated."""
     assert main(["evaluate", "--run", str(run_copy), "--prefix", "mine"]) == 0
+    assert main(["attention", "--run", str(run_copy), "Oil prices rose", "--out", str(run_copy / "oil.png")]) == 0
     assert main(["export", "--run", str(run_copy), "--out", str(run_copy / "export")]) == 0
     assert main(train_argv(tiny_csv, run_copy) + ["--overwrite"]) == 0  # every entry is tfattn's
-    assert not (run_copy / "mine_metrics.json").exists() and not (run_copy / "export").exists()
+    for written in ("mine_metrics.json", "oil.png", "export"):
+        assert not (run_copy / written).exists(), written
     manifest = (run_copy / "run.json").read_text()
     (run_copy / "run.json").write_text(manifest[:42])
     capsys.readouterr()

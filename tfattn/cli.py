@@ -343,6 +343,7 @@ def _translation_attention(args, texts):
         title = f"{text}\n-> {translation}"
         path = plot_alignment(attention, source_tokens, target_tokens, _numbered(out, index, len(texts)), title=title)
         print(f"{translation}\nwrote {path}")
+        _record_in_run(args.run, [path])
 
 
 def _cmd_evaluate(args):
@@ -430,9 +431,22 @@ def _cmd_attention(args):
         ]
         if args.html:
             page = explorer_page([e if args.layers is None else e.with_layers(args.layers) for e in explanations])
-            print(f"wrote {page.save(_numbered(args.html, index, len(texts)))}")
+            path = page.save(_numbered(args.html, index, len(texts)))
+            print(f"wrote {path}")
+            _record_in_run(args.run, [path])
         if png:
-            print(f"wrote {_plot_png(explanations, _numbered(png, index, len(texts)), args, text[:80])}")
+            path = _plot_png(explanations, _numbered(png, index, len(texts)), args, text[:80])
+            print(f"wrote {path}")
+            _record_in_run(args.run, [path])
+
+
+def _record_in_run(run_dir, paths):
+    """List files written into the run folder (a plot beside its model) as tfattn's, so that
+    `train --overwrite` may replace them (`tfattn.run_manifest.record_outputs`)."""
+    run_dir = Path(run_dir).resolve()
+    if any(Path(path).resolve().parent == run_dir for path in paths):
+        with run_lock(run_dir, wait_seconds=REPORT_LOCK_SECONDS):
+            record_outputs(run_dir, paths)
 
 
 def _numbered(path, index, count):

@@ -21,9 +21,9 @@ Every trainer calls, in this order:
 
 The record is `run.json`: `{"written_by": "tfattn", "config": {...}, "data": [fingerprint, ...],
 "status": ..., "outputs": [...]}` with status "training" (fit not done), "trained" (final weights
-saved, saving/evaluating the model not done) or "finished"; `outputs` lists the reports that
-later commands (`tfattn evaluate`) wrote into the folder, so that `--overwrite` knows them as
-tfattn's. A damaged record is named in one line (`DamagedRun`), never a traceback.
+saved, saving/evaluating the model not done) or "finished"; `outputs` lists the reports and
+plots that later commands (`tfattn evaluate`, `tfattn attention`) wrote into the folder, so that
+`--overwrite` knows them as tfattn's. A damaged record is named in one line (`DamagedRun`), never a traceback.
 """
 
 import contextlib
