@@ -33,8 +33,8 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from tfattn.evaluation import classification_metrics  # noqa: E402
-from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
-from tfattn.tasks.trainer import train  # noqa: E402
+from tfattn.tasks.config import TrainConfig  # noqa: E402
+from tfattn.tasks.trainer import task_of, train  # noqa: E402
 from tfattn.training import Throughput, TimeBudget, fit_verbosity, write_json  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -281,7 +281,7 @@ def main(argv=None):
             task="agnews", data=str(args.data), run_dir=run_dir, limit=args.limit, epochs=args.epochs
         ).resolve()
         # The same config gives train() and the course model the same split.
-        train_examples, validation_examples = load_splits(config)
+        train_examples, validation_examples = task_of(config).load_splits()
         ours = run_ours(config)
 
     if args.course_epochs:

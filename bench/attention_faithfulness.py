@@ -48,8 +48,9 @@ from tfattn.attention import IMPORTANCE_METHODS, attention_and_gradients, specia
 from tfattn.explorer import family_name  # noqa: E402
 from tfattn.models import TextClassifier  # noqa: E402
 from tfattn.models.preprocessors import VocabularyPreprocessor, tokens_of  # noqa: E402
-from tfattn.tasks.config import TrainConfig, load_validation_examples  # noqa: E402
+from tfattn.tasks.config import TrainConfig  # noqa: E402
 from tfattn.tasks.runs import load_run  # noqa: E402
+from tfattn.tasks.trainer import task_of  # noqa: E402
 
 DEFAULT_RUNS = ("from_scratch=runs/agnews", "huggingface=runs/agnews_minilm", "tfhub=runs/agnews_hub")
 FRACTIONS = (0.01, 0.05, 0.10, 0.20, 0.50)
@@ -94,7 +95,7 @@ def classifier_and_validation_texts(run_dir, num_texts):
     model, label_names, config = load_run(run_dir)
     if not isinstance(model, TextClassifier):
         raise SystemExit(f"{run_dir}: a token classifier; this benchmark reads one label per text")
-    return model, load_validation_examples(TrainConfig.from_dict(config), label_names).texts[:num_texts]
+    return model, task_of(TrainConfig.from_dict(config)).validation_examples(label_names).texts[:num_texts]
 
 
 def measure_run(run_dir, num_texts, seed, batch_size):

@@ -21,7 +21,7 @@ from tfattn.attention import (
     special_token_mask,
     token_importance,
 )
-from tfattn.cli import VIEW_NAMES, _plot_png, build_parser
+from tfattn.cli import build_parser
 from tfattn.explorer import _RANKING_NAMES, FAITHFULNESS, VIEW_LABELS, explain, explore, faithfulness_legend
 from tfattn.explorer.page import decode_view
 from tfattn.models import (
@@ -32,6 +32,7 @@ from tfattn.models import (
     TokenClassifier,
 )
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
+from tfattn.tasks.encoder_task import VIEW_NAMES, plot_explanations
 
 # --- the hand-made case: [CLS] a b [SEP] ---------------------------------------------------------
 
@@ -277,7 +278,7 @@ def test_the_png_is_drawn_on_the_scale_the_command_line_asks_for(tmp_path, monke
     for scale, view in (("absolute", "raw"), ("absolute", "gradient"), ("stretched", "raw")):
         args = parser.parse_args(["attention", "--run", "runs/x", "text", "--scale", scale, "--view", view])
         limits.clear()
-        assert _plot_png([explanation], tmp_path / f"{scale}_{view}.png", args, "title").is_file()
+        assert plot_explanations([explanation], tmp_path / f"{scale}_{view}.png", args, "title").is_file()
         shown = explanation.views[view][0]  # layer 0, both heads
         vmin, vmax, subtitle = limits[0]
         if scale == "stretched":

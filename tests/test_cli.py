@@ -12,9 +12,9 @@ from conftest import InterruptTraining
 
 from tfattn.cli import main
 from tfattn.models import TextClassifier
-from tfattn.tasks.config import TrainConfig, load_splits
+from tfattn.tasks.config import TrainConfig
 from tfattn.tasks.runs import load_run
-from tfattn.tasks.trainer import train
+from tfattn.tasks.trainer import task_of, train
 from tfattn.training import get_strategy
 
 SMALL_MODEL = ["--embed-dim", "16", "--ff-dim", "32", "--vocab-size", "2000", "--batch-size", "32"]
@@ -137,7 +137,7 @@ def test_mirrored_strategy_trains_over_two_cpu_devices(agnews_csv, tmp_path):
         pooling="cls",
     )
     report = train(config)
-    assert report.num_examples == len(load_splits(config.resolve())[1]) == 19
+    assert report.num_examples == len(task_of(config.resolve()).load_splits()[1]) == 19
     # Saved under the strategy, loaded outside it: the same model, serving raw strings.
     model, label_names, _ = load_run(tmp_path / "run")
     assert isinstance(model, TextClassifier) and model.num_classes == len(label_names) == 4
@@ -216,11 +216,11 @@ def test_help_lists_every_command(capsys):
 def test_help_states_the_defaults_the_code_uses():
     # The help strings are written by hand (the CLI imports no TensorFlow to print them): they
     # must name the values the configs really fill in.
-    from tfattn.cli import FIELD_HELP, TRANSLATION_HELP
-    from tfattn.tasks.config import FROZEN_DEFAULTS, PRETRAINED_DEFAULTS, SCRATCH_DEFAULTS, SCRATCH_TASK_DEFAULTS
-    from tfattn.tasks.translation import DEFAULT_VOCAB_SIZES, MODEL_DEFAULTS
+    from tfattn.tasks.classification import MathTopicsTask
+    from tfattn.tasks.config import FIELD_HELP, FROZEN_DEFAULTS, PRETRAINED_DEFAULTS, SCRATCH_DEFAULTS
+    from tfattn.tasks.translation import DEFAULT_VOCAB_SIZES, MODEL_DEFAULTS, TRANSLATION_HELP
 
-    scratch, pretrained, math = SCRATCH_DEFAULTS, PRETRAINED_DEFAULTS, SCRATCH_TASK_DEFAULTS["math"]
+    scratch, pretrained, math = SCRATCH_DEFAULTS, PRETRAINED_DEFAULTS, MathTopicsTask.scratch_defaults
     for name in ("max_length", "batch_size", "epochs"):
         assert f"default {scratch[name]} from scratch, {pretrained[name]} pretrained" in FIELD_HELP[name]
     assert f"{FROZEN_DEFAULTS['epochs']} with --freeze" in FIELD_HELP["epochs"]

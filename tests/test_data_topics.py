@@ -303,7 +303,7 @@ def test_missing_file(tmp_path, name):
 def test_unsupported_suffix(tmp_path):
     path = write_text(tmp_path, "topics.txt", "text,label\n")
     raises_one_line(
-        "topics.txt: unsupported file type '.txt'; expected .jsonl, .json-lines, .csv or .xlsx",
+        "topics.txt: unsupported file type '.txt'; expected .jsonl, .json-lines, .csv, .tsv or .xlsx",
         read_labelled_texts,
         path,
         "text",

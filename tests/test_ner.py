@@ -42,7 +42,7 @@ def test_masked_loss_and_accuracy_skip_ignored_positions():
 
 def test_ner_config_defaults_validation_file_and_requires_data_and_a_backbone(tmp_path):
     config = TrainConfig(task="ner", data=str(tmp_path / "train.txt"), backbone="bert").resolve()
-    assert config.token_task and config.validation_data == str(tmp_path / "valid.txt")
+    assert config.validation_data == str(tmp_path / "valid.txt")
     # NER fine-tunes with its own learning rate; the other pretrained defaults stay.
     assert (config.learning_rate, config.max_length, config.batch_size, config.epochs) == (5e-5, 128, 32, 3)
     assert TrainConfig(task="ner", data="hf:conll2003", backbone="bert").resolve().validation_data == "hf:conll2003"

@@ -14,9 +14,9 @@ from tfattn.models import TextClassifier, TransformerEncoder
 from tfattn.models.wordpiece import LEARNED_SPECIAL_TOKENS, BertPreprocessor, learn_wordpiece_vocabulary
 from tfattn.pretrained import pretrained_word_embeddings, reduce_embeddings
 from tfattn.tasks.classification import SmoothedSparseCrossentropy, evaluate_texts
-from tfattn.tasks.config import TrainConfig, load_splits
+from tfattn.tasks.config import TrainConfig
 from tfattn.tasks.runs import load_run
-from tfattn.tasks.trainer import ScratchFamily, train
+from tfattn.tasks.trainer import ScratchFamily, task_of, train
 
 CORPUS = [
     "Stocks fell sharply as oil prices rose.",
@@ -140,7 +140,7 @@ def test_wordpiece_run_saves_its_vocabulary_and_reloads(agnews_csv, tmp_path):
     assert model.preprocessor.vocabulary[:4] == LEARNED_SPECIAL_TOKENS
     assert model.encoder.token_dropout == 0.1
     # The reloaded model, reading raw validation texts, scores what the run reported.
-    report = evaluate_texts(model, load_splits(config)[1])
+    report = evaluate_texts(model, task_of(config).load_splits()[1])
     assert report.accuracy == json.loads((run_dir / "validation_metrics.json").read_text())["accuracy"]
 
 

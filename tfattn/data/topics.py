@@ -43,7 +43,7 @@ _JSON_TYPE_NAMES = {
 
 
 def iter_labelled_rows(path, text_column: str, label_column: str, label_names=None, sheet=None):
-    """Parse (text, label) pairs from a .jsonl/.json-lines, .csv or .xlsx file one row at a time.
+    """Parse (text, label) pairs from a .jsonl/.json-lines, .csv, .tsv or .xlsx file one row at a time.
 
     The rows are checked as `read_labelled_texts` checks them (it reads through this), with
     memory bounded by the longest row, so streaming input reads files of any size the same way.
@@ -68,14 +68,14 @@ def iter_labelled_rows(path, text_column: str, label_column: str, label_names=No
         raise DataError(f"{path}: sheet={sheet!r} only applies to .xlsx files")
     if suffix in _JSONL_SUFFIXES:
         records = _jsonl_records(path, text_column, label_column)
-    elif suffix == ".csv":
-        records = _csv_records(path, text_column, label_column)
+    elif suffix in (".csv", ".tsv"):
+        records = _csv_records(path, text_column, label_column, delimiter="\t" if suffix == ".tsv" else ",")
     elif suffix == ".xlsx":
         records = _xlsx_records(path, text_column, label_column, sheet)
     else:
         raise DataError(
             f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}; "
-            "expected .jsonl, .json-lines, .csv or .xlsx"
+            "expected .jsonl, .json-lines, .csv, .tsv or .xlsx"
         )
 
     yield from checked_rows(path, records, label_names, f"in column {text_column!r}", f"in column {label_column!r}")
@@ -107,9 +107,9 @@ def checked_rows(path, records, label_names=None, text_place="", label_place="")
 
 
 def read_labelled_texts(path, text_column: str, label_column: str, label_names=None, sheet=None) -> TextExamples:
-    """Read (text, label) pairs from a .jsonl/.json-lines, .csv or .xlsx file.
+    """Read (text, label) pairs from a .jsonl/.json-lines, .csv, .tsv or .xlsx file.
 
-    A csv or xlsx file has a header row (row 1) naming its columns; `sheet` picks an xlsx
+    A csv, tsv or xlsx file has a header row (row 1) naming its columns; `sheet` picks an xlsx
     worksheet by name (default: the active one). Cell values are turned into stripped text,
     so numbers in a spreadsheet become text too. With `label_names=None` the classes are the
     file's sorted unique labels; given `label_names` (e.g. from `load_label_map`) fix the ids,
@@ -189,9 +189,10 @@ def _jsonl_records(path: Path, text_column: str, label_column: str):
         yield where, record[text_column], record[label_column]
 
 
-def _csv_records(path: Path, text_column: str, label_column: str):
-    """(where, text value, label value) for each data row under the header row, as it is read."""
-    reader = csv.reader(iter_utf8_lines(path))
+def _csv_records(path: Path, text_column: str, label_column: str, delimiter: str = ","):
+    """(where, text value, label value) for each data row under the header row, as it is read
+    (`delimiter` "\\t": a TSV file)."""
+    reader = csv.reader(iter_utf8_lines(path), delimiter=delimiter)
     row_number = 0  # the last row read; the header is row 1
     try:
         header = next(reader, None)

@@ -1,29 +1,18 @@
-"""What defines a training run (`TrainConfig`), the tasks it can run, and their data splits.
+"""What defines a training run of an encoder task (`TrainConfig`), and the checks of numeric options.
 
-One config serves every task (text classification: agnews, math; token classification: ner)
-and every model family: without `backbone` the from-scratch transformer is trained; with
-`backbone` (a Hugging Face name or a local checkpoint folder) a pretrained one is fine-tuned,
-or trained frozen with `freeze`; with `hub_preprocess` and `hub_encoder` a TF-Hub BERT pair is
-trained frozen for `freeze_epochs`, then fine-tuned. Fields left at None take the task's and
-family's default (see `resolve`), and the resolved values are what a run saves as `config.json`.
+One config serves every encoder task (text classification: classify and its presets agnews and
+math; token classification: ner) and every model family: without `backbone` the from-scratch
+transformer is trained; with `backbone` (a Hugging Face name or a local checkpoint folder) a
+pretrained one is fine-tuned, or trained frozen with `freeze`; with `hub_preprocess` and
+`hub_encoder` a TF-Hub BERT pair is trained frozen for `freeze_epochs`, then fine-tuned. Fields
+left at None take the task's and family's default (see `resolve`), and the resolved values are
+what a run saves as `config.json`.
 """
 
 import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-
-import numpy as np
-
-from tfattn.data import MATH_TOPICS, DataError, load_agnews, read_labelled_texts, split_examples
-
-# task name -> (default data source, default text column, default label column)
-TASKS = {
-    "agnews": ("tfds:ag_news_subset", None, None),
-    "math": (None, MATH_TOPICS["text_column"], MATH_TOPICS["label_column"]),
-    "ner": (None, None, None),
-}
-# Tasks with one label per token (the others have one per text).
-TOKEN_TASKS = ("ner",)
+from typing import ClassVar
 
 SCRATCH_DEFAULTS = {
     "max_length": 256,
@@ -56,18 +45,6 @@ PRETRAINED_DEFAULTS = {
 # (bench/frozen_head.py, BENCHMARKS.md). No early stop: patience defaults to the run's epochs,
 # whatever --epochs says.
 FROZEN_DEFAULTS = {"epochs": 50, "learning_rate": 1e-2, "dropout": 0.0}
-# Per task, what differs from the family defaults: NER fine-tunes best a little faster, and
-# reads word shapes (+0.5 entity F1 over 3 seeds with the uncased MiniLM; BENCHMARKS.md).
-TASK_DEFAULTS = {"ner": {"learning_rate": 5e-5, "word_shape": True}}
-# The from-scratch recipe per task, chosen on validation over 3 seeds (bench/scratch_recipes.py;
-# BENCHMARKS.md has the table of what was tried). Math problems are LaTeX: word splitting strips
-# the symbols (`$\frac{1}{2}$` becomes "frac12"), WordPiece keeps them as tokens, and hashed
-# bigrams let the model read "\frac {", "x ^" and word pairs; with them it learns more slowly, at
-# a lower peak rate, and dropping whole input tokens keeps it from memorising. For AG News no
-# change tried beat the family defaults by more than the spread between seeds.
-SCRATCH_TASK_DEFAULTS = {
-    "math": {"tokenizer": "wordpiece", "learning_rate": 5e-4, "token_dropout": 0.1, "bigram_buckets": 65536},
-}
 # TF-Hub encoders are read through their pooled_output unless --pooling says otherwise.
 HUB_DEFAULTS = {"pooling": "pooled"}
 # The TF-Hub frozen phase before fine-tuning (one epoch by default): a warm start for the head.
@@ -149,12 +126,63 @@ NUMERIC_OPTIONS = {
 TOKENIZERS = ("words", "wordpiece")
 
 
+def checked_option(name, bound):
+    """An argparse type that parses the option `--name` and checks it against `bound`."""
+    import argparse
+
+    def parse(text):
+        try:
+            return bound.check(name, text)
+        except ValueError as error:
+            # argparse already prefixes "argument --name:"; keep what follows the flag.
+            raise argparse.ArgumentTypeError(str(error).split(" ", 1)[1]) from None
+
+    parse.__name__ = bound.kind.__name__
+    return parse
+
+
 def check_numeric_options(config):
     """Check every numeric field of a config dataclass that is set; ValueError names the option."""
     for field in fields(config):
         value = getattr(config, field.name)
         if field.name in NUMERIC_OPTIONS and value is not None:
             NUMERIC_OPTIONS[field.name].check(field.name, value)
+
+
+# `--help` of the config fields whose default (None) says nothing by itself; the others show their default.
+FIELD_HELP = {
+    "data": "training data file (agnews also takes tfds:ag_news_subset)",
+    "text_column": "text column of a csv/jsonl/xlsx file",
+    "label_column": "label column of a csv/jsonl/xlsx file",
+    "limit": "train on a subset of this many examples (smoke tests)",
+    "backbone": "a pretrained Hugging Face BERT: hub name or local checkpoint folder",
+    "hub_preprocess": "a TF-Hub BERT preprocess model: URL or SavedModel folder (see export-hub)",
+    "hub_encoder": "the matching TF-Hub BERT encoder: URL or SavedModel folder",
+    "freeze_epochs": "TF-Hub models: epochs on a frozen encoder before fine-tuning (default 1)",
+    "validation_data": "validation file: NER (default: valid.txt beside --data), or with --stream",
+    "stream": "stream the training data from --data (files, a folder or a glob; .csv, .jsonl, .tsv, .tfrecord) "
+    "instead of reading it into memory; needs --validation-data",
+    "pooling": "cls, mean or pooled (the encoder's pooled_output); default mean from scratch, cls pretrained, "
+    "pooled for TF-Hub",
+    "validation_limit": "score on the first this many validation sentences",
+    "max_length": "longest input in tokens (default 256 from scratch, 128 pretrained)",
+    "batch_size": "default 64 from scratch, 32 pretrained",
+    "epochs": "default 10 from scratch, 3 pretrained (fine-tuning epochs for TF-Hub models), 50 with --freeze",
+    "learning_rate": "peak AdamW learning rate (default from scratch 1e-3, math 5e-4; --freeze 1e-2; fine-tuning 3e-5)",
+    "dropout": "dropout rate before the head (and inside the from-scratch encoder); default 0.1, 0 with --freeze",
+    "patience": "epochs without a better validation score before stopping early; default 2; with --freeze, "
+    "the run's epochs (no early stop)",
+    "time_budget": "stop training after this many seconds",
+    "tokenizer": "from scratch: words, or wordpiece (sub-words learned from the training texts); default: "
+    "the task's (math wordpiece, else words)",
+    "token_dropout": "from scratch: rate of whole input tokens dropped in training; default: the task's "
+    "(math 0.1, else 0)",
+    "bigram_buckets": "from scratch: rows of hashed bigram embeddings added to the token embeddings "
+    "(fastText-style; 0: none); default: the task's (math 65536, else 0)",
+    "word_shape": "ner: add an embedding of each token's casing in the raw text to its vector (default: on)",
+    "embeddings_from": "from scratch: initialise the token table from this Hugging Face BERT's word-piece "
+    "embeddings (name or folder; PCA to --embed-dim) and read text with its vocabulary",
+}
 
 
 @dataclass
@@ -190,7 +218,7 @@ class TrainConfig:
     freeze_epochs: int | None = None
     # from-scratch model
     # words, or wordpiece (sub-words learned from the training texts); the default is the task's
-    # (SCRATCH_TASK_DEFAULTS), and with embeddings_from that checkpoint's own WordPiece vocabulary
+    # (`Task.scratch_defaults`), and with embeddings_from that checkpoint's own WordPiece vocabulary
     tokenizer: str | None = None
     # initialise the token table from this pretrained checkpoint's word-piece embeddings (a
     # Hugging Face name or folder; reduced to embed_dim by PCA), reading text with its vocabulary
@@ -219,6 +247,15 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
 
+    field_help: ClassVar[dict] = FIELD_HELP
+
+    @staticmethod
+    def field_choices():
+        """Fields that take one of a few words."""
+        from tfattn.models.task_models import POOLINGS  # here: the CLI reads this module before TensorFlow starts
+
+        return {"pooling": POOLINGS, "positional": ("learned", "sinusoidal"), "tokenizer": TOKENIZERS}
+
     @classmethod
     def from_dict(cls, values):
         known = {f.name for f in fields(cls)}
@@ -235,18 +272,14 @@ class TrainConfig:
             return f"TF-Hub {self.hub_encoder}"
         return (self.backbone or "from-scratch transformer") + (" (frozen)" if self.backbone and self.freeze else "")
 
-    @property
-    def token_task(self):
-        """True for tasks with one label per token (NER)."""
-        return self.task in TOKEN_TASKS
-
     def resolve(self):
-        """A copy with every None default filled in for this task and model family."""
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        check_numeric_options(self)
+        """A copy with every None default filled in for this task and model family; the task
+        (`tfattn.tasks.registry`) adds its own checks, defaults and data preset."""
         from tfattn.models.task_models import POOLINGS  # here: the CLI reads this module before TensorFlow starts
+        from tfattn.tasks.registry import task_class
 
+        task = task_class(self.task)
+        check_numeric_options(self)
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
@@ -261,13 +294,8 @@ class TrainConfig:
             raise ValueError(
                 "--embeddings-from reads text with the checkpoint's WordPiece vocabulary; drop --tokenizer words"
             )
-        if self.word_shape and not self.token_task:
-            raise ValueError("--word-shape applies to token classification (ner), not to text classification")
-        if self.label_smoothing and self.token_task:
-            raise ValueError("--label-smoothing applies to text classification (agnews, math), not to ner")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"--embed-dim ({self.embed_dim}) must be a multiple of --num-heads ({self.num_heads})")
-        data, text_column, label_column = TASKS[self.task]
         if bool(self.hub_preprocess) != bool(self.hub_encoder):
             raise ValueError(
                 "a TF-Hub model needs both hub_preprocess and hub_encoder (--hub-preprocess, --hub-encoder)"
@@ -276,18 +304,14 @@ class TrainConfig:
             raise ValueError("choose one pretrained model: a backbone or a TF-Hub pair, not both")
         if self.freeze_epochs and not self.hub_encoder:
             raise ValueError("freeze_epochs (--freeze-epochs) applies to TF-Hub models; use --freeze for a backbone")
-        if self.token_task:
-            if not self.data:
-                raise ValueError("NER training needs --data: a CoNLL file (e.g. ../shared/data/conll2003/train.txt)")
-            if not self.backbone:
-                raise ValueError("NER training needs --backbone: a Hugging Face BERT name or local checkpoint folder")
+        task.check_config(self)
         if self.stream:
             self._check_streaming()
         defaults = {
             **(PRETRAINED_DEFAULTS if self.pretrained else SCRATCH_DEFAULTS),
             **(HUB_DEFAULTS if self.hub_encoder else {}),
-            **TASK_DEFAULTS.get(self.task, {}),
-            **({} if self.pretrained else SCRATCH_TASK_DEFAULTS.get(self.task, {})),
+            **task.defaults,
+            **({} if self.pretrained else task.scratch_defaults),
             **(FROZEN_DEFAULTS if self.pretrained and self.freeze else {}),
         }
         if self.embeddings_from:
@@ -305,27 +329,21 @@ class TrainConfig:
                 f"--max-length must be at least 3 for a pretrained model ([CLS], a token, [SEP]), "
                 f"got {values['max_length']}"
             )
-        validation_data = self.validation_data
-        if self.token_task and validation_data is None:
-            validation_data = self.data if self.data.startswith("hf:") else str(Path(self.data).with_name("valid.txt"))
+        # The task's preset fills what was left out: its data source and columns.
+        for name, default in task.preset.items():
+            if getattr(self, name) is None:
+                values[name] = default
+        if self.validation_data is None:
+            values["validation_data"] = task.default_validation_data(self)
         # A TF-Hub folder given relative to the working directory is saved absolute, so the run
         # loads from anywhere (URLs stay as they are).
         for option in ("hub_preprocess", "hub_encoder"):
             handle = getattr(self, option)
             if handle and "://" not in handle and Path(handle).expanduser().exists():
                 values[option] = str(Path(handle).expanduser().resolve())
-        return replace(
-            self,
-            validation_data=validation_data,
-            data=self.data or data,
-            text_column=self.text_column or text_column,
-            label_column=self.label_column or label_column,
-            **values,
-        )
+        return replace(self, **values)
 
     def _check_streaming(self):
-        if self.token_task:
-            raise ValueError(f"--stream reads text classification data; {self.task} reads its files into memory")
         if not self.data or self.data.startswith("tfds:"):
             raise ValueError("--stream needs --data: files, a folder or a glob pattern (not a TFDS name)")
         if not self.validation_data:
@@ -334,58 +352,3 @@ class TrainConfig:
             )
         if self.limit:
             raise ValueError("--limit subsets data read into memory; with --stream, give a smaller file instead")
-
-
-def load_examples(config):
-    """All labelled examples of the config's task, before splitting."""
-    if not config.data:
-        raise DataError(f"task {config.task!r} needs --data (a .jsonl, .csv or .xlsx file)")
-    return read_task_file(config, config.data)
-
-
-def read_task_file(config, path, label_names=None):
-    """The labelled examples of one file (or TFDS name, for agnews) in the config's task format;
-    `label_names` fixes the classes (an unknown label is an error)."""
-    if config.task == "agnews":
-        return load_agnews(path)
-    return read_labelled_texts(path, config.text_column, config.label_column, label_names=label_names)
-
-
-def load_validation_examples(config, label_names=None):
-    """The examples a run validates on: its `validation_data` file when training streamed, else
-    the validation part of `load_splits`."""
-    if config.stream:
-        return read_task_file(config, config.validation_data, label_names)
-    return load_splits(config)[1]
-
-
-def load_splits(config):
-    """`(train, validation)` `TextExamples`, deterministic for the config's seed.
-
-    Refuses (`DataError`) data with fewer than two classes, or with a class of fewer than two
-    examples: every class needs one for training and one for validation.
-    """
-    examples = load_examples(config)
-    subset = ""
-    if config.limit and config.limit < len(examples):
-        rng = np.random.default_rng(config.seed)
-        examples = examples.subset(np.sort(rng.choice(len(examples), config.limit, replace=False)))
-        subset = f" (the --limit {config.limit} subset)"
-    check_class_counts(examples, subset)
-    return split_examples(examples, config.validation_fraction, config.seed)
-
-
-def check_class_counts(examples, subset=""):
-    """`DataError` unless `examples` hold at least two classes of at least two examples each."""
-    counts = examples.class_counts()
-    present = [name for name, count in counts.items() if count]
-    if len(present) < 2:
-        found = f"only class {present[0]!r}" if present else "no examples"
-        raise DataError(f"{examples.source}{subset}: {found}; classification needs at least two classes")
-    scarce = {name: count for name, count in counts.items() if count < 2}
-    if scarce:
-        listed = ", ".join(f"{name!r} has {count}" for name, count in scarce.items())
-        raise DataError(
-            f"{examples.source}{subset}: too few examples per class ({listed}); every class needs at least 2, "
-            "one for training and one for validation"
-        )

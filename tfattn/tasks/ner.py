@@ -25,6 +25,7 @@ from tfattn.data import TaggedSentences, load_conll
 from tfattn.data.pipelines import make_dataset, warn_about_texts
 from tfattn.models import TokenClassifier
 from tfattn.ner import (
+    AGGREGATION_STRATEGIES,
     IGNORE_INDEX,
     OUTSIDE,
     SHAPE_FEATURE,
@@ -35,6 +36,7 @@ from tfattn.ner import (
 )
 from tfattn.pretrained import HF_FEATURE_NAMES
 from tfattn.tasks.classification import Validation
+from tfattn.tasks.encoder_task import EncoderTask
 from tfattn.training import write_json
 
 
@@ -130,12 +132,11 @@ def _first(sentences, limit):
 
 
 def write_entity_report(scores, run_dir, prefix):
-    """Write `PREFIX_entities.json` and `.txt` into `run_dir`, print the table; returns the paths."""
+    """Write `PREFIX_entities.json` and `.txt` into `run_dir`; returns the paths."""
     run_dir = Path(run_dir)
     json_path = write_json(run_dir / f"{prefix}_entities.json", scores)
     text_path = run_dir / f"{prefix}_entities.txt"
     text_path.write_text(format_entity_report(scores) + "\n", encoding="utf-8")
-    print(format_entity_report(scores))
     return [json_path, text_path]
 
 
@@ -146,14 +147,51 @@ def evaluate_sentences(model: TokenClassifier, sentences: TaggedSentences) -> di
     return scores
 
 
-class NerTask:
+class NerTask(EncoderTask):
     """One label per word (CoNLL tags): fine-tunes a Hugging Face BERT token classifier, monitored
     by the entity F1 of the validation file."""
 
+    name = "ner"
+    summary = "CoNLL-2003 named entities"
+    description = (
+        "CoNLL-2003 named entities. --data: a CoNLL file (2 or 4 columns) or hf:conll2003; "
+        "--validation-data defaults to valid.txt beside it. Needs --backbone."
+    )
     monitor = "val_entity_f1"
+    serve_command = "ner"
+    serve_help = "named entities of each text, one JSON line per text (NER runs)"
+    export_outputs = "label_ids, labels, scores, probabilities, offsets, word_ids, label_names per token"
+    # NER fine-tunes best a little faster, and reads word shapes (+0.5 entity F1 over 3 seeds
+    # with the uncased MiniLM; BENCHMARKS.md).
+    defaults = {"learning_rate": 5e-5, "word_shape": True}
+    head_input = "token"  # what the head reads, in words
 
-    def __init__(self, config):
-        self.config = config
+    @classmethod
+    def check_config(cls, config):
+        if config.label_smoothing:
+            raise ValueError("--label-smoothing applies to text classification (classify, agnews, math), not to ner")
+        if not config.data:
+            raise ValueError("NER training needs --data: a CoNLL file (e.g. ../shared/data/conll2003/train.txt)")
+        if not config.backbone:
+            raise ValueError("NER training needs --backbone: a Hugging Face BERT name or local checkpoint folder")
+        if config.stream:
+            raise ValueError("--stream reads text classification data; ner reads its files into memory")
+
+    @classmethod
+    def default_validation_data(cls, config):
+        return config.data if config.data.startswith("hf:") else str(Path(config.data).with_name("valid.txt"))
+
+    @classmethod
+    def add_arguments(cls, command, parser):
+        super().add_arguments(command, parser)
+        if command == "serve":
+            parser.add_argument(
+                "--aggregation-strategy",
+                choices=AGGREGATION_STRATEGIES,
+                default="first",
+                help="how sub-tokens form entities, as Hugging Face names it (default first: a word takes its "
+                "first sub-token's label, as tfattn trains)",
+            )
 
     def load(self):
         c = self.config
@@ -199,7 +237,25 @@ class NerTask:
         )
         scores["source"] = sentences.source
         write_entity_report(scores, run_dir, "validation")
+        print(format_entity_report(scores))
         return scores, f"validation entity F1 {scores['f1']:.4f}"
+
+    # --- a finished run
+    def serve(self, model, texts, args):
+        import json
+
+        tagger = EntityTagger(model.tag_tokens, self.label_names, args.aggregation_strategy)
+        return [json.dumps({"text": t, "entities": e}, ensure_ascii=False) for t, e in zip(texts, tagger(texts))]
+
+    def evaluate(self, model, args):
+        c = self.config
+        # hf:NAME sources are read by split name: --data is a test set, else the run's validation
+        # sentences, the first --validation-limit of them, as training scored them.
+        sentences = load_conll(args.data or c.validation_data, "test" if args.data else "validation", self.label_names)
+        if not args.data:
+            sentences = _first(sentences, c.validation_limit)
+        scores = evaluate_sentences(model, sentences)
+        return format_entity_report(scores), lambda run_dir, prefix: write_entity_report(scores, run_dir, prefix)
 
 
 class EntityTagger:
@@ -224,15 +280,10 @@ class EntityTagger:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, aggregation_strategy: str = "first") -> "EntityTagger":
-        from tfattn.tasks.runs import load_run
+        from tfattn.tasks.base import open_run
 
-        model, label_names, _ = load_run(run_dir, command="tfattn ner")
-        if not isinstance(model, TokenClassifier):
-            raise ValueError(
-                f"{run_dir} is not an NER run: use 'tfattn predict --run {run_dir} TEXT' (or train one with "
-                "'tfattn train ner')"
-            )
-        return cls(model.tag_tokens, label_names, aggregation_strategy)
+        task, model = open_run(run_dir, "tfattn ner", expect=NerTask)
+        return cls(model.tag_tokens, task.label_names, aggregation_strategy)
 
     @classmethod
     def from_export(cls, export_dir: str | Path, aggregation_strategy: str = "first") -> "EntityTagger":

@@ -9,7 +9,7 @@ guessing.
 
 from pathlib import Path
 
-from tfattn.data import load_label_map, save_label_map
+from tfattn.data import save_label_map
 from tfattn.models import load_model
 from tfattn.models.task_models import TaskModel
 from tfattn.run_manifest import DAMAGED_ADVICE, FINISHED, MODEL_DIR, DamagedRun, read_json_file, read_manifest
@@ -26,18 +26,10 @@ def load_run_model(run_dir: str | Path) -> TaskModel:
     return load_model(Path(run_dir) / MODEL_DIR)
 
 
-# The command that serves each kind of run, for runs handed to the wrong command.
-SERVING_COMMANDS = {"translate": "tfattn translate --run {run} TEXT", "ner": "tfattn ner --run {run} TEXT"}
-
-
-def finished_run_config(run_dir: str | Path, expected_task: str | None = None, command: str = "") -> dict:
+def finished_run_config(run_dir: str | Path) -> dict:
     """The config dict of a finished run folder, after checking that the folder is one: its
     run.json says training finished and its model/ is there; any damage or missing piece is one
-    line naming the file (`DamagedRun`, `FileNotFoundError`).
-
-    `expected_task` "translate" accepts only translation runs, None only the others (classifier and
-    NER runs); a run of the other kind is refused naming the command that serves it.
-    """
+    line naming the file (`DamagedRun`, `FileNotFoundError`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
@@ -52,21 +44,19 @@ def finished_run_config(run_dir: str | Path, expected_task: str | None = None, c
     config = read_json_file(run_dir / "config.json")
     if not isinstance(config, dict):
         raise DamagedRun(f"{run_dir / 'config.json'} is not a run config (a JSON object); {DAMAGED_ADVICE}")
-    task = config.get("task")
-    if (task == "translate") != (expected_task == "translate"):
-        serving = SERVING_COMMANDS.get(task, "tfattn predict --run {run} TEXT").format(run=run_dir)
-        raise ValueError(f"{run_dir} is a run of task {task!r}, not for '{command or 'this command'}': use '{serving}'")
     if not (run_dir / MODEL_DIR).is_dir():
         raise DamagedRun(f"{run_dir / MODEL_DIR} is missing from this finished run; {DAMAGED_ADVICE}")
     return config
 
 
 def load_run(run_dir: str | Path, command: str = "") -> tuple[TaskModel, list[str], dict]:
-    """`(model, label_names, config)` of a finished run: a `TextClassifier` or `TokenClassifier`
-    (raw strings in), its label names and its config dict. `command` names the caller in the
-    message for a translation run."""
-    config = finished_run_config(run_dir, command=command)
-    run_dir = Path(run_dir)
-    if not (run_dir / MODEL_DIR / "model.json").is_file():
-        raise DamagedRun(f"{run_dir / MODEL_DIR / 'model.json'} is missing; {DAMAGED_ADVICE}")
-    return load_run_model(run_dir), load_label_map(run_dir / LABEL_MAP_FILE), config
+    """`(model, label_names, config)` of a finished encoder-task run: a `TextClassifier` or
+    `TokenClassifier` (raw strings in), its label names and its config dict. `command` names the
+    caller in the message for a run of another kind (a translation run)."""
+    from dataclasses import asdict
+
+    from tfattn.tasks.base import open_run
+    from tfattn.tasks.encoder_task import EncoderTask
+
+    task, model = open_run(run_dir, command, expect=EncoderTask)
+    return model, task.label_names, asdict(task.config)

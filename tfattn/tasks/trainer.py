@@ -259,13 +259,10 @@ def family_of(config):
 
 
 def task_of(config):
-    if config.token_task:
-        from tfattn.tasks.ner import NerTask
+    """The registered task of `config` (`tfattn.tasks.registry`), holding it."""
+    from tfattn.tasks.registry import task_class
 
-        return NerTask(config)
-    from tfattn.tasks.classification import ClassificationTask
-
-    return ClassificationTask(config)
+    return task_class(config.task)(config)
 
 
 def training_order(config, task, family, train_split):
@@ -336,7 +333,7 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
     if config.pretrained:
         print(
             f"newly initialized (trained from scratch): the head, {len(label_names)} outputs on the "
-            f"{config.pooling if not config.token_task else 'token'} vectors; every other weight is pretrained"
+            f"{task.head_input} vectors; every other weight is pretrained"
         )
     phases = family.phases()
     first_epoch = 0

@@ -6,9 +6,11 @@ A run folder holds `config.json`, `model/` (`save_translator`), `history.csv`, a
 (`tfattn.training`: backups per epoch, best epoch by validation loss, early stopping).
 """
 
+import argparse
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import tensorflow as tf
@@ -16,11 +18,14 @@ import tf_keras as keras
 
 from tfattn.data.translation import SOURCE_COLUMNS, read_translation_pairs
 from tfattn.models.translation import DEFAULT_VOCAB_SIZES, VOCABULARIES  # "subword" (the default) or "words"
+from tfattn.tasks.base import Task, numbered_path
+from tfattn.tasks.config import FIELD_HELP, FINITE_FLOAT, POSITIVE_INT, checked_option
 from tfattn.tasks.ner import masked_token_accuracy  # padding labels are -100, as in NER batches
 from tfattn.tasks.runs import MODEL_DIR
 
 __all__ = [
     "TranslationConfig",
+    "TranslationTask",
     "alignment",
     "bleu_and_chrf",
     "evaluate_translations",
@@ -38,6 +43,24 @@ MODEL_DEFAULTS = {
     "rnn": {"embed_dim": 256, "units": 256, "learning_rate": 3e-3},
 }
 MODEL_OPTIONS = {"transformer": ("num_heads", "ff_dim", "num_blocks"), "rnn": ("units",)}
+
+
+# Where a translation option means something else than the classifier option of the same name.
+TRANSLATION_HELP = {
+    **FIELD_HELP,
+    "data": "sentence pairs: an Anki-format file (English TAB other language TAB attribution) or a two-column TSV",
+    "validation_data": "validation pairs, same format (default: --validation-fraction of --data, by target sentence)",
+    "limit": "train on the first this many pairs (smoke tests)",
+    "validation_limit": "validate (loss and BLEU) on the first this many pairs",
+    "embed_dim": "embedding size (default 256)",
+    "num_heads": "transformer: attention heads (default 4)",
+    "ff_dim": "transformer: feed-forward size (default 1024)",
+    "num_blocks": "transformer: blocks in the encoder and in the decoder (default 2)",
+    "units": "rnn: GRU and attention size (default 256)",
+    "vocab_size": "entries per language learned from the training pairs (default 8000 subword, 20000 words)",
+    "learning_rate": "peak AdamW learning rate (default 1e-3 transformer, 3e-3 rnn)",
+    "time_budget": "stop training after this many seconds",
+}
 
 
 @dataclass
@@ -72,6 +95,13 @@ class TranslationConfig:
     patience: int = 2
     time_budget: float | None = None
     mixed_precision: bool = False
+
+    field_help: ClassVar[dict] = TRANSLATION_HELP
+
+    @staticmethod
+    def field_choices():
+        """Fields that take one of a few words."""
+        return {"model": MODELS, "source_column": SOURCE_COLUMNS, "vocabulary": VOCABULARIES}
 
     @classmethod
     def from_dict(cls, values):
@@ -199,12 +229,167 @@ def validation_pairs(config):
 
 def load_run_translator(run_dir, command=""):
     """The translator a finished `tfattn train translate` run saved (the folder checked by
-    `tfattn.tasks.runs.finished_run_config`)."""
-    from tfattn.models.translation import load_translator
-    from tfattn.tasks.runs import finished_run_config
+    `tfattn.tasks.base.open_run`)."""
+    from tfattn.tasks.base import open_run
 
-    finished_run_config(run_dir, expected_task="translate", command=command)
-    return load_translator(Path(run_dir) / MODEL_DIR)
+    return open_run(run_dir, command, expect=TranslationTask)[1]
+
+
+class TranslationTask(Task):
+    """Sentence pairs -> a translator (`tfattn.models.translation`), scored by sacreBLEU and chrF;
+    decoded greedily, by beam search or by sampling (`tfattn.decoding`)."""
+
+    name = "translate"
+    summary = "Translation of sentence pairs"
+    description = (
+        "Translation. --data: sentence pairs, an Anki-format file (spa.txt, rus.txt: English, the translation, "
+        "attribution) or a two-column TSV; --source-column says which column is translated (default 2: into "
+        "English). --model transformer (encoder-decoder) or rnn (bidirectional GRU + GRU with additive attention). "
+        "--vocabulary subword (SentencePiece pieces) or words (the most frequent cased words), learned from the "
+        "training pairs."
+    )
+    config_class = TranslationConfig
+    serve_command = "translate"
+    serve_help = "translate texts with a translation run or a Hugging Face seq2seq model"
+
+    @classmethod
+    def add_run_argument(cls, parser, help_text):
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--run", help="a run folder written by 'tfattn train translate'")
+        source.add_argument(
+            "--model", help="a Hugging Face TF encoder-decoder (TFAutoModelForSeq2SeqLM): hub name or local folder"
+        )
+
+    @classmethod
+    def add_arguments(cls, command, parser):
+        if command == "serve":
+            parser.add_argument(
+                "--prefix", default="", help="--model: text put before each input (T5: 'translate English to German: ')"
+            )
+            add_decoding_arguments(parser)
+        elif command in ("evaluate", "export"):
+            what = "decoding" if command == "evaluate" else "decoding the export serves"
+            add_decoding_arguments(parser.add_argument_group(f"translation runs: {what}"))
+
+    def train(self, overwrite=False, callbacks=()):
+        return train_translation(self.config, overwrite=overwrite, callbacks=callbacks)
+
+    def load_model(self, run_dir):
+        from tfattn.models.translation import load_translator
+
+        self.run_dir = Path(run_dir)
+        return load_translator(self.run_dir / MODEL_DIR)
+
+    def serve(self, model, texts, args):
+        options = decoding_options(args)
+        if model is None:  # --model: a Hugging Face seq2seq model instead of a run
+            from tfattn.models.hf_seq2seq import HuggingFaceSeq2Seq
+
+            return HuggingFaceSeq2Seq.from_pretrained(args.model).translate(texts, prefix=args.prefix, **options)
+        return model.translate(texts, **options)
+
+    def evaluate(self, model, args):
+        """sacreBLEU and chrF of the translations of `args.data` (default: the run's validation pairs)."""
+        c = self.config
+        pairs = read_translation_pairs(args.data, c.source_column) if args.data else validation_pairs(c)
+        options = decoding_options(args)
+        result = evaluate_translations(model, pairs, **options)
+        strategy = "beam" if options["beam_width"] > 1 else "sample" if options["sample"] else "greedy"
+        scores = {key: result[key] for key in ("bleu", "chrf", "sentences", "seconds")}
+
+        def write(run_dir, prefix):
+            from tfattn.training import write_json
+
+            path = write_json(
+                Path(run_dir) / f"{prefix}_{strategy}_scores.json", {"data": pairs.path, "decoding": options, **scores}
+            )
+            translations = Path(run_dir) / f"{prefix}_{strategy}_translations.txt"
+            translations.write_text("".join(line + "\n" for line in result["translations"]), encoding="utf-8")
+            return [path, translations]
+
+        text = (
+            f"BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  ({scores['sentences']} pairs, {strategy}, "
+            f"{scores['sentences'] / max(result['seconds'], 1e-9):.1f} sentences/s)"
+        )
+        return text, write
+
+    def attention(self, model, texts, args):
+        """The cross-attention of each translation, source pieces x generated pieces, as a PNG
+        (one panel per layer)."""
+        from tfattn.plotting import plot_alignment
+
+        out = args.out or "attention.png"
+        written = []
+        for index, text in enumerate(texts):
+            translation, source_tokens, target_tokens, attention = alignment(model, text)
+            title = f"{text}\n-> {translation}"
+            path = numbered_path(out, index, len(texts))
+            written.append(plot_alignment(attention, source_tokens, target_tokens, path, title=title))
+            print(translation)
+        return written
+
+    def export(self, model, args):
+        from tfattn.decoding import DecodingOptions
+        from tfattn.translation_export import export_translator
+
+        options = DecodingOptions(**decoding_options(args))
+        path = export_translator(model, args.out, options=options, overwrite=args.overwrite, protected=(self.run_dir,))
+        return path, "translations, cross_attention"
+
+
+def add_decoding_arguments(parser):
+    """The `tfattn.decoding.DecodingOptions` flags: greedy by default, --beam N, or sampling."""
+    parser.add_argument(
+        "--beam", type=checked_option("beam", POSITIVE_INT), default=1, help="beam width (default 1: greedy)"
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=checked_option("length_penalty", FINITE_FLOAT),
+        default=1.0,
+        help="beam search: a hypothesis scores log p / length ** this (default 1.0; above 0 favours longer ones)",
+    )
+    parser.add_argument(
+        "--early-stopping",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="beam search: stop once --beam hypotheses have ended (default on)",
+    )
+    parser.add_argument("--sample", action="store_true", help="draw tokens at random (implied by the next three)")
+    parser.add_argument("--temperature", type=float, help="sampling: divide the logits by this (default 1.0)")
+    parser.add_argument(
+        "--top-k", type=checked_option("top_k", POSITIVE_INT), help="sampling: only the k most likely tokens"
+    )
+    parser.add_argument(
+        "--top-p", type=float, help="sampling: only the most likely tokens whose probability reaches p (nucleus)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0: the same draws every run)")
+    parser.add_argument(
+        "--max-length",
+        type=checked_option("max_length", POSITIVE_INT),
+        help="most tokens generated per sentence (default: the model's longest target)",
+    )
+
+
+def decoding_options(args):
+    """`DecodingOptions` keywords from `add_decoding_arguments`' flags, checked."""
+    from tfattn.decoding import DecodingOptions
+
+    sample = args.sample or any(value is not None for value in (args.temperature, args.top_k, args.top_p))
+    if sample and args.beam > 1:
+        raise ValueError("choose --beam or sampling (--sample, --temperature, --top-k, --top-p), not both")
+    options = {
+        "beam_width": args.beam,
+        "length_penalty": args.length_penalty,
+        "early_stopping": args.early_stopping,
+        "max_length": args.max_length,
+        "sample": sample,
+        "seed": args.seed,
+    }
+    for name in ("temperature", "top_k", "top_p"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    DecodingOptions(**options)  # checks the values, naming the option
+    return options
 
 
 def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):
