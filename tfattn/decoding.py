@@ -140,14 +140,27 @@ def _compiled(model, options):
 def translate(model, texts, batch_size=64, **options):
     """Translations of `texts` (strings) by a translator with a `preprocessor`, decoded with
     `DecodingOptions(**options)`, `batch_size` sentences per batch (sorted by length, so a batch
-    pads little); returned in the order of `texts`."""
+    pads little); returned in the order of `texts`. Sources longer than the preprocessor's
+    `max_source_length` are cut to fit, with a warning that counts them."""
+    from tfattn.data.pipelines import warn_about_texts
+
     preprocessor = model.preprocessor
+    texts = [str(text) for text in texts]
+    # Tokenized once, up front: the same pieces count the sources that are cut and are decoded.
+    pieces = preprocessor.source.tokenize(texts).to_list() if texts else []
+    limit = preprocessor.max_source_length - 1  # the end id takes the last place
+    warn_about_texts(
+        len(texts),
+        truncated=sum(len(row) > limit for row in pieces),
+        max_length=limit,
+        advice=f"only their first {limit} tokens were translated",
+    )
     return decode_in_batches(
         model,
-        [str(text) for text in texts],
+        pieces,
         DecodingOptions(**options),
         batch_size,
-        encode=preprocessor.pad_sources,
+        encode=preprocessor.pad_source_pieces,
         detokenize=lambda token_ids: [text.decode("utf-8") for text in preprocessor.decode_targets(token_ids).numpy()],
     )
 
@@ -155,7 +168,8 @@ def translate(model, texts, batch_size=64, **options):
 def decode_in_batches(model, texts, options, batch_size, encode, detokenize):
     """Decode `texts` `batch_size` at a time, in order of length (a batch pads little), and
     return the strings in the order of `texts`: `encode(texts)` gives a batch's padded source ids,
-    `detokenize(token_ids)` its strings (each model family brings its own tokenizer)."""
+    `detokenize(token_ids)` its strings (each model family brings its own tokenizer). `texts` may
+    also be already tokenized, each a sequence of pieces for `encode`."""
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
     order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
@@ -252,23 +266,39 @@ def _greedy_or_sample(model, source_ids, options):
     def cond(step, tokens, cache, generated, scores, finished, attention):
         return tf.logical_not(tf.reduce_all(finished))
 
-    loop_vars = (tf.constant(0), tokens, cache, generated, scores, finished, attention)
-    steps, _, _, generated, scores, _, attention = tf.while_loop(
+    steps, (generated, scores, _, attention) = _run_steps(
         cond,
         body,
-        loop_vars,
-        shape_invariants=(
-            tf.TensorShape([]),
-            tf.TensorShape([None]),
-            _relaxed(cache),
+        tokens,
+        cache,
+        buffers=(generated, scores, finished, attention),
+        buffer_shapes=(
             tf.TensorShape([None, length]),
             tf.TensorShape([None]),
             tf.TensorShape([None]),
-            tf.TensorShape([None, length, None]) if options.return_attention else (),
+            _attention_shape(options),
         ),
-        maximum_iterations=length,
+        max_steps=length,
     )
     return generated[:, :steps], scores, _shaped_attention(attention, steps, state, model, options)
+
+
+def _run_steps(cond, body, tokens, cache, buffers, buffer_shapes, max_steps):
+    """Run a strategy's `tf.while_loop` from step 0 for at most `max_steps` steps; return the
+    steps taken and the final `buffers`.
+
+    Both strategies loop over the same variables: the step, the last tokens `[n]` and the cache,
+    then their own `buffers` (with `buffer_shapes` as their shape invariants); `cond` and `body`
+    take all of them, and `body` returns them, in that order.
+    """
+    final_step, _, _, *final_buffers = tf.while_loop(
+        cond,
+        body,
+        (tf.constant(0), tokens, cache, *buffers),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), _relaxed(cache), *buffer_shapes),
+        maximum_iterations=max_steps,
+    )
+    return final_step, final_buffers
 
 
 def _empty_attention(model, state, rows, options):
@@ -279,6 +309,11 @@ def _empty_attention(model, state, rows, options):
     layers, heads = model.attention_shape()
     size = layers * heads * tf.shape(state["source_mask"])[1]
     return tf.zeros([rows, options.max_length, size], tf.float32)
+
+
+def _attention_shape(options):
+    """The shape invariant of an `_empty_attention` buffer (its time axis stays `max_length`)."""
+    return tf.TensorShape([None, options.max_length, None]) if options.return_attention else ()
 
 
 def _shaped_attention(attention, steps, state, model, options):
@@ -391,36 +426,24 @@ def _beam_search(model, source_ids, options):
             return tf.logical_and(improvable, tf.logical_not(tf.reduce_all(ended_any)))
         return improvable
 
-    loop_vars = (
-        tf.constant(0),
-        tokens,
-        cache,
-        running,
-        running_scores,
-        ended,
-        ended_scores,
-        ended_any,
-        attention,
-        ended_attention,
-    )
-    step_shape = tf.TensorShape([None, length, None]) if options.return_attention else ()
-    (steps, _, _, running, running_scores, ended, ended_scores, ended_any, attention, ended_attention) = tf.while_loop(
+    # Per row: width hypotheses of max_length tokens, and one score or flag per hypothesis.
+    hypotheses, per_hypothesis = tf.TensorShape([None, width, length]), tf.TensorShape([None, width])
+    steps, (running, running_scores, ended, ended_scores, ended_any, attention, ended_attention) = _run_steps(
         cond,
         body,
-        loop_vars,
-        shape_invariants=(
-            tf.TensorShape([]),
-            tf.TensorShape([None]),
-            _relaxed(cache),
-            tf.TensorShape([None, width, length]),
-            tf.TensorShape([None, width]),
-            tf.TensorShape([None, width, length]),
-            tf.TensorShape([None, width]),
-            tf.TensorShape([None, width]),
-            step_shape,
-            step_shape,
+        tokens,
+        cache,
+        buffers=(running, running_scores, ended, ended_scores, ended_any, attention, ended_attention),
+        buffer_shapes=(
+            hypotheses,
+            per_hypothesis,
+            hypotheses,
+            per_hypothesis,
+            per_hypothesis,
+            _attention_shape(options),
+            _attention_shape(options),
         ),
-        maximum_iterations=length,
+        max_steps=length,
     )
     # A row where no hypothesis ended in time answers with its best running one.
     none_ended = tf.logical_not(tf.reduce_any(ended_any, axis=1))

@@ -4,38 +4,20 @@ Data larger than memory streams through `tfattn.data.streaming` (not imported he
 TensorFlow), which parses rows with the same per-row iterators as the loaders.
 """
 
-from tfattn.data.agnews import AGNEWS_LABELS, clean_agnews_text, iter_agnews_rows, load_agnews, read_agnews_csv
-from tfattn.data.conll import NER_LABELS, TaggedSentences, load_conll, read_conll
+# Each loader module's public names (its `__all__`) are the package's too, listed once, there.
+from tfattn.data import agnews, conll, topics
+from tfattn.data.agnews import *  # noqa: F403
+from tfattn.data.conll import *  # noqa: F403
 from tfattn.data.examples import DataError, TextExamples, split_examples, stratified_split
-from tfattn.data.topics import (
-    COURSE_TOPICS,
-    MATH_TOPICS,
-    iter_labelled_rows,
-    load_label_map,
-    load_math_topics,
-    read_labelled_texts,
-    save_label_map,
-)
+from tfattn.data.topics import *  # noqa: F403
 
+# Not all of `tfattn.data.examples`: its UTF-8 readers serve the loaders, not the package's users.
 __all__ = [
     "DataError",
     "TextExamples",
     "stratified_split",
     "split_examples",
-    "AGNEWS_LABELS",
-    "clean_agnews_text",
-    "iter_agnews_rows",
-    "read_agnews_csv",
-    "load_agnews",
-    "MATH_TOPICS",
-    "COURSE_TOPICS",
-    "iter_labelled_rows",
-    "read_labelled_texts",
-    "load_math_topics",
-    "save_label_map",
-    "load_label_map",
-    "NER_LABELS",
-    "TaggedSentences",
-    "read_conll",
-    "load_conll",
+    *agnews.__all__,
+    *topics.__all__,
+    *conll.__all__,
 ]

@@ -140,10 +140,9 @@ class TransformerDecoderBlock(TransformerBlock):
         input_shape = tf.TensorShape(input_shape)
         encoder_shape = tf.TensorShape(encoder_outputs_shape) if encoder_outputs_shape is not None else input_shape
         projection = self.num_heads * self.key_dim
-        self.cross_query_dense = keras.layers.Dense(projection, name="cross_query", dtype=self.dtype_policy)
-        self.cross_key_dense = keras.layers.Dense(projection, name="cross_key", dtype=self.dtype_policy)
-        self.cross_value_dense = keras.layers.Dense(projection, name="cross_value", dtype=self.dtype_policy)
-        self.cross_output_dense = keras.layers.Dense(self.embed_dim, name="cross_output", dtype=self.dtype_policy)
+        self.cross_query_dense, self.cross_key_dense, self.cross_value_dense, self.cross_output_dense = (
+            self._attention_projections("cross_query", "cross_key", "cross_value", "cross_output")
+        )
         self.cross_layer_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, name="cross_layer_norm", dtype="float32"
         )

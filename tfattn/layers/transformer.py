@@ -350,10 +350,9 @@ class TransformerBlock(keras.layers.Layer):
                 f"{self.name}: inputs have {input_shape[-1]} features, expected embed_dim={self.embed_dim}"
             )
         projection = self.num_heads * self.key_dim
-        self.query_dense = keras.layers.Dense(projection, name="query", dtype=self.dtype_policy)
-        self.key_dense = keras.layers.Dense(projection, name="key", dtype=self.dtype_policy)
-        self.value_dense = keras.layers.Dense(projection, name="value", dtype=self.dtype_policy)
-        self.output_dense = keras.layers.Dense(self.embed_dim, name="attention_output", dtype=self.dtype_policy)
+        self.query_dense, self.key_dense, self.value_dense, self.output_dense = self._attention_projections(
+            "query", "key", "value", "attention_output"
+        )
         self.ff_hidden = keras.layers.Dense(
             self.ff_dim, activation=self.activation, name="ff_hidden", dtype=self.dtype_policy
         )
@@ -386,6 +385,18 @@ class TransformerBlock(keras.layers.Layer):
             with tf.name_scope(sublayer.name):
                 sublayer.build(shape)
         super().build(input_shape)
+
+    def _attention_projections(self, query_name, key_name, value_name, output_name):
+        """The four Dense layers of one multi-head attention, named as given: the query, key and
+        value projections to `num_heads * key_dim` features, and the output projection back to
+        `embed_dim`."""
+        projection = self.num_heads * self.key_dim
+        return (
+            keras.layers.Dense(projection, name=query_name, dtype=self.dtype_policy),
+            keras.layers.Dense(projection, name=key_name, dtype=self.dtype_policy),
+            keras.layers.Dense(projection, name=value_name, dtype=self.dtype_policy),
+            keras.layers.Dense(self.embed_dim, name=output_name, dtype=self.dtype_policy),
+        )
 
     def _split_heads(self, x):
         # [batch, seq, heads * key_dim] -> [batch, heads, seq, key_dim]

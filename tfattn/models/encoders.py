@@ -50,8 +50,12 @@ class _Float32SoftmaxSelfAttention:
 
     Transformers computes it in the compute dtype: under mixed_float16, scores past 65504
     overflow to inf and the softmax to NaN, and under mixed_bfloat16 each probability keeps 8
-    bits, so a row sums to 1 only within about 0.4%. Cross-attention and decoder use (cached
-    keys and values) go to transformers' own code."""
+    bits, so a row sums to 1 only within about 0.4%.
+
+    Only an encoder's self-attention gets it (`float32_attention_softmax` leaves decoder layers,
+    and with them cross-attention and cached keys and values, to transformers' own code), so
+    `encoder_hidden_states`, `encoder_attention_mask` and `past_key_value` are never given here;
+    they stay in the signature, which is transformers'."""
 
     def call(
         self,
@@ -64,17 +68,8 @@ class _Float32SoftmaxSelfAttention:
         output_attentions,
         training=False,
     ):
-        if encoder_hidden_states is not None or past_key_value is not None or self.is_decoder:
-            return super().call(
-                hidden_states,
-                attention_mask,
-                head_mask,
-                encoder_hidden_states,
-                encoder_attention_mask,
-                past_key_value,
-                output_attentions,
-                training=training,
-            )
+        if encoder_hidden_states is not None or past_key_value is not None:
+            raise ValueError(f"{self.name}: an encoder's self-attention takes no encoder states or cached keys")
         from transformers.tf_utils import stable_softmax
 
         batch_size = tf.shape(hidden_states)[0]
@@ -109,11 +104,14 @@ def float32_attention_softmax(backbone) -> int:
     """Give every BERT-copy self-attention layer of a transformers TF `backbone` that computes
     in 16 bits (built under a mixed precision policy) its softmax and attention dropout in
     float32 (`_Float32SoftmaxSelfAttention`), in place; returns how many layers were changed.
-    Layers computing in float32 keep transformers' code, bit for bit."""
+    Layers computing in float32, and those of a decoder, keep transformers' code, bit for bit."""
     changed = 0
     for layer in backbone._flatten_layers(include_self=False, recursive=True):
         cls = type(layer)
         if cls.__name__ not in BERT_SELF_ATTENTION_CLASSES or isinstance(layer, _Float32SoftmaxSelfAttention):
+            continue
+        if layer.is_decoder:
+            # Decoder attention reads cached keys and values, or the encoder's states.
             continue
         if tf.as_dtype(layer.compute_dtype) == tf.float32:
             continue

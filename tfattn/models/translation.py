@@ -30,7 +30,6 @@ import hashlib
 import io
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 import tf_keras as keras
@@ -270,12 +269,21 @@ class TranslationPreprocessor(tf.Module):
 
     def encode_sources(self, texts):
         """Source ids, ragged `[batch, (len)]`: the pieces, cut to fit, then the end id."""
-        ids = self.source.tokenize(texts)[:, : self.max_source_length - 1]
-        return _append(ids, EOS_ID)
+        return self._source_ids(self.source.tokenize(texts))
 
     def pad_sources(self, texts):
         """`encode_sources` padded with 0 to the longest row: `[batch, len]`."""
         return self.encode_sources(texts).to_tensor(default_value=PAD_ID)
+
+    def pad_source_pieces(self, pieces):
+        """`pad_sources` of texts tokenized already: `pieces` holds each text's piece ids (lists,
+        as `source.tokenize(texts).to_list()` gives them)."""
+        ragged = tf.ragged.constant(pieces, tf.int32, ragged_rank=1)
+        return self._source_ids(ragged).to_tensor(default_value=PAD_ID)
+
+    def _source_ids(self, pieces):
+        """Source ids of ragged piece ids: cut to fit, then the end id."""
+        return _append(pieces[:, : self.max_source_length - 1], EOS_ID)
 
     def encode_targets(self, texts):
         """`(target_ids, labels)`, ragged: the decoder's input (begin id, pieces) and what it
@@ -382,16 +390,9 @@ class Translator(keras.Model):
 
     def translate(self, texts, **options):
         """Translations of `texts` (a list of strings), decoded with `tfattn.decoding.decode`'s
-        `options` (greedy by default)."""
-        from tfattn.data.pipelines import warn_about_texts
+        `options` (greedy by default); warns about sources cut to `max_source_length`."""
         from tfattn.decoding import translate
 
-        texts = list(texts)
-        limit = self.preprocessor.max_source_length - 1  # the end id takes the last place
-        cut = int(np.sum(self.preprocessor.source.tokenize(texts).row_lengths().numpy() > limit)) if texts else 0
-        warn_about_texts(
-            len(texts), truncated=cut, max_length=limit, advice=f"only their first {limit} tokens were translated"
-        )
         return translate(self, texts, **options)
 
     def weight_layers(self):
