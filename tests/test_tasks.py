@@ -58,7 +58,9 @@ def test_an_unknown_task_is_refused_naming_the_file_and_the_known_tasks():
 def test_a_run_naming_an_unknown_task_is_one_line(tmp_path, capsys):
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"written_by": "tfattn", "status": "finished", "config": {}}), encoding="utf-8")
+    (run / "run.json").write_text(
+        json.dumps({"written_by": "tfattn", "status": "finished", "config": {}}), encoding="utf-8"
+    )
     (run / "config.json").write_text(json.dumps({"task": "os.system"}), encoding="utf-8")
     with pytest.raises(ValueError, match=r"run/config.json: unknown task 'os.system'"):
         open_run(run)

@@ -1,5 +1,6 @@
 """Training plumbing shared by every task: device strategy, precision, callbacks, run folders."""
 
+import contextlib
 import json
 import math
 import shutil
@@ -399,6 +400,71 @@ def fit_phase(model, order, run_dir, phase, first_epoch, last_epoch, callbacks, 
 
     write_atomically(weights_dir, keep, overwrite=True)
     return True
+
+
+def compile_and_fit(
+    model,
+    order,
+    run_dir,
+    config,
+    *,
+    loss,
+    metrics,
+    monitor,
+    examples_per_epoch,
+    phase="train",
+    first_epoch=0,
+    last_epoch=None,
+    learning_rate=None,
+    strategy=None,
+    append_history=None,
+    validation_data=None,
+    validation_callback=None,
+    callbacks=(),
+    **compile_kwargs,
+):
+    """One training phase of any task: compile `model` (in `strategy`'s scope) with AdamW and a
+    warmup over the phase's steps, then `fit_phase` with the `standard_callbacks`.
+
+    `config` gives the run's `learning_rate` (unless the phase has its own), `epochs` (unless
+    `last_epoch` is given), `warmup_fraction`, `weight_decay`, `batch_size`, `patience` and
+    `time_budget`. Returns what `fit_phase` returns.
+    """
+    from tfattn.optimization import create_optimizer
+
+    last_epoch = config.epochs if last_epoch is None else last_epoch
+    learning_rate = config.learning_rate if learning_rate is None else learning_rate
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        optimizer = create_optimizer(
+            learning_rate,
+            order.batches_per_epoch * (last_epoch - first_epoch),
+            warmup_fraction=config.warmup_fraction,
+            weight_decay=config.weight_decay,
+        )
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_kwargs)
+    phase_callbacks = standard_callbacks(
+        run_dir,
+        examples_per_epoch,
+        order.batches_per_epoch,
+        config.batch_size,
+        patience=config.patience,
+        monitor=monitor,
+        time_budget=config.time_budget,
+        phase=phase,
+        append_history=append_history,
+        validation_callback=validation_callback,
+    )
+    return fit_phase(
+        model,
+        order,
+        run_dir,
+        phase,
+        first_epoch,
+        last_epoch,
+        callbacks=phase_callbacks + list(callbacks),
+        validation_data=validation_data,
+        verbose=fit_verbosity(),
+    )
 
 
 def is_resuming(run_dir):

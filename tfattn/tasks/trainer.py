@@ -34,7 +34,6 @@ from tfattn.models import (
     save_model,
 )
 from tfattn.models.wordpiece import BertPreprocessor, learn_wordpiece_vocabulary
-from tfattn.optimization import create_optimizer
 from tfattn.run_manifest import locked_run_folder
 from tfattn.tasks.config import FROZEN_LEARNING_RATE, TrainConfig
 from tfattn.tasks.frozen import (
@@ -47,14 +46,12 @@ from tfattn.tasks.frozen import (
 from tfattn.tasks.runs import MODEL_DIR, load_run_model, write_labels
 from tfattn.training import (
     EpochOrder,
+    compile_and_fit,
     finish_training,
-    fit_phase,
-    fit_verbosity,
     get_strategy,
     is_resuming,
     mark_trained,
     phase_finished,
-    standard_callbacks,
     start_run,
 )
 from tfattn.workers import lost_workers_reported, worker_run_dir
@@ -353,43 +350,28 @@ def _train(config, task, family, train_split, validation_split, strategy, run_di
                 fit_order, validation_data = FinishedCachedPhase(), None  # its weights are only loaded
             else:
                 fit_order, validation_data = cached_phase_data(model, config, run_dir, order, validation)
-        with strategy.scope():
-            fit_model.compile(
-                optimizer=create_optimizer(
-                    phase.learning_rate,
-                    fit_order.batches_per_epoch * phase.epochs,
-                    warmup_fraction=config.warmup_fraction,
-                    weight_decay=config.weight_decay,
-                ),
-                loss=task.loss(),
-                metrics=task.metrics(len(label_names)),
-                jit_compile=config.jit_compile,
-                # A head step on cached vectors takes about a millisecond, less than the per-batch
-                # callbacks: run many per call (callbacks then see every 50th batch).
-                steps_per_execution=HEAD_STEPS_PER_EXECUTION if fit_model is not model else 1,
-            )
-        trained = fit_phase(
+        trained = compile_and_fit(
             fit_model,
             fit_order,
             run_dir,
-            phase.name,
-            first_epoch,
-            last_epoch,
-            callbacks=standard_callbacks(
-                run_dir,
-                len(train_split),
-                fit_order.batches_per_epoch,
-                config.batch_size,
-                patience=config.patience,
-                monitor=task.monitor,
-                time_budget=config.time_budget,
-                phase=phase.name,
-                append_history=index > 0 or is_resuming(run_dir),
-                validation_callback=validation.callback,
-            )
-            + list(callbacks),
+            config,
+            loss=task.loss(),
+            metrics=task.metrics(len(label_names)),
+            monitor=task.monitor,
+            examples_per_epoch=len(train_split),
+            phase=phase.name,
+            first_epoch=first_epoch,
+            last_epoch=last_epoch,
+            learning_rate=phase.learning_rate,
+            strategy=strategy,
+            append_history=index > 0 or is_resuming(run_dir),
             validation_data=validation_data,
-            verbose=fit_verbosity(),
+            validation_callback=validation.callback,
+            callbacks=callbacks,
+            jit_compile=config.jit_compile,
+            # A head step on cached vectors takes about a millisecond, less than the per-batch
+            # callbacks: run many per call (callbacks then see every 50th batch).
+            steps_per_execution=HEAD_STEPS_PER_EXECUTION if fit_model is not model else 1,
         )
         if not trained:
             print(f"phase {phase.name!r} already finished; loaded its weights")

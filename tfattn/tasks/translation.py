@@ -403,19 +403,8 @@ def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):
         load_translator,
         save_translator,
     )
-    from tfattn.optimization import create_optimizer
     from tfattn.run_manifest import locked_run_folder
-    from tfattn.training import (
-        EpochOrder,
-        finish_training,
-        fit_phase,
-        fit_verbosity,
-        is_resuming,
-        mark_trained,
-        standard_callbacks,
-        start_run,
-        write_json,
-    )
+    from tfattn.training import EpochOrder, compile_and_fit, finish_training, mark_trained, start_run, write_json
 
     config = config.resolve()
     pairs = read_translation_pairs(config.data, config.source_column, config.limit)
@@ -449,36 +438,17 @@ def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):
 
         model = build_sample(TRANSLATORS[config.model](preprocessor, **config.model_kwargs()))
         print(f"{config.model} translator: {model.count_params():,} weights")
-        model.compile(
-            optimizer=create_optimizer(
-                config.learning_rate,
-                order.batches_per_epoch * config.epochs,
-                warmup_fraction=config.warmup_fraction,
-                weight_decay=config.weight_decay,
-            ),
-            loss=MaskedCrossEntropy(config.label_smoothing),
-            metrics=[masked_token_accuracy],
-        )
-        fit_phase(
+        compile_and_fit(
             model,
             order,
             run_dir,
-            "train",
-            0,
-            config.epochs,
-            callbacks=standard_callbacks(
-                run_dir,
-                len(train_pairs),
-                order.batches_per_epoch,
-                config.batch_size,
-                patience=config.patience,
-                monitor="val_loss",
-                time_budget=config.time_budget,
-                append_history=is_resuming(run_dir),
-            )
-            + list(callbacks),
+            config,
+            loss=MaskedCrossEntropy(config.label_smoothing),
+            metrics=[masked_token_accuracy],
+            monitor="val_loss",
+            examples_per_epoch=len(train_pairs),
             validation_data=validation_data,
-            verbose=fit_verbosity(),
+            callbacks=callbacks,
         )
         mark_trained(run_dir)
         save_translator(model, run_dir / MODEL_DIR)
