@@ -128,7 +128,7 @@ def test_non_utf8_bytes(tmp_path):
     path = _write(tmp_path, "Go.\tV\xe9.\n".encode("latin-1"))
     with pytest.raises(DataError) as error:
         read_translation_pairs(path)
-    assert str(error.value) == f"{path}: not UTF-8 text (invalid continuation byte at byte 5)"
+    assert str(error.value) == f"{path}:1: not UTF-8 text (invalid continuation byte at byte 5)"
 
 
 def test_missing_file(tmp_path):

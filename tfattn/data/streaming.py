@@ -295,7 +295,7 @@ def stream_examples(
     # Blocks of rows, not single rows, go through the interleave; unbatch makes them rows.
     # A sequential interleave (no num_parallel_calls) is deterministic.
     examples = paths.interleave(read_file, cycle_length=cycle_length, block_length=1).unbatch()
-    return _without_auto_shard(examples)
+    return without_auto_shard(examples)
 
 
 def default_bucket_boundaries(max_length: int, width: int = _BUCKET_WIDTH) -> list[int]:
@@ -378,7 +378,7 @@ def streaming_dataset(
         padding_values=padding,
     )
     dataset = dataset.map(batch_padding_only, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return _without_auto_shard(dataset.prefetch(AUTOTUNE))
+    return without_auto_shard(dataset.prefetch(AUTOTUNE))
 
 
 def sample_texts(files, stream_format: StreamFormat, n: int) -> list[str]:
@@ -588,7 +588,7 @@ def _first_line(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _without_auto_shard(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def without_auto_shard(dataset: tf.data.Dataset) -> tf.data.Dataset:
     # Sharding is by file, done above; tf.distribute's FILE/DATA policy would shard again.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -60,7 +60,24 @@ class Task:
 
     # --- training
     def train(self, overwrite: bool = False, callbacks=()):
-        """Train a run of `self.config` into its run folder; returns the validation report."""
+        """Train a run of `self.config` into its run folder (`tfattn.tasks.trainer.train`, the
+        one loop of every task); returns the validation report."""
+        from tfattn.tasks.trainer import train
+
+        return train(self.config, callbacks=callbacks, overwrite=overwrite)
+
+    def prepare_training(self):
+        """The training and validation data, read and checked (and the model's source checked)
+        before the run folder is touched; handed to `fit`."""
+        raise NotImplementedError
+
+    def data_sources(self) -> list[str]:
+        """The files a run reads, fingerprinted in its run.json (a changed file is a new run)."""
+        raise NotImplementedError
+
+    def fit(self, run_dir: Path, prepared, strategy, callbacks=()):
+        """Build the model in `strategy`'s scope, train it (`tfattn.training.compile_and_fit`),
+        save it into `run_dir` and write the validation report; returns the report."""
         raise NotImplementedError
 
     # --- a finished run (`open_run` builds the task from the run's config)

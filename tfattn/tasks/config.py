@@ -186,23 +186,57 @@ FIELD_HELP = {
 
 
 @dataclass
-class TrainConfig:
-    """Everything that defines a run; saved as the run's `config.json`."""
+class RunConfig:
+    """The fields every run has, whatever its task: data, run folder, seed, the optimization and
+    the devices. A task's config (`TrainConfig`, `TranslationConfig`) adds its own section and
+    may change a default; the whole config is saved as the run's `config.json`. None means the
+    task's or family's default, filled in by `resolve`."""
 
     task: str = "agnews"
     run_dir: str = "runs/agnews"
-    data: str | None = None  # a file; agnews also takes tfds:ag_news_subset, ner hf:conll2003
-    text_column: str | None = None  # for csv / jsonl / xlsx task files
-    label_column: str | None = None
+    data: str | None = None  # a file (or files, a folder, a glob with --stream)
+    validation_data: str | None = None  # default: split off `data` (validation_fraction), or the task's
     validation_fraction: float = 0.1
-    validation_data: str | None = None  # ner: default valid.txt beside `data`
-    validation_limit: int | None = None  # ner: score on the first this many sentences
+    validation_limit: int | None = None  # score on the first this many validation examples
     seed: int = 0
     limit: int | None = None  # train on a subset of this many examples (smoke tests)
     # Stream the training data from `data` (files, a folder, a glob) instead of reading it into
     # memory; validation then reads `validation_data`, a file.
     stream: bool = False
     shuffle_buffer: int = 10_000  # examples in the streaming shuffle buffer
+    # optimization
+    max_length: int | None = None  # longest input in tokens
+    batch_size: int | None = None
+    epochs: int | None = None
+    learning_rate: float | None = None
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    dropout: float | None = None
+    label_smoothing: float = 0.0  # the share of target mass spread over all classes (or vocabulary entries)
+    patience: int | None = None  # epochs without improvement before early stopping
+    time_budget: float | None = None  # seconds of training wall time, then stop
+    # devices
+    strategy: str = "default"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+
+    field_help: ClassVar[dict] = FIELD_HELP
+
+    @classmethod
+    def from_dict(cls, values):
+        """The config of a saved `config.json` (keys it does not know are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """A run of an encoder task (classification, NER) on any model family. Fields left at None
+    (`dropout`, `max_length`, `batch_size`, `epochs`, `learning_rate`, `patience`: see
+    FIELD_HELP) take the family's and task's defaults."""
+
+    text_column: str | None = None  # for csv / tsv / jsonl / xlsx task files
+    label_column: str | None = None
     # pretrained backbone (None: the from-scratch transformer)
     backbone: str | None = None
     freeze: bool = False
@@ -229,25 +263,8 @@ class TrainConfig:
     ff_dim: int = 128
     num_blocks: int = 1
     positional: str = "learned"
-    dropout: float | None = None  # before the head (and inside the from-scratch encoder); default 0.1, frozen 0
     token_dropout: float | None = None  # rate of whole tokens dropped from the input in training
     bigram_buckets: int | None = None  # rows of hashed bigram embeddings added to the tokens' (0: none)
-    # optimization (None: the family's default)
-    max_length: int | None = None
-    batch_size: int | None = None
-    epochs: int | None = None
-    learning_rate: float | None = None
-    warmup_fraction: float = 0.1
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.0  # text classification: the share of target mass spread over all classes
-    patience: int | None = None  # epochs without improvement before early stopping; default 2, frozen: --epochs (none)
-    time_budget: float | None = None  # seconds of training wall time, then stop
-    # devices
-    strategy: str = "default"
-    mixed_precision: bool = False
-    jit_compile: bool = False
-
-    field_help: ClassVar[dict] = FIELD_HELP
 
     @staticmethod
     def field_choices():
@@ -255,11 +272,6 @@ class TrainConfig:
         from tfattn.models.task_models import POOLINGS  # here: the CLI reads this module before TensorFlow starts
 
         return {"pooling": POOLINGS, "positional": ("learned", "sinusoidal"), "tokenizer": TOKENIZERS}
-
-    @classmethod
-    def from_dict(cls, values):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     @property
     def pretrained(self):

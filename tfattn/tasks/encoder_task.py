@@ -49,10 +49,21 @@ class EncoderTask(Task):
         """The validation file when `--validation-data` is left out (None: split off the data)."""
         return None
 
-    def train(self, overwrite=False, callbacks=()):
-        from tfattn.tasks.trainer import train
+    def prepare_training(self):
+        """`(train, validation, family)`: the task's data, and the model family with its source
+        checked (a hub name fails here, offline, in seconds)."""
+        from tfattn.tasks.trainer import family_of
 
-        return train(self.config, callbacks=callbacks, overwrite=overwrite)
+        train_split, validation_split = self.load()
+        family = family_of(self.config)
+        family.check()
+        return train_split, validation_split, family
+
+    def fit(self, run_dir, prepared, strategy, callbacks=()):
+        from tfattn.tasks.trainer import fit_encoder_task
+
+        train_split, validation_split, family = prepared
+        return fit_encoder_task(self, family, train_split, validation_split, strategy, run_dir, callbacks)
 
     def load_model(self, run_dir):
         from tfattn.run_manifest import DAMAGED_ADVICE, MODEL_DIR, DamagedRun

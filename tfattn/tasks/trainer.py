@@ -35,7 +35,7 @@ from tfattn.models import (
 )
 from tfattn.models.wordpiece import BertPreprocessor, learn_wordpiece_vocabulary
 from tfattn.run_manifest import locked_run_folder
-from tfattn.tasks.config import FROZEN_LEARNING_RATE, TrainConfig
+from tfattn.tasks.config import FROZEN_LEARNING_RATE
 from tfattn.tasks.frozen import (
     HEAD_STEPS_PER_EXECUTION,
     FinishedCachedPhase,
@@ -277,16 +277,19 @@ def training_order(config, task, family, train_split):
     return EpochOrder(data, count_batches(data), examples=(features, labels))
 
 
-def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (), overwrite: bool = False):
-    """Train, evaluate on the validation data and save everything under `config.run_dir`.
+def train(config, callbacks: Sequence[keras.callbacks.Callback] = (), overwrite: bool = False):
+    """Train any registered task: read its data, open the run folder, fit, evaluate on the
+    validation data and save everything under `config.run_dir`.
 
     Args:
-        config: a `TrainConfig`; None fields take the task's and family's defaults.
+        config: a task's config (`TrainConfig`, `TranslationConfig`); None fields take the
+            task's and family's defaults.
         callbacks: extra Keras callbacks, run after the standard ones.
         overwrite: replace a run folder that holds another (or the same, finished) run.
 
     Returns:
-        The task's validation report: a `ClassificationReport`, or for NER the `entity_scores` dict.
+        The task's validation report: a `ClassificationReport`, for NER the `entity_scores`
+        dict, for translation the BLEU and chrF scores.
 
     Raises:
         tfattn.run_manifest.RunFinished: the run folder holds this run, already finished.
@@ -297,18 +300,20 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     # First: a multi-worker strategy must exist before any other TensorFlow work in the process.
     strategy = get_strategy(config.strategy)
     task = task_of(config)
-    train_split, validation_split = task.load()
-    family = family_of(config)
-    family.check()
+    prepared = task.prepare_training()
     with worker_run_dir(config.run_dir, strategy) as run_dir, lost_workers_reported():
         # One process per run folder, for the whole run (each worker locks the folder it writes).
         with locked_run_folder(run_dir, overwrite):
-            return _train(config, task, family, train_split, validation_split, strategy, run_dir, callbacks, overwrite)
+            run_dir = start_run(
+                run_dir, asdict(config), task.data_sources(), config.seed, config.mixed_precision, overwrite
+            )
+            return task.fit(run_dir, prepared, strategy, callbacks)
 
 
-def _train(config, task, family, train_split, validation_split, strategy, run_dir, callbacks, overwrite):
-    """`train` in the folder this worker writes (`tfattn.workers.worker_run_dir`)."""
-    run_dir = start_run(run_dir, asdict(config), task.data_sources(), config.seed, config.mixed_precision, overwrite)
+def fit_encoder_task(task, family, train_split, validation_split, strategy, run_dir, callbacks):
+    """`Task.fit` of an encoder task: the family's preprocessor and encoder under the task's
+    head, trained phase by phase in the folder this worker writes."""
+    config = task.config
     label_names = train_split.label_names
     print(f"{task.describe(train_split, validation_split)}; model: {config.model_description}")
 

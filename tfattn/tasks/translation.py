@@ -8,7 +8,7 @@ A run folder holds `config.json`, `model/` (`save_translator`), `history.csv`, a
 
 import argparse
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,7 +19,14 @@ import tf_keras as keras
 from tfattn.data.translation import SOURCE_COLUMNS, read_translation_pairs
 from tfattn.models.translation import DEFAULT_VOCAB_SIZES, VOCABULARIES  # "subword" (the default) or "words"
 from tfattn.tasks.base import Task, numbered_path
-from tfattn.tasks.config import FIELD_HELP, FINITE_FLOAT, POSITIVE_INT, checked_option
+from tfattn.tasks.config import (
+    FIELD_HELP,
+    FINITE_FLOAT,
+    POSITIVE_INT,
+    RunConfig,
+    check_numeric_options,
+    checked_option,
+)
 from tfattn.tasks.ner import masked_token_accuracy  # padding labels are -100, as in NER batches
 from tfattn.tasks.runs import MODEL_DIR
 
@@ -64,18 +71,15 @@ TRANSLATION_HELP = {
 
 
 @dataclass
-class TranslationConfig:
-    """Everything that defines a translation run; saved as the run's `config.json`."""
+class TranslationConfig(RunConfig):
+    """A translation run: the shared run fields (`RunConfig`, some defaults changed here) and the
+    translator's section; saved as the run's `config.json`."""
 
     task: str = "translate"
     run_dir: str = "runs/translate"
-    data: str | None = None  # Anki-format file or two-column TSV
-    validation_data: str | None = None  # default: valid pairs split off `data` (validation_fraction)
-    validation_fraction: float = 0.05
+    # data: an Anki-format file or two-column TSV (with --stream: files, a folder or a glob)
+    validation_fraction: float = 0.05  # split by target sentence
     source_column: int = 2  # 1 or 2: the column translated from (Anki files: 1 English, 2 the other)
-    limit: int | None = None  # train on the first this many pairs (smoke tests)
-    validation_limit: int | None = None  # validate (loss and BLEU) on the first this many pairs
-    seed: int = 0
     model: str = "transformer"
     vocabulary: str = "subword"
     vocab_size: int | None = None  # entries per language (default DEFAULT_VOCAB_SIZES of vocabulary)
@@ -89,12 +93,8 @@ class TranslationConfig:
     label_smoothing: float = 0.1
     batch_size: int = 64
     epochs: int = 10
-    learning_rate: float | None = None
     warmup_fraction: float = 0.05
-    weight_decay: float = 0.01
     patience: int = 2
-    time_budget: float | None = None
-    mixed_precision: bool = False
 
     field_help: ClassVar[dict] = TRANSLATION_HELP
 
@@ -102,11 +102,6 @@ class TranslationConfig:
     def field_choices():
         """Fields that take one of a few words."""
         return {"model": MODELS, "source_column": SOURCE_COLUMNS, "vocabulary": VOCABULARIES}
-
-    @classmethod
-    def from_dict(cls, values):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     def resolve(self):
         """A copy with the model's defaults filled in; refuses options the model does not have."""
@@ -118,6 +113,14 @@ class TranslationConfig:
             raise ValueError(f"--source-column must be 1 or 2, got {self.source_column!r}")
         if not self.data:
             raise ValueError("--data is required: an Anki-format file or a two-column TSV of sentence pairs")
+        check_numeric_options(self)
+        if self.jit_compile:
+            raise ValueError("--jit-compile applies to the encoder tasks, not to translation")
+        if self.stream:
+            if not self.validation_data:
+                raise ValueError("--stream needs --validation-data: sentence pairs read into memory")
+            if self.limit:
+                raise ValueError("--limit subsets data read into memory; with --stream, give a smaller file instead")
         other = next(model for model in MODELS if model != self.model)
         for option in MODEL_OPTIONS[other]:
             if getattr(self, option) is not None:
@@ -159,7 +162,13 @@ class MaskedCrossEntropy(keras.losses.Loss):
         nll = -tf.gather(log_probs, tf.maximum(labels, 0), batch_dims=2)
         if self.label_smoothing:
             nll = (1 - self.label_smoothing) * nll - self.label_smoothing * tf.reduce_mean(log_probs, axis=-1)
-        return tf.reduce_sum(nll * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+        tokens = tf.reduce_sum(mask)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # Each replica divides by the tokens of the whole global batch, so the summed
+            # gradients are those of one process on that batch, however the tokens fall.
+            tokens = replica.all_reduce(tf.distribute.ReduceOp.SUM, tokens)
+        return tf.reduce_sum(nll * mask) / tf.maximum(tokens, 1.0)
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
@@ -271,8 +280,98 @@ class TranslationTask(Task):
             what = "decoding" if command == "evaluate" else "decoding the export serves"
             add_decoding_arguments(parser.add_argument_group(f"translation runs: {what}"))
 
-    def train(self, overwrite=False, callbacks=()):
-        return train_translation(self.config, overwrite=overwrite, callbacks=callbacks)
+    def prepare_training(self):
+        """The training and validation pairs, read and checked before the run folder is touched
+        (streamed pairs: every line of the files checked and counted)."""
+        c = self.config
+        if not c.stream:
+            return _split_validation(read_translation_pairs(c.data, c.source_column, c.limit), c)
+        from tfattn.data.streaming import expand_data_files
+        from tfattn.data.translation import count_translation_pairs
+
+        files = expand_data_files(c.data)
+        print(f"checking {len(files)} data file(s) before streaming them ...", flush=True)
+        train = StreamedPairs(files, count_translation_pairs(files, c.source_column))
+        return train, read_translation_pairs(c.validation_data, c.source_column).head(c.validation_limit)
+
+    def data_sources(self):
+        c = self.config
+        if not c.stream:
+            return [c.data] + ([c.validation_data] if c.validation_data else [])
+        from tfattn.data.streaming import expand_data_files
+
+        return [str(path) for path in expand_data_files(c.data)] + [c.validation_data]
+
+    def fit(self, run_dir, prepared, strategy, callbacks=()):
+        """Learn the vocabularies, build the translator in `strategy`'s scope, train it, then
+        save it and score the saved translator on the validation pairs (greedy decoding)."""
+        from tfattn.data.pipelines import count_batches, make_dataset
+        from tfattn.models.translation import TRANSLATORS, TranslationPreprocessor, build_sample, save_translator
+        from tfattn.training import EpochOrder, compile_and_fit, finish_training, mark_trained, write_json
+
+        c = self.config
+        train_pairs, validation_pairs = prepared
+        print(
+            f"translate: {len(train_pairs)} training / {len(validation_pairs)} validation pairs from {c.data}; "
+            f"model: {c.model}"
+        )
+        if isinstance(train_pairs, StreamedPairs):
+            from itertools import chain, islice
+
+            from tfattn.data.translation import iter_translation_pairs
+
+            pairs = chain.from_iterable(iter_translation_pairs(path, c.source_column) for path in train_pairs.files)
+            sources, targets = zip(*islice(pairs, VOCABULARY_SAMPLE))
+        else:
+            sources, targets = train_pairs.sources, train_pairs.targets
+        # Deterministic: a resumed run learns the same vocabularies again.
+        preprocessor = TranslationPreprocessor.learn(
+            sources,
+            targets,
+            vocab_size=c.vocab_size,
+            vocabulary=c.vocabulary,
+            max_source_length=c.max_length,
+            max_target_length=c.max_length,
+        )
+
+        def dataset(split, shuffle):
+            target_ids, labels = preprocessor.encode_targets(split.targets)
+            features = {"source_ids": preprocessor.encode_sources(split.sources), "target_ids": target_ids}
+            return make_dataset(features, labels, c.batch_size, shuffle=shuffle, seed=c.seed)
+
+        if isinstance(train_pairs, StreamedPairs):
+            order = _streamed_order(c, preprocessor, train_pairs)
+        else:
+            train_data = dataset(train_pairs, shuffle=True)
+            order = EpochOrder(train_data, count_batches(train_data))
+        with strategy.scope():
+            model = build_sample(TRANSLATORS[c.model](preprocessor, **c.model_kwargs()))
+        print(f"{c.model} translator: {model.count_params():,} weights")
+        compile_and_fit(
+            model,
+            order,
+            run_dir,
+            c,
+            loss=MaskedCrossEntropy(c.label_smoothing),
+            metrics=[masked_token_accuracy],
+            monitor=self.monitor,
+            examples_per_epoch=len(train_pairs),
+            strategy=strategy,
+            validation_data=dataset(validation_pairs, shuffle=False),
+            callbacks=callbacks,
+        )
+        mark_trained(run_dir)
+        save_translator(model, run_dir / MODEL_DIR)
+        saved = self.load_model(run_dir)  # scored as evaluate, translate and export will load it
+        result = evaluate_translations(saved, validation_pairs)
+        scores = {key: result[key] for key in ("bleu", "chrf", "sentences", "seconds")}
+        write_json(run_dir / SCORES_FILE, {"decoding": "greedy", **scores})
+        summary = (
+            f"validation BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f} (greedy, {scores['sentences']} pairs)"
+        )
+        print(summary)
+        finish_training(run_dir, summary)
+        return scores
 
     def load_model(self, run_dir):
         from tfattn.models.translation import load_translator
@@ -394,74 +493,52 @@ def decoding_options(args):
 
 def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):
     """Train a translator, score it on the validation pairs (greedy decoding, sacreBLEU and
-    chrF) and save everything under `config.run_dir`. Returns the scores dict."""
-    from tfattn.data.pipelines import count_batches, make_dataset
-    from tfattn.models.translation import (
-        TRANSLATORS,
-        TranslationPreprocessor,
-        build_sample,
-        load_translator,
-        save_translator,
-    )
-    from tfattn.run_manifest import locked_run_folder
-    from tfattn.training import EpochOrder, compile_and_fit, finish_training, mark_trained, start_run, write_json
+    chrF) and save everything under `config.run_dir` (`tfattn.tasks.trainer.train`, as every
+    task trains). Returns the scores dict."""
+    from tfattn.tasks.trainer import train
 
-    config = config.resolve()
-    pairs = read_translation_pairs(config.data, config.source_column, config.limit)
-    train_pairs, validation_pairs = _split_validation(pairs, config)
-    sources = [config.data] + ([config.validation_data] if config.validation_data else [])
-    # One process per run folder, for the whole run (tfattn.run_manifest.locked_run_folder).
-    with locked_run_folder(config.run_dir, overwrite) as run_dir:
-        run_dir = start_run(run_dir, asdict(config), sources, config.seed, config.mixed_precision, overwrite)
-        print(
-            f"translate: {len(train_pairs)} training / {len(validation_pairs)} validation pairs from {config.data}; "
-            f"model: {config.model}"
-        )
-        # Deterministic: a resumed run learns the same vocabularies again.
-        preprocessor = TranslationPreprocessor.learn(
-            train_pairs.sources,
-            train_pairs.targets,
-            vocab_size=config.vocab_size,
-            vocabulary=config.vocabulary,
-            max_source_length=config.max_length,
-            max_target_length=config.max_length,
-        )
+    return train(config, callbacks=callbacks, overwrite=overwrite)
 
-        def dataset(split, shuffle):
-            target_ids, labels = preprocessor.encode_targets(split.targets)
-            features = {"source_ids": preprocessor.encode_sources(split.sources), "target_ids": target_ids}
-            return make_dataset(features, labels, config.batch_size, shuffle=shuffle, seed=config.seed)
 
-        train_data = dataset(train_pairs, shuffle=True)
-        order = EpochOrder(train_data, count_batches(train_data))
-        validation_data = dataset(validation_pairs, shuffle=False)
+@dataclass
+class StreamedPairs:
+    """Training pairs streamed from files: checked and counted, not loaded."""
 
-        model = build_sample(TRANSLATORS[config.model](preprocessor, **config.model_kwargs()))
-        print(f"{config.model} translator: {model.count_params():,} weights")
-        compile_and_fit(
-            model,
-            order,
-            run_dir,
-            config,
-            loss=MaskedCrossEntropy(config.label_smoothing),
-            metrics=[masked_token_accuracy],
-            monitor="val_loss",
-            examples_per_epoch=len(train_pairs),
-            validation_data=validation_data,
-            callbacks=callbacks,
+    files: list
+    count: int
+
+    def __len__(self):
+        return self.count
+
+
+# A streamed run learns its vocabularies from this many pairs (the first ones).
+VOCABULARY_SAMPLE = 100_000
+
+
+def _streamed_order(config, preprocessor, pairs):
+    """`StreamOrder` of streamed pairs: each worker reads its share of the files, shuffled in a
+    buffer, batched and tokenized in the input pipeline."""
+    from tfattn.data.translation import stream_translation_pairs
+    from tfattn.models.translation import PAD_ID
+    from tfattn.training import StreamOrder
+
+    def encode(sources, targets):
+        target_ids, labels = preprocessor.encode_targets(targets)
+        features = {"source_ids": preprocessor.pad_sources(sources), "target_ids": target_ids.to_tensor(PAD_ID)}
+        return features, labels.to_tensor(PAD_ID)
+
+    def make_dataset(input_context):
+        pairs_of_worker = stream_translation_pairs(
+            pairs.files,
+            config.source_column,
+            worker_index=input_context.input_pipeline_id,
+            num_workers=input_context.num_input_pipelines,
         )
-        mark_trained(run_dir)
-        save_translator(model, run_dir / MODEL_DIR)
-        saved = load_translator(run_dir / MODEL_DIR)  # scored as evaluate, translate and export will load it
-        result = evaluate_translations(saved, validation_pairs)
-        scores = {key: result[key] for key in ("bleu", "chrf", "sentences", "seconds")}
-        write_json(run_dir / SCORES_FILE, {"decoding": "greedy", **scores})
-        summary = (
-            f"validation BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f} (greedy, {scores['sentences']} pairs)"
-        )
-        print(summary)
-        finish_training(run_dir, summary)
-        return scores
+        batch_size = input_context.get_per_replica_batch_size(config.batch_size)
+        shuffled = pairs_of_worker.shuffle(config.shuffle_buffer or 1, seed=config.seed).repeat()
+        return shuffled.batch(batch_size, drop_remainder=True).map(encode).prefetch(tf.data.AUTOTUNE)
+
+    return StreamOrder(make_dataset, max(1, len(pairs) // config.batch_size))
 
 
 def read_run_config(run_dir):
