@@ -21,7 +21,7 @@ class EncoderTask(Task):
 
     Class attributes (a task sets what it needs):
         preset: the config fields a task fills when left out (its data source, its columns).
-        defaults: what differs from the family defaults (`tfattn.tasks.config`), every family.
+        defaults: what differs from the family defaults (`tfattn.families`), every family.
         scratch_defaults: what differs for the from-scratch model only.
         export_outputs: what the export's `serving_default` returns, in words.
     """
