@@ -118,6 +118,8 @@ class HubEncoder(Encoder):
     Its weights are trainable unless the encoder (or the task model's `freeze_encoder`) says not.
     """
 
+    family_name = "TF-Hub"
+
     def __init__(self, handle, **kwargs):
         super().__init__(**kwargs)
         self.handle = str(handle)
