@@ -1,9 +1,5 @@
 """The Hugging Face family: a pretrained BERT checkpoint (`--backbone`, a hub name or a local
-folder), fine-tuned or, with `--freeze`, frozen under a trained head.
-
-Training texts are tokenized by the checkpoint's fast tokenizer; the saved model reads raw
-strings through the in-graph `BertPreprocessor`, which gives the same ids.
-"""
+folder), fine-tuned or, with `--freeze`, frozen under a trained head."""
 
 from tfattn.families.base import PretrainedEncoderFamily
 from tfattn.models import HuggingFaceEncoder

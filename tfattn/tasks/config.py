@@ -231,6 +231,7 @@ class TrainConfig:
 
     @property
     def model_description(self):
+        """The model in a few words, for the line a run starts with."""
         return self.family.describe(self)
 
     @property
