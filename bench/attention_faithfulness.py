@@ -49,7 +49,7 @@ from tfattn.explorer import family_name  # noqa: E402
 from tfattn.models import TextClassifier  # noqa: E402
 from tfattn.models.preprocessors import VocabularyPreprocessor, tokens_of  # noqa: E402
 from tfattn.tasks.config import TrainConfig  # noqa: E402
-from tfattn.tasks.runs import load_run  # noqa: E402
+from tfattn.tasks.encoder_task import load_run  # noqa: E402
 from tfattn.tasks.trainer import task_of  # noqa: E402
 
 DEFAULT_RUNS = ("from_scratch=runs/agnews", "huggingface=runs/agnews_minilm", "tfhub=runs/agnews_hub")

@@ -34,8 +34,8 @@ from tfattn.ner import (
 )
 from tfattn.pretrained import offline_minilm_path  # noqa: E402
 from tfattn.tasks.config import TrainConfig  # noqa: E402
+from tfattn.tasks.encoder_task import load_run  # noqa: E402
 from tfattn.tasks.ner import EntityTagger, evaluate_sentences  # noqa: E402
-from tfattn.tasks.runs import load_run  # noqa: E402
 from tfattn.tasks.trainer import train  # noqa: E402
 
 # Runs in a fresh interpreter: the export must serve with TensorFlow and its text ops alone.

@@ -758,7 +758,7 @@ def serving_section(args, sizes, work, result, save):
     from tfattn.models import HuggingFaceEncoder, TextClassifier, TokenClassifier
     from tfattn.models.translation import TranslationPreprocessor
     from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
-    from tfattn.tasks.runs import load_run
+    from tfattn.tasks.encoder_task import load_run
     from tfattn.translation_export import export_translator
 
     backbone = backbone_folder(args, work)

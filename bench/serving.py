@@ -54,7 +54,7 @@ from tfattn.export import DEFAULT_BUCKET_ROWS, export_model, in_length_buckets  
 from tfattn.ner import entity_scores  # noqa: E402
 from tfattn.pretrained import offline_minilm_path  # noqa: E402
 from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
-from tfattn.tasks.runs import load_run  # noqa: E402
+from tfattn.tasks.encoder_task import load_run  # noqa: E402
 
 RUNS = {"scratch": "agnews", "minilm": "agnews_minilm", "ner": "ner_minilm"}
 # (run, export options) of every exported path.

@@ -52,12 +52,13 @@ from flops import MINILM, encoder_forward_flops, matmul_rate, training_flops  # 
 from result_file import write_result  # noqa: E402
 
 from tfattn.data.pipelines import make_dataset  # noqa: E402
+from tfattn.families import ScratchFamily  # noqa: E402
 from tfattn.models import HuggingFaceEncoder, TextClassifier  # noqa: E402
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained  # noqa: E402
 from tfattn.optimization import create_optimizer  # noqa: E402
 from tfattn.pretrained import load_tokenizer, offline_minilm_path, tokenize_texts  # noqa: E402
-from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
-from tfattn.tasks.trainer import ScratchFamily, task_of  # noqa: E402
+from tfattn.tasks.config import TrainConfig  # noqa: E402
+from tfattn.tasks.trainer import task_of  # noqa: E402
 from tfattn.training import set_mixed_precision  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "ag_news" / "train.csv"
@@ -454,7 +455,7 @@ def main():
     rates = {name: max(values) for name, values in measured.items()}
     print(f"matmul GFLOP/s: float32 {rates['float32']:.0f}, bfloat16 {rates['mixed']:.0f}", flush=True)
     config = TrainConfig(task="agnews", data=args.data).resolve()
-    train_split, validation_split = load_splits(config)
+    train_split, validation_split = task_of(config).load_splits()
     result = {
         "command": " ".join(["python", *sys.argv]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

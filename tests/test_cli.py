@@ -13,7 +13,7 @@ from conftest import InterruptTraining
 from tfattn.cli import main
 from tfattn.models import TextClassifier
 from tfattn.tasks.config import TrainConfig
-from tfattn.tasks.runs import load_run
+from tfattn.tasks.encoder_task import load_run
 from tfattn.tasks.trainer import task_of, train
 from tfattn.training import get_strategy
 
@@ -216,8 +216,10 @@ def test_help_lists_every_command(capsys):
 def test_help_states_the_defaults_the_code_uses():
     # The help strings are written by hand (the CLI imports no TensorFlow to print them): they
     # must name the values the configs really fill in.
+    from tfattn.families.base import FROZEN_DEFAULTS, PRETRAINED_DEFAULTS
+    from tfattn.families.scratch import SCRATCH_DEFAULTS
     from tfattn.tasks.classification import MathTopicsTask
-    from tfattn.tasks.config import FIELD_HELP, FROZEN_DEFAULTS, PRETRAINED_DEFAULTS, SCRATCH_DEFAULTS
+    from tfattn.tasks.config import FIELD_HELP
     from tfattn.tasks.translation import DEFAULT_VOCAB_SIZES, MODEL_DEFAULTS, TRANSLATION_HELP
 
     scratch, pretrained, math = SCRATCH_DEFAULTS, PRETRAINED_DEFAULTS, MathTopicsTask.scratch_defaults

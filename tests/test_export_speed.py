@@ -210,7 +210,7 @@ def test_bfloat16_copy_of_a_bert_model_keeps_its_weights_in_float32(tiny_bert_di
 
 def test_cli_export_passes_bucket_rows_and_dtype(monkeypatch, tmp_path, capsys):
     calls = []
-    monkeypatch.setattr("tfattn.tasks.runs.load_run", lambda run, command="": ("model", LABELS, {}))
+    monkeypatch.setattr("tfattn.tasks.encoder_task.load_run", lambda run, command="": ("model", LABELS, {}))
     monkeypatch.setattr(
         "tfattn.export.export_model", lambda model, labels, out, **options: calls.append(options) or out
     )

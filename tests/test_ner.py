@@ -21,9 +21,10 @@ from tfattn.models import TokenClassifier, TransformerEncoder, VocabularyPreproc
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
 from tfattn.ner import IGNORE_INDEX, format_entity_report, group_entities
 from tfattn.tasks.config import TrainConfig
-from tfattn.tasks.ner import EntityTagger, evaluate_sentences, masked_token_accuracy, masked_token_loss
-from tfattn.tasks.runs import load_run
+from tfattn.tasks.encoder_task import load_run
+from tfattn.tasks.ner import EntityTagger, evaluate_sentences, masked_token_loss
 from tfattn.tasks.trainer import train
+from tfattn.training import masked_token_accuracy
 
 LABEL = {name: index for index, name in enumerate(NER_LABELS)}
 ENTITY_KEYS = {"entity_group", "score", "word", "start", "end"}

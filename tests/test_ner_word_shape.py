@@ -25,8 +25,8 @@ from tfattn.ner import (
     word_shape_ids,
 )
 from tfattn.pretrained import load_tokenizer
+from tfattn.tasks.encoder_task import load_run
 from tfattn.tasks.ner import EntityTagger, encoded_features, evaluate_sentences
-from tfattn.tasks.runs import load_run
 from tfattn.tasks.trainer import train
 
 SHAPE = {name: index for index, name in enumerate(WORD_SHAPES)}

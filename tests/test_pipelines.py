@@ -17,9 +17,10 @@ from tfattn.data.pipelines import (
     make_dataset,
     width_bucket_boundaries,
 )
+from tfattn.families import ScratchFamily
 from tfattn.models import FEATURE_NAMES, VocabularyPreprocessor, preprocess_in_chunks
 from tfattn.tasks.config import TrainConfig
-from tfattn.tasks.trainer import ScratchFamily, task_of, training_order
+from tfattn.tasks.trainer import task_of, training_order
 
 
 def _ragged(rows):

@@ -17,7 +17,7 @@ from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
 from tfattn.optimization import create_optimizer
 from tfattn.pretrained import PretrainedLoadError, load_backbone, load_tokenizer, tokenize_texts
 from tfattn.tasks.config import TrainConfig
-from tfattn.tasks.runs import load_run
+from tfattn.tasks.encoder_task import load_run
 from tfattn.tasks.trainer import train
 
 TEXTS = ["Find the area of a circle of radius 3.", "How many primes are less than 20?"]

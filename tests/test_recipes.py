@@ -10,13 +10,14 @@ import tensorflow as tf
 from task_harness import run_task_test
 
 from tfattn.cli import main
+from tfattn.families import ScratchFamily
 from tfattn.models import TextClassifier, TransformerEncoder
 from tfattn.models.wordpiece import LEARNED_SPECIAL_TOKENS, BertPreprocessor, learn_wordpiece_vocabulary
 from tfattn.pretrained import pretrained_word_embeddings, reduce_embeddings
 from tfattn.tasks.classification import SmoothedSparseCrossentropy, evaluate_texts
 from tfattn.tasks.config import TrainConfig
-from tfattn.tasks.runs import load_run
-from tfattn.tasks.trainer import ScratchFamily, task_of, train
+from tfattn.tasks.encoder_task import load_run
+from tfattn.tasks.trainer import task_of, train
 
 CORPUS = [
     "Stocks fell sharply as oil prices rose.",

@@ -51,7 +51,7 @@ def extract_attention(model: TaskModel, texts: str | Sequence[str], batch_size: 
 
     Args:
         model: a task model of any family (`tfattn.models.TextClassifier` or
-            `TokenClassifier`), e.g. from `tfattn.tasks.runs.load_run`.
+            `TokenClassifier`), e.g. from `tfattn.tasks.encoder_task.load_run`.
         texts: a string or a list of strings.
         batch_size: texts per forward pass.
 

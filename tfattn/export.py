@@ -207,7 +207,7 @@ def export_model(
     interrupted export never leaves a half-written model at `export_dir`.
 
     Args:
-        model: a task model of `tfattn.models`, e.g. from `tfattn.tasks.runs.load_run`.
+        model: a task model of `tfattn.models`, e.g. from `tfattn.tasks.encoder_task.load_run`.
         label_names: class (or tag) names in output order.
         export_dir: destination folder.
         overwrite: replace an existing `export_dir` that tfattn exported (otherwise it is an

@@ -9,7 +9,7 @@ Every trainer calls, in this order:
   process exits, however it exits, so a killed run never leaves a stale lock. A second process
   stops at once, naming the holder's pid (read from /proc/locks). A folder holding files that are
   not a tfattn run is refused before anything is written into it.
-- `open_run(run_dir, config, data_sources, overwrite)`:
+- `open_run_folder(run_dir, config, data_sources, overwrite)`:
   - a new or empty folder starts a run;
   - the same config and data resume an interrupted run, or, once it finished, stop with a
     message (`RunFinished`);
@@ -251,7 +251,7 @@ def _empty_run_folder(run_dir):
             entry.unlink()
 
 
-def open_run(run_dir, config, data_sources, overwrite=False):
+def open_run_folder(run_dir, config, data_sources, overwrite=False):
     """Check `run_dir` against this run and prepare it; returns the manifest's status before
     this call: None (new run), `TRAINING` (resume fit) or `TRAINED` (only saving remains).
     Call it holding the folder's lock (`locked_run_folder`).

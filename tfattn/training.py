@@ -13,7 +13,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.files import write_atomically
-from tfattn.run_manifest import TRAINED, TRAINING, finish_run, open_run, set_status
+from tfattn.run_manifest import TRAINED, TRAINING, finish_run, open_run_folder, set_status
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -118,6 +118,17 @@ class MacroF1(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def masked_token_accuracy(labels, logits):
+    """Accuracy over the positions whose label is not `IGNORE_INDEX` (NER sub-tokens, padding
+    of token labels in every tfattn batch)."""
+    from tfattn.ner import IGNORE_INDEX
+
+    labels = tf.cast(labels, tf.int32)
+    keep = tf.cast(labels != IGNORE_INDEX, tf.float32)
+    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
+    return tf.reduce_sum(correct * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
 
 
 class ProgressLog(keras.callbacks.Callback):
@@ -523,7 +534,7 @@ def standard_callbacks(
 
 
 def start_run(run_dir, config, data_sources, seed, mixed_precision=False, overwrite=False):
-    """Open the run folder for this run (`tfattn.run_manifest.open_run`: refuses another run's
+    """Open the run folder for this run (`tfattn.run_manifest.open_run_folder`: refuses another run's
     folder, stops on a finished one), save `config` (a dict) as its config.json, say whether an
     interrupted run is being resumed, and seed Keras (same seed, same initial weights, dropout
     masks and shuffles, up to nondeterministic kernels).
@@ -531,7 +542,7 @@ def start_run(run_dir, config, data_sources, seed, mixed_precision=False, overwr
     Returns the folder as a `Path`.
     """
     run_dir = Path(run_dir)
-    status = open_run(run_dir, config, data_sources, overwrite=overwrite)
+    status = open_run_folder(run_dir, config, data_sources, overwrite=overwrite)
     if status == TRAINING and is_resuming(run_dir):
         print(f"resuming the interrupted run in {run_dir}")
     elif status is not None:

@@ -5,7 +5,9 @@ TensorFlow), which parses rows with the same per-row iterators as the loaders.
 """
 
 # Each loader module's public names (its `__all__`) are the package's too, listed once, there.
-from tfattn.data import agnews, conll, topics
+import tfattn.data.agnews
+import tfattn.data.conll
+import tfattn.data.topics
 from tfattn.data.agnews import *  # noqa: F403
 from tfattn.data.conll import *  # noqa: F403
 from tfattn.data.examples import DataError, TextExamples, split_examples, stratified_split
@@ -17,7 +19,7 @@ __all__ = [
     "TextExamples",
     "stratified_split",
     "split_examples",
-    *agnews.__all__,
-    *topics.__all__,
-    *conll.__all__,
+    *tfattn.data.agnews.__all__,
+    *tfattn.data.topics.__all__,
+    *tfattn.data.conll.__all__,
 ]

@@ -75,6 +75,8 @@ _TFRECORD_FEATURES = {
 
 # Rows handed from Python to TensorFlow per generator call: one call per row would cost more
 # than parsing the row, and a few hundred rows are still a negligible amount of memory.
+# A streamed run learns its vocabulary from this many texts (or sentence pairs): the first ones.
+VOCABULARY_SAMPLE = 100_000
 _CHUNK_ROWS = 256
 # Files read at once, a block of `_CHUNK_ROWS` rows from each in turn, so a shuffle buffer sees
 # several files even when each file holds one class.

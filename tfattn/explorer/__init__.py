@@ -141,7 +141,9 @@ def explorer_page(explanations: Sequence[Explanation], title: str | None = None)
 def _explain_one(source, text, text_pair, layers, max_tokens, label_names) -> Explanation:
     if isinstance(source, TaskModel):
         return explain(source, text, label_names, text_pair, layers, max_tokens, name=source.name)
-    from tfattn.tasks.runs import load_run
+    from tfattn.tasks.base import open_run, wrong_command
 
-    model, run_labels, _ = load_run(source)
-    return explain(model, text, run_labels, text_pair, layers, max_tokens, name=Path(source).name)
+    task, model = open_run(source, "tfattn attention")
+    if not task.explorable:
+        raise wrong_command(source, type(task), "tfattn attention --html")
+    return explain(model, text, task.label_names, text_pair, layers, max_tokens, name=Path(source).name)

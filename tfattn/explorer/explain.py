@@ -29,8 +29,6 @@ from tfattn.attention import (
     special_token_mask,
 )
 from tfattn.explorer.page import encode_view
-from tfattn.models.encoders import HuggingFaceEncoder, TransformerEncoder
-from tfattn.models.hub import HubEncoder
 from tfattn.models.preprocessors import tokens_of
 from tfattn.models.task_models import TaskModel, TextClassifier
 from tfattn.models.wordpiece import BertPreprocessor
@@ -104,15 +102,9 @@ class Explanation:
 
 
 def family_name(model: TaskModel) -> str:
-    """The model family as the page names it: "from scratch", "Hugging Face" or "TF-Hub"."""
-    for encoder_type, name in (
-        (TransformerEncoder, "from scratch"),
-        (HuggingFaceEncoder, "Hugging Face"),
-        (HubEncoder, "TF-Hub"),
-    ):
-        if isinstance(model.encoder, encoder_type):
-            return name
-    return type(model.encoder).__name__
+    """The model family as the page names it ("from scratch", "Hugging Face", "TF-Hub": the
+    encoder's `family_name`), or the encoder's class name."""
+    return model.encoder.family_name or type(model.encoder).__name__
 
 
 def explain(

@@ -127,6 +127,9 @@ def float32_attention_softmax(backbone) -> int:
 class Encoder(keras.layers.Layer):
     """What every encoder shares: `call(features, training, output_attentions) -> dict`."""
 
+    # The model family as pages and reports name it; empty: the class name stands in.
+    family_name = ""
+
     def use_pooler(self, used: bool) -> None:
         """Whether the task reads `pooled_output`: an encoder with a trainable pooler keeps it out
         of training when it is not read (it would get no gradient). Default: nothing to do."""
@@ -160,6 +163,8 @@ class TransformerEncoder(Encoder):
     >>> outputs["sequence_output"].shape, outputs["attention_scores"][0].shape
     (TensorShape([1, 3, 8]), TensorShape([1, 2, 3, 3]))
     """
+
+    family_name = "from scratch"
 
     def __init__(
         self,
@@ -276,6 +281,8 @@ class HuggingFaceEncoder(Encoder):
     compute in float32 (Keras casts 16-bit inputs up when epsilon is below 1e-5, as BERT's
     1e-12 is).
     """
+
+    family_name = "Hugging Face"
 
     def __init__(self, backbone=None, hf_config=None, **kwargs):
         super().__init__(**kwargs)

@@ -17,7 +17,7 @@ import tf_keras as keras
 
 from tfattn.files import check_export_target, write_export
 from tfattn.models.encoders import Encoder
-from tfattn.models.preprocessors import FEATURE_NAMES
+from tfattn.models.preprocessors import FEATURE_NAMES, Preprocessor
 from tfattn.models.wordpiece import read_vocabulary
 from tfattn.pretrained import HF_FEATURE_NAMES
 
@@ -82,7 +82,7 @@ def load_hub_layer(handle, what="module", **kwargs):
 
 
 @keras.saving.register_keras_serializable(package="tfattn")
-class HubPreprocessor(keras.layers.Layer):
+class HubPreprocessor(Preprocessor):
     """A TF-Hub BERT preprocess model as a preprocessor: strings -> the three features, each
     batch cut to its longest real row (TF-Hub preprocessors pad to a fixed length, and the
     encoder's cost grows with it while padding changes nothing).
@@ -117,6 +117,8 @@ class HubEncoder(Encoder):
 
     Its weights are trainable unless the encoder (or the task model's `freeze_encoder`) says not.
     """
+
+    family_name = "TF-Hub"
 
     def __init__(self, handle, **kwargs):
         super().__init__(**kwargs)

@@ -5,7 +5,7 @@ Garden and TF-Hub: `input_word_ids` (token ids, padding 0 for the vocabularies h
 `input_mask` (1 at real tokens) and `input_type_ids` (segment ids). Rows are padded to the
 batch's longest row, so a preprocessor works inside a model (exports then take raw strings) and
 in `tf.data.Dataset.map` alike. Each also exposes `vocabulary` (token strings by id), which
-attention maps use to name the tokens.
+attention maps use to name the tokens, and says on `Preprocessor` what else it can do.
 
 - `VocabularyPreprocessor`: the from-scratch word vocabulary (lower-case, strip punctuation,
   split on spaces), learned with `adapt`.
@@ -24,7 +24,14 @@ import tf_keras as keras
 from tfattn.layers import FitTokenIds
 from tfattn.pretrained import HF_FEATURE_NAMES
 
-__all__ = ["FEATURE_NAMES", "VocabularyPreprocessor", "preprocess_in_chunks", "strip_padding", "tokens_of"]
+__all__ = [
+    "FEATURE_NAMES",
+    "Preprocessor",
+    "VocabularyPreprocessor",
+    "preprocess_in_chunks",
+    "strip_padding",
+    "tokens_of",
+]
 
 # The feature dict of the model contract (TF Model Garden / TF-Hub names).
 FEATURE_NAMES = tuple(HF_FEATURE_NAMES)
@@ -36,8 +43,16 @@ def strip_padding(features):
     return {name: tf.RaggedTensor.from_tensor(value, lengths=lengths) for name, value in features.items()}
 
 
+class Preprocessor(keras.layers.Layer):
+    """What every preprocessor shares: strings -> the feature dict (see the module docstring)."""
+
+    # Whether `encode_with_offsets` locates each token's characters in the raw text, which
+    # tagging raw text and word shapes read: only the WordPiece `BertPreprocessor` does.
+    locates_tokens = False
+
+
 @keras.saving.register_keras_serializable(package="tfattn")
-class VocabularyPreprocessor(keras.layers.Layer):
+class VocabularyPreprocessor(Preprocessor):
     """Strings -> `input_word_ids`, `input_mask`, `input_type_ids` over a word vocabulary.
 
     Texts are lower-cased, stripped of punctuation and split on whitespace

@@ -231,7 +231,7 @@ class TokenClassifier(TaskModel):
 
     Args:
         preprocessor: strings -> feature dict. Tagging raw text with character offsets
-            (`tag_tokens`) and `word_shape` need one with `encode_with_offsets` (`BertPreprocessor`).
+            (`tag_tokens`) and `word_shape` need one that `locates_tokens` (`BertPreprocessor`).
         encoder: feature dict -> `sequence_output`.
         label_names: the tags, e.g. `tfattn.data.NER_LABELS`.
         dropout: dropout rate before the dense head.
@@ -257,7 +257,7 @@ class TokenClassifier(TaskModel):
         if len(label_names) < 2:
             raise ValueError(f"label_names needs at least 2 labels, got {label_names}")
         self.word_shape = bool(word_shape)
-        if self.word_shape and not hasattr(preprocessor, "encode_with_offsets"):
+        if self.word_shape and not preprocessor.locates_tokens:
             raise ValueError(
                 f"word_shape=True reads each token's characters in the raw text, which "
                 f"{type(preprocessor).__name__} cannot locate (no encode_with_offsets); use a WordPiece (BERT) model"
@@ -319,7 +319,7 @@ class TokenClassifier(TaskModel):
     def encode_for_tagging(self, texts: tf.Tensor | Sequence[str]) -> tuple[dict, dict]:
         """`(features, encoded)` of raw strings, tokenized once: the model's features and the
         preprocessor's `encode_with_offsets` output (offsets, word ids)."""
-        if not hasattr(self.preprocessor, "encode_with_offsets"):
+        if not self.preprocessor.locates_tokens:
             raise ValueError(
                 f"tagging raw text needs character offsets, which {type(self.preprocessor).__name__} does not give; "
                 "use a WordPiece (BERT-family) model"

@@ -25,6 +25,8 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 import tf_keras as keras
 
+from tfattn.models.preprocessors import Preprocessor
+
 __all__ = [
     "BertPreprocessor",
     "bert_preprocessor_from_pretrained",
@@ -134,7 +136,7 @@ def _char_indices(texts, byte_offsets):
 
 
 @keras.saving.register_keras_serializable(package="tfattn")
-class BertPreprocessor(keras.layers.Layer):
+class BertPreprocessor(Preprocessor):
     """Raw strings to BERT inputs, with the ids of the Hugging Face fast tokenizer.
 
     Calling the layer on strings `[batch]` returns int32 `[batch, seq]` tensors `input_word_ids`
@@ -151,6 +153,8 @@ class BertPreprocessor(keras.layers.Layer):
 
     The vocabulary itself (not its path) is in the config, so saved models are self-contained.
     """
+
+    locates_tokens = True  # encode_with_offsets gives each token's characters in the raw text
 
     def __init__(
         self,

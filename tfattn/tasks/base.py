@@ -29,6 +29,7 @@ class Task:
         serve_command: the command that runs the task's model on texts (`tfattn predict`, ...).
         serve_help: that command's one-line help.
         monitor: the epoch metric that picks the best epoch and stops training early.
+        explorable: whether the attention explorer draws its runs (a model and `label_names`).
     """
 
     name = ""
@@ -38,6 +39,7 @@ class Task:
     serve_command = "predict"
     serve_help = ""
     monitor = "val_loss"
+    explorable = False
 
     def __init__(self, config):
         self.config = config

@@ -53,10 +53,6 @@ class StreamedTexts:
         return str(files[0]) if len(files) == 1 else f"{len(files)} files ({files[0]} ... {files[-1]}), streamed"
 
 
-# A streamed run learns its from-scratch vocabulary from this many texts (the first ones).
-VOCABULARY_SAMPLE = 100_000
-
-
 class SmoothedSparseCrossentropy(keras.losses.Loss):
     """Cross-entropy of logits against integer labels with label smoothing: the target puts
     `1 - smoothing` on the label and spreads `smoothing` evenly over all classes (Keras's
@@ -149,7 +145,7 @@ class ClassificationTask(EncoderTask):
 
     def texts_for_vocabulary(self, train):
         if isinstance(train, StreamedTexts):
-            from tfattn.data.streaming import sample_texts
+            from tfattn.data.streaming import VOCABULARY_SAMPLE, sample_texts
 
             return sample_texts(train.files, train.stream_format, VOCABULARY_SAMPLE)
         return train.texts

@@ -11,44 +11,7 @@ what a run saves as `config.json`.
 
 import math
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import ClassVar
-
-SCRATCH_DEFAULTS = {
-    "max_length": 256,
-    "batch_size": 64,
-    "epochs": 10,
-    "learning_rate": 1e-3,
-    "pooling": "mean",
-    "tokenizer": "words",
-    "token_dropout": 0.0,
-    "bigram_buckets": 0,
-    "word_shape": False,
-    "dropout": 0.1,
-    "patience": 2,
-}
-PRETRAINED_DEFAULTS = {
-    "max_length": 128,
-    "batch_size": 32,
-    "epochs": 3,
-    "learning_rate": 3e-5,
-    "pooling": "cls",
-    "word_shape": False,
-    "dropout": 0.1,
-    "patience": 2,
-}
-# A frozen pretrained encoder (--freeze): its outputs are computed once and the head alone trains
-# on them (tfattn.tasks.frozen), a fraction of a second per epoch, so it trains to convergence: a
-# high rate, 50 epochs, no dropout before the head, and no early stop (the best epoch is kept).
-# On validation this beat a logistic regression on the same vectors, where 3 epochs at 1e-3 fell
-# 7 points short on math topics; early stops after 10 flat epochs ended math before it converged
-# (bench/frozen_head.py, BENCHMARKS.md). No early stop: patience defaults to the run's epochs,
-# whatever --epochs says.
-FROZEN_DEFAULTS = {"epochs": 50, "learning_rate": 1e-2, "dropout": 0.0}
-# TF-Hub encoders are read through their pooled_output unless --pooling says otherwise.
-HUB_DEFAULTS = {"pooling": "pooled"}
-# The TF-Hub frozen phase before fine-tuning (one epoch by default): a warm start for the head.
-FROZEN_LEARNING_RATE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -276,83 +239,52 @@ class TrainConfig(RunConfig):
     @property
     def pretrained(self):
         """True for a pretrained model (Hugging Face backbone or TF-Hub pair)."""
-        return bool(self.backbone or self.hub_encoder)
+        return self.family.pretrained
 
     @property
     def model_description(self):
-        if self.hub_encoder:
-            return f"TF-Hub {self.hub_encoder}"
-        return (self.backbone or "from-scratch transformer") + (" (frozen)" if self.backbone and self.freeze else "")
+        """The model in a few words, for the line a run starts with."""
+        return self.family.describe(self)
+
+    @property
+    def family(self):
+        """The model family this config trains (`tfattn.families`)."""
+        from tfattn.families import family_class  # here: the CLI reads this module before TensorFlow starts
+
+        return family_class(self)
 
     def resolve(self):
         """A copy with every None default filled in for this task and model family; the task
-        (`tfattn.tasks.registry`) adds its own checks, defaults and data preset."""
+        (`tfattn.tasks.registry`) and the family (`tfattn.families`) add their own checks and
+        defaults, and the task its data preset."""
+        from tfattn.families import check_families
         from tfattn.models.task_models import POOLINGS  # here: the CLI reads this module before TensorFlow starts
         from tfattn.tasks.registry import task_class
 
         task = task_class(self.task)
+        family = self.family
         check_numeric_options(self)
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
             raise ValueError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
-        if self.pretrained:
-            for option in ("tokenizer", "embeddings_from", "token_dropout", "bigram_buckets"):
-                if getattr(self, option) is not None:
-                    raise ValueError(
-                        f"--{option.replace('_', '-')} applies to the from-scratch model, not to a pretrained one"
-                    )
-        if self.embeddings_from and self.tokenizer == "words":
-            raise ValueError(
-                "--embeddings-from reads text with the checkpoint's WordPiece vocabulary; drop --tokenizer words"
-            )
+        check_families(self)
         if self.embed_dim % self.num_heads:
             raise ValueError(f"--embed-dim ({self.embed_dim}) must be a multiple of --num-heads ({self.num_heads})")
-        if bool(self.hub_preprocess) != bool(self.hub_encoder):
-            raise ValueError(
-                "a TF-Hub model needs both hub_preprocess and hub_encoder (--hub-preprocess, --hub-encoder)"
-            )
-        if self.hub_encoder and self.backbone:
-            raise ValueError("choose one pretrained model: a backbone or a TF-Hub pair, not both")
-        if self.freeze_epochs and not self.hub_encoder:
-            raise ValueError("freeze_epochs (--freeze-epochs) applies to TF-Hub models; use --freeze for a backbone")
         task.check_config(self)
         if self.stream:
             self._check_streaming()
-        defaults = {
-            **(PRETRAINED_DEFAULTS if self.pretrained else SCRATCH_DEFAULTS),
-            **(HUB_DEFAULTS if self.hub_encoder else {}),
-            **task.defaults,
-            **({} if self.pretrained else task.scratch_defaults),
-            **(FROZEN_DEFAULTS if self.pretrained and self.freeze else {}),
-        }
-        if self.embeddings_from:
-            defaults["tokenizer"] = "wordpiece"  # the checkpoint's own vocabulary
         values = {
             name: getattr(self, name) if getattr(self, name) is not None else default
-            for name, default in defaults.items()
+            for name, default in family.defaults_for(self, task).items()
         }
-        if self.pretrained and self.freeze and self.patience is None:
-            values["patience"] = values["epochs"]
-        if self.hub_encoder:
-            values["freeze_epochs"] = 1 if self.freeze_epochs is None else self.freeze_epochs
-        if self.pretrained and values["max_length"] < 3:
-            raise ValueError(
-                f"--max-length must be at least 3 for a pretrained model ([CLS], a token, [SEP]), "
-                f"got {values['max_length']}"
-            )
+        values = family.resolve_values(self, values)
         # The task's preset fills what was left out: its data source and columns.
         for name, default in task.preset.items():
             if getattr(self, name) is None:
                 values[name] = default
         if self.validation_data is None:
             values["validation_data"] = task.default_validation_data(self)
-        # A TF-Hub folder given relative to the working directory is saved absolute, so the run
-        # loads from anywhere (URLs stay as they are).
-        for option in ("hub_preprocess", "hub_encoder"):
-            handle = getattr(self, option)
-            if handle and "://" not in handle and Path(handle).expanduser().exists():
-                values[option] = str(Path(handle).expanduser().resolve())
         return replace(self, **values)
 
     def _check_streaming(self):

@@ -21,12 +21,13 @@ class EncoderTask(Task):
 
     Class attributes (a task sets what it needs):
         preset: the config fields a task fills when left out (its data source, its columns).
-        defaults: what differs from the family defaults (`tfattn.tasks.config`), every family.
+        defaults: what differs from the family defaults (`tfattn.families`), every family.
         scratch_defaults: what differs for the from-scratch model only.
         export_outputs: what the export's `serving_default` returns, in words.
     """
 
     config_class = TrainConfig
+    explorable = True
     preset = {}
     defaults = {}
     scratch_defaults = {}
@@ -52,7 +53,7 @@ class EncoderTask(Task):
     def prepare_training(self):
         """`(train, validation, family)`: the task's data, and the model family with its source
         checked (a hub name fails here, offline, in seconds)."""
-        from tfattn.tasks.trainer import family_of
+        from tfattn.families import family_of
 
         train_split, validation_split = self.load()
         family = family_of(self.config)
@@ -210,3 +211,15 @@ def plot_explanations(explanations, out, args, title):
         title=title,
         **colour,
     )
+
+
+def load_run(run_dir: str | Path, command: str = ""):
+    """`(model, label_names, config)` of a finished encoder-task run: a `TextClassifier` or
+    `TokenClassifier` (raw strings in), its label names and its config dict. `command` names the
+    caller in the message for a run of another kind (a translation run)."""
+    from dataclasses import asdict
+
+    from tfattn.tasks.base import open_run
+
+    task, model = open_run(run_dir, command, expect=EncoderTask)
+    return model, task.label_names, asdict(task.config)

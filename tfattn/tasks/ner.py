@@ -37,7 +37,7 @@ from tfattn.ner import (
 from tfattn.pretrained import HF_FEATURE_NAMES
 from tfattn.tasks.classification import Validation
 from tfattn.tasks.encoder_task import EncoderTask
-from tfattn.training import write_json
+from tfattn.training import masked_token_accuracy, write_json
 
 
 def masked_token_loss(labels, logits):
@@ -46,13 +46,6 @@ def masked_token_loss(labels, logits):
     keep = tf.cast(labels != IGNORE_INDEX, tf.float32)
     losses = keras.losses.sparse_categorical_crossentropy(tf.maximum(labels, 0), logits, from_logits=True)
     return tf.reduce_sum(losses * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
-
-
-def masked_token_accuracy(labels, logits):
-    labels = tf.cast(labels, tf.int32)
-    keep = tf.cast(labels != IGNORE_INDEX, tf.float32)
-    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
-    return tf.reduce_sum(correct * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
 
 
 def _ragged(rows):

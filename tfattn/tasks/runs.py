@@ -3,8 +3,8 @@
 A finished run folder holds `run.json` (status, data fingerprints, summary), `config.json` (the
 resolved `TrainConfig`), `labels.json` (the label names), `model/` (the task model: `model.json`
 + weights, `tfattn.models.save_model`), `history.csv`, TensorBoard `logs/`, `checkpoints/` and
-the validation report. Every family and task saves the same way, so `load_run` needs no
-guessing.
+the validation report. Every family and task saves the same way, so opening a run
+(`tfattn.tasks.base.open_run`) needs no guessing.
 """
 
 from pathlib import Path
@@ -47,16 +47,3 @@ def finished_run_config(run_dir: str | Path) -> dict:
     if not (run_dir / MODEL_DIR).is_dir():
         raise DamagedRun(f"{run_dir / MODEL_DIR} is missing from this finished run; {DAMAGED_ADVICE}")
     return config
-
-
-def load_run(run_dir: str | Path, command: str = "") -> tuple[TaskModel, list[str], dict]:
-    """`(model, label_names, config)` of a finished encoder-task run: a `TextClassifier` or
-    `TokenClassifier` (raw strings in), its label names and its config dict. `command` names the
-    caller in the message for a run of another kind (a translation run)."""
-    from dataclasses import asdict
-
-    from tfattn.tasks.base import open_run
-    from tfattn.tasks.encoder_task import EncoderTask
-
-    task, model = open_run(run_dir, command, expect=EncoderTask)
-    return model, task.label_names, asdict(task.config)

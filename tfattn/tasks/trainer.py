@@ -9,33 +9,22 @@ a finished run stops at once, and another config or changed data in the same fol
 (`tfattn.run_manifest`).
 
 A *task* (`tfattn.tasks.classification.ClassificationTask`, `tfattn.tasks.ner.NerTask`) names
-its data, head, loss, metrics and validation report; a *family* names the preprocessor and
-encoder: `ScratchFamily` (a vocabulary learned from the training texts + tfattn's transformer),
-`PretrainedFamily` (a Hugging Face BERT) and `HubFamily` (a TF-Hub preprocess + encoder pair).
+its data, head, loss, metrics and validation report; a *family* (`tfattn.families`) names the
+preprocessor and encoder: from scratch (a vocabulary learned from the training texts + tfattn's
+transformer), a Hugging Face BERT, or a TF-Hub preprocess + encoder pair.
 A run trains in one or more *phases*: TF-Hub models first train their head on a frozen encoder,
 then fine-tune everything, each phase compiled afresh with its own AdamW + warmup schedule.
 A frozen phase trains the head alone on the encoder's outputs, computed once (`tfattn.tasks.frozen`).
 """
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-import numpy as np
 import tf_keras as keras
 
-from tfattn.data.pipelines import JIT_LENGTH_MULTIPLE, count_batches, make_dataset, warn_about_texts
-from tfattn.models import (
-    HubEncoder,
-    HubPreprocessor,
-    HuggingFaceEncoder,
-    TransformerEncoder,
-    VocabularyPreprocessor,
-    preprocess_in_chunks,
-    save_model,
-)
-from tfattn.models.wordpiece import BertPreprocessor, learn_wordpiece_vocabulary
+from tfattn.data.pipelines import JIT_LENGTH_MULTIPLE, count_batches, make_dataset
+from tfattn.models import save_model
 from tfattn.run_manifest import locked_run_folder
-from tfattn.tasks.config import FROZEN_LEARNING_RATE
 from tfattn.tasks.frozen import (
     HEAD_STEPS_PER_EXECUTION,
     FinishedCachedPhase,
@@ -55,204 +44,6 @@ from tfattn.training import (
     start_run,
 )
 from tfattn.workers import lost_workers_reported, worker_run_dir
-
-
-@dataclass(frozen=True)
-class Phase:
-    """Part of a run with one optimizer schedule; `trainable`: whether the encoder trains in it.
-    Its name names its backup, best-epoch and final-weights folders."""
-
-    name: str
-    epochs: int
-    learning_rate: float
-    trainable: bool = True
-
-
-def checkpoint_tokenizer(name_or_path, max_length):
-    """`(fast tokenizer, in-graph BertPreprocessor)` of a Hugging Face checkpoint, name or folder.
-    A hub name fails here, in seconds offline, and a tokenizer the in-graph WordPiece cannot
-    reproduce is refused: both before the run folder is touched."""
-    from tfattn.models.wordpiece import bert_preprocessor_from_tokenizer
-    from tfattn.pretrained import check_pretrained_source, load_tokenizer
-
-    check_pretrained_source(name_or_path)
-    tokenizer = load_tokenizer(name_or_path)
-    return tokenizer, bert_preprocessor_from_tokenizer(tokenizer, max_length)
-
-
-class Family:
-    """What every family shares: its config and run folder, and its phases (`--freeze` trains
-    the head alone)."""
-
-    # Whether the model must be built inside a replica (`strategy.run`), as `fit` calls it, rather
-    # than by a plain call in the strategy's scope. A plain call is preferred: in a replica, the
-    # unseeded head initializer draws other values under a multi-worker strategy than alone.
-    builds_in_replica_context = False
-
-    def __init__(self, config):
-        self.config = config
-
-    def check(self):
-        """Fail in one line if the model cannot be loaded; runs before the run folder is touched."""
-
-    def phases(self):
-        c = self.config
-        return [Phase("train", c.epochs, c.learning_rate, trainable=not c.freeze)]
-
-    def initialize(self, model):
-        """Put starting weights into the freshly built `model` beyond what its layers initialise
-        (nothing here; pretrained families load theirs when building the encoder)."""
-
-    def encode_tagged(self, sentences, what):
-        raise ValueError("token classification (NER) needs a Hugging Face BERT: pass --backbone")
-
-
-class ScratchFamily(Family):
-    """The from-scratch transformer over a vocabulary learned from the training texts: whole
-    words (`VocabularyPreprocessor`) or WordPiece sub-words (`BertPreprocessor`), per `tokenizer`."""
-
-    def check(self):
-        c = self.config
-        if c.embeddings_from:
-            from tfattn.pretrained import pretrained_word_embeddings
-
-            _, self.preprocessor = checkpoint_tokenizer(c.embeddings_from, c.max_length)
-            self.pretrained_embeddings = pretrained_word_embeddings(c.embeddings_from)
-            width = self.pretrained_embeddings.shape[1]
-            if c.embed_dim > width:
-                raise ValueError(
-                    f"--embed-dim {c.embed_dim} is wider than the embeddings of {c.embeddings_from} ({width}); "
-                    f"choose at most {width}"
-                )
-
-    def prepare(self, train_texts, run_dir):
-        c = self.config
-        vocab_path = run_dir / "vocab.txt"
-        if not c.embeddings_from:  # with it, `check` built the checkpoint's preprocessor
-            # A resumed run must reuse the vocabulary its checkpoint was trained with.
-            resumed = is_resuming(run_dir) and vocab_path.exists()
-            saved = vocab_path.read_text(encoding="utf-8").split("\n") if resumed else None
-            self.preprocessor = self._learned_preprocessor(train_texts, saved)
-        tokens = self.preprocessor.words if c.tokenizer == "words" else self.preprocessor.vocabulary
-        vocab_path.write_text("\n".join(tokens), encoding="utf-8")
-
-    def _learned_preprocessor(self, train_texts, saved):
-        """The preprocessor over `saved` tokens (a resumed run's vocab.txt) or, without them, over
-        a vocabulary learned from `train_texts`."""
-        c = self.config
-        if c.tokenizer == "wordpiece":
-            tokens = saved or learn_wordpiece_vocabulary(train_texts, c.vocab_size)
-            return BertPreprocessor(vocabulary=tokens, max_length=c.max_length)
-        if saved:
-            return VocabularyPreprocessor(saved, c.max_length)
-        return VocabularyPreprocessor.adapt(train_texts, c.vocab_size, c.max_length)
-
-    def initialize(self, model):
-        if self.config.embeddings_from:
-            from tfattn.pretrained import reduce_embeddings
-
-            table = reduce_embeddings(self.pretrained_embeddings, self.config.embed_dim)
-            model.encoder.embedding.token_embeddings.assign(table)
-
-    def encode_texts(self, texts, what):
-        # One pass: the tokens per text (before truncation) are counted on the way.
-        token_counts = []
-
-        def preprocess(chunk):
-            token_ids = self.preprocessor.tokenize(chunk)
-            token_counts.append(token_ids.row_lengths().numpy())
-            return self.preprocessor.pack([token_ids])
-
-        features = preprocess_in_chunks(preprocess, texts)
-        lengths = np.concatenate(token_counts or [np.zeros(0, np.int64)])
-        max_length = self.config.max_length
-        # WordPiece rows also hold [CLS] and [SEP]; an empty text is those two alone.
-        wordpiece = self.config.tokenizer == "wordpiece"
-        room, filler = (max_length - 2, "[CLS] [SEP]") if wordpiece else (max_length, "[UNK]")
-        warn_about_texts(
-            len(texts), int(np.sum(lengths > room)), int(np.sum(lengths == 0)), max_length, what, filler=filler
-        )
-        return features
-
-    def build_encoder(self):
-        c = self.config
-        return TransformerEncoder(
-            vocab_size=len(self.preprocessor.vocabulary),
-            max_length=c.max_length,
-            embed_dim=c.embed_dim,
-            num_heads=c.num_heads,
-            ff_dim=c.ff_dim,
-            num_blocks=c.num_blocks,
-            dropout=c.dropout,
-            positional=c.positional,
-            token_dropout=c.token_dropout,
-            bigram_buckets=c.bigram_buckets,
-        )
-
-
-class PretrainedFamily(Family):
-    """A Hugging Face BERT checkpoint (name or folder). Training texts are tokenized by its fast
-    tokenizer; the saved model reads raw strings through the in-graph `BertPreprocessor`, which
-    gives the same ids."""
-
-    def check(self):
-        self.tokenizer, self.preprocessor = checkpoint_tokenizer(self.config.backbone, self.config.max_length)
-
-    def prepare(self, train_texts, run_dir):
-        """The preprocessor was built by `check`."""
-
-    def encode_texts(self, texts, what):
-        from tfattn.pretrained import tokenize_texts
-
-        return tokenize_texts(self.tokenizer, texts, self.config.max_length, what=what)
-
-    def encode_tagged(self, sentences, what):
-        from tfattn.ner import tokenize_and_align
-
-        return tokenize_and_align(self.tokenizer, sentences, self.config.max_length, word_shapes=self.config.word_shape)
-
-    def build_encoder(self):
-        return HuggingFaceEncoder.from_pretrained(self.config.backbone)
-
-
-class HubFamily(Family):
-    """A TF-Hub BERT preprocess + encoder pair (URLs or SavedModel folders, e.g. `tfattn export-hub`)."""
-
-    # A SavedModel restored under a strategy cannot run its functions in cross-replica context.
-    builds_in_replica_context = True
-
-    def check(self):
-        from tfattn.models.hub import resolve_hub_handle
-
-        resolve_hub_handle(self.config.hub_preprocess, "preprocess model")
-        resolve_hub_handle(self.config.hub_encoder, "encoder")
-
-    def prepare(self, train_texts, run_dir):
-        self.preprocessor = HubPreprocessor(self.config.hub_preprocess)
-
-    def encode_texts(self, texts, what):
-        features = preprocess_in_chunks(self.preprocessor, texts)
-        lengths = features["input_mask"].row_lengths().numpy()
-        # The preprocess model truncates by itself, so truncated texts cannot be counted here.
-        warn_about_texts(len(lengths), empty=int(np.sum(lengths <= 2)), what=what, filler="[CLS] [SEP] only")
-        return features
-
-    def build_encoder(self):
-        return HubEncoder(self.config.hub_encoder)
-
-    def phases(self):
-        c = self.config
-        if c.freeze:
-            return [Phase("frozen", c.epochs, c.learning_rate, trainable=False)]
-        fine_tuned = Phase("fine-tuned", c.epochs, c.learning_rate, trainable=True)
-        if not c.freeze_epochs:
-            return [fine_tuned]
-        return [Phase("frozen", c.freeze_epochs, FROZEN_LEARNING_RATE, trainable=False), fine_tuned]
-
-
-def family_of(config):
-    family_class = HubFamily if config.hub_encoder else PretrainedFamily if config.backbone else ScratchFamily
-    return family_class(config)
 
 
 def task_of(config):

@@ -27,7 +27,6 @@ from tfattn.tasks.config import (
     check_numeric_options,
     checked_option,
 )
-from tfattn.tasks.ner import masked_token_accuracy  # padding labels are -100, as in NER batches
 from tfattn.tasks.runs import MODEL_DIR
 
 __all__ = [
@@ -307,7 +306,14 @@ class TranslationTask(Task):
         save it and score the saved translator on the validation pairs (greedy decoding)."""
         from tfattn.data.pipelines import count_batches, make_dataset
         from tfattn.models.translation import TRANSLATORS, TranslationPreprocessor, build_sample, save_translator
-        from tfattn.training import EpochOrder, compile_and_fit, finish_training, mark_trained, write_json
+        from tfattn.training import (
+            EpochOrder,
+            compile_and_fit,
+            finish_training,
+            mark_trained,
+            masked_token_accuracy,
+            write_json,
+        )
 
         c = self.config
         train_pairs, validation_pairs = prepared
@@ -318,6 +324,7 @@ class TranslationTask(Task):
         if isinstance(train_pairs, StreamedPairs):
             from itertools import chain, islice
 
+            from tfattn.data.streaming import VOCABULARY_SAMPLE
             from tfattn.data.translation import iter_translation_pairs
 
             pairs = chain.from_iterable(iter_translation_pairs(path, c.source_column) for path in train_pairs.files)
@@ -511,21 +518,18 @@ class StreamedPairs:
         return self.count
 
 
-# A streamed run learns its vocabularies from this many pairs (the first ones).
-VOCABULARY_SAMPLE = 100_000
-
-
 def _streamed_order(config, preprocessor, pairs):
     """`StreamOrder` of streamed pairs: each worker reads its share of the files, shuffled in a
     buffer, batched and tokenized in the input pipeline."""
     from tfattn.data.translation import stream_translation_pairs
     from tfattn.models.translation import PAD_ID
+    from tfattn.ner import IGNORE_INDEX
     from tfattn.training import StreamOrder
 
     def encode(sources, targets):
         target_ids, labels = preprocessor.encode_targets(targets)
         features = {"source_ids": preprocessor.pad_sources(sources), "target_ids": target_ids.to_tensor(PAD_ID)}
-        return features, labels.to_tensor(PAD_ID)
+        return features, labels.to_tensor(IGNORE_INDEX)  # as make_dataset pads labels
 
     def make_dataset(input_context):
         pairs_of_worker = stream_translation_pairs(
