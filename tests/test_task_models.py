@@ -6,11 +6,11 @@ Families: from scratch (`VocabularyPreprocessor` + `TransformerEncoder`), Huggin
 BERT through `BertPreprocessor` + `HuggingFaceEncoder`) and TF-Hub (the tiny BERT exported by
 `export_hub_bert`, through `HubPreprocessor` + `HubEncoder`).
 
-Quick suite: the harness for the from-scratch and Hugging Face text classifiers (mean, cls) and
-the Hugging Face token classifier, with the export round trips of the from-scratch text
-classifier and of the token classifier. `slow`: the other poolings, the traced fits, the other
-exports and everything TF-Hub (its session fixture, `export_hub_bert` of the tiny BERT, takes
-about 15 s).
+Quick suite: the harness for the from-scratch text classifier (mean pooling, eager fit, no
+export), the pooling and serialization checks of the from-scratch and Hugging Face families, and
+the argument errors. `slow`: every other harness run (the Hugging Face text and token classifiers
+take 10 s or more each), the traced fits, every export round trip (a second interpreter, ~25 s)
+and everything TF-Hub (its session fixture, `export_hub_bert` of the tiny BERT, takes about 15 s).
 """
 
 import json
@@ -105,10 +105,13 @@ def text_case(family, pooling):
 @pytest.mark.parametrize(
     "family, pooling, export, run_eagerly",
     [
-        pytest.param("scratch", "mean", True, True, id="scratch-mean-export"),
+        # The quick suite's harness run: from scratch, eager, no export (the export round trip
+        # starts a second interpreter, ~25 s: `slow`).
+        pytest.param("scratch", "mean", False, True, id="scratch-mean"),
+        pytest.param("scratch", "mean", True, True, id="scratch-mean-export", marks=SLOW),
         pytest.param("scratch", "cls", False, False, id="scratch-cls-traced", marks=SLOW),
         pytest.param("scratch", "pooled", False, True, id="scratch-pooled", marks=SLOW),
-        pytest.param("hf", "cls", False, True, id="hf-cls"),
+        pytest.param("hf", "cls", False, True, id="hf-cls", marks=SLOW),
         pytest.param("hf", "pooled", False, True, id="hf-pooled", marks=SLOW),
         pytest.param("hf", "mean", True, False, id="hf-mean-export-traced", marks=SLOW),
         pytest.param("hub", "pooled", True, True, id="hub-pooled-export", marks=SLOW),
@@ -131,11 +134,12 @@ def test_text_classifier(family, pooling, export, run_eagerly, request, tmp_path
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "export",
     # The export round trip traces the in-graph WordPiece with offsets and starts a second
     # interpreter (~25 s); tests/test_ner.py also serves a trained tagger's export (slow).
-    [False, pytest.param(True, marks=pytest.mark.slow)],
+    [False, True],
     ids=["in-process", "export"],
 )
 def test_token_classifier(tiny_bert_dir, tmp_path, export):

@@ -43,6 +43,9 @@ MODELS = {
     "rnn-words": (RnnTranslator, {"embed_dim": 8, "units": 8}),
 }
 ATOL = 1e-5
+# Every test here exports translators (a traced decoding loop per model and strategy, minutes on
+# 2 cores): `slow`. The quick suite's translation coverage is tests/test_translation.py.
+pytestmark = pytest.mark.slow
 
 _SERVE_SCRIPT = (
     """
