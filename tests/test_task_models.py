@@ -7,10 +7,11 @@ BERT through `BertPreprocessor` + `HuggingFaceEncoder`) and TF-Hub (the tiny BER
 `export_hub_bert`, through `HubPreprocessor` + `HubEncoder`).
 
 Quick suite: the harness for the from-scratch text classifier (mean pooling, eager fit, no
-export), the pooling and serialization checks of the from-scratch and Hugging Face families, and
-the argument errors. `slow`: every other harness run (the Hugging Face text and token classifiers
-take 10 s or more each), the traced fits, every export round trip (a second interpreter, ~25 s)
-and everything TF-Hub (its session fixture, `export_hub_bert` of the tiny BERT, takes about 15 s).
+export), the pooling checks of the from-scratch family, the serialization checks of the
+from-scratch and Hugging Face families, and the argument errors. `slow`: every other harness run
+(the Hugging Face text and token classifiers take 10 s or more each), the traced fits, every
+export round trip (a second interpreter, ~25 s) and everything TF-Hub (its session fixture,
+`export_hub_bert` of the tiny BERT, takes about 15 s).
 """
 
 import json
@@ -163,7 +164,8 @@ def test_token_classifier(tiny_bert_dir, tmp_path, export):
     )
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# The Hugging Face case builds and runs the tiny BERT three times (3 s): `slow` with TF-Hub's.
+@pytest.mark.parametrize("family", ["scratch", pytest.param("hf", marks=SLOW), pytest.param("hub", marks=SLOW)])
 def test_every_pooling_reads_its_vector_from_every_encoder(family, request):
     """With an identity head the logits are the pooled vector itself: the first token's for
     "cls", the mean over real tokens for "mean", the encoder's pooled_output for "pooled";
