@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from _pytest.doctest import DoctestItem
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests never reach a model hub: names fail fast, local folders load.
@@ -96,3 +97,14 @@ def tiny_bert_dir(minilm_dir, tmp_path_factory) -> Path:
     from task_harness import save_tiny_bert
 
     return save_tiny_bert(minilm_dir, tmp_path_factory.mktemp("tiny_bert"))
+
+
+# Docstring Examples (collected from tfattn/ by --doctest-modules) that export a model: `slow`, like
+# the tests that do (the package's own files are not the place for test marks).
+SLOW_DOCTESTS = {"tfattn.translation_export"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if isinstance(item, DoctestItem) and item.name in SLOW_DOCTESTS:
+            item.add_marker(pytest.mark.slow)

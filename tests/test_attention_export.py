@@ -1,8 +1,8 @@
 """Attention extraction and SavedModel export on a small from-scratch text classifier.
 
 The export round trip in a fresh interpreter without tfattn (probabilities, labels, label
-names), for every family, is in the shared harness: test_task_models.py (`scratch-mean-export`
-in the quick suite); here: what an export does with the folder it writes to.
+names), for every family, is in the shared harness: test_task_models.py (`scratch-mean-export`,
+`slow` like every export round trip); here: what an export does with the folder it writes to.
 """
 
 import numpy as np

@@ -107,6 +107,7 @@ def test_math_problem_of_punctuation_only_trains_finite(math_topics_jsonl, tmp_p
     assert all(math.isfinite(loss) for loss in _history_losses(tmp_path / "r"))
 
 
+@pytest.mark.slow
 def test_pretrained_models_give_finite_outputs_for_texts_with_no_token(tiny_bert_dir):
     from tfattn.data import NER_LABELS
     from tfattn.models import POOLINGS, HuggingFaceEncoder, TextClassifier, TokenClassifier
@@ -409,6 +410,7 @@ def test_importing_the_cli_does_not_start_tensorflow():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_without_framework_noise(tmp_path):
     result = _run("train", "agnews", "--data", tmp_path / "nope.csv", "--run-dir", tmp_path / "r")
     assert result.returncode == 2

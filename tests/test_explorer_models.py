@@ -2,6 +2,7 @@
 from-scratch classifier and a BERT token classifier (NER tags), with their gradient views."""
 
 import numpy as np
+import pytest
 from browser import assert_offline_and_clean, by_testid, click, drawn_lines, hover, offline_chromium, open_page
 from selenium.webdriver.support.ui import Select
 from task_harness import tiny_scratch_classifier
@@ -13,6 +14,7 @@ from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
 WORDS = ["oil", "prices", "rose", "stocks", "fell"]
 
 
+@pytest.mark.slow
 def test_scratch_and_ner_pages_in_a_real_browser(tiny_bert_dir, tmp_path):
     scratch = explore(tiny_scratch_classifier(WORDS, 2), "Oil prices rose, stocks fell", label_names=["down", "up"])
     tagger = TokenClassifier(

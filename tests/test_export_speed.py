@@ -103,6 +103,7 @@ def default_export(text_model, tmp_path_factory):
     return tf.saved_model.load(str(folder)).signatures["serving_default"]
 
 
+@pytest.mark.slow
 def test_default_export_serves_each_text_as_it_serves_it_alone(text_model, default_export):
     served = default_export(texts=tf.constant(MIXED_BATCH))
     probabilities = served["probabilities"].numpy()
@@ -118,6 +119,7 @@ def test_default_export_serves_each_text_as_it_serves_it_alone(text_model, defau
     assert default_export(texts=tf.constant([], tf.string))["probabilities"].shape == (0, len(LABELS))
 
 
+@pytest.mark.slow
 def test_bucketed_token_classifier_tags_each_text_as_alone(tmp_path):
     # Any encoder will do: buckets are cut from the preprocessor's features. A small one keeps
     # this fast; the WordPiece preprocessor gives the offsets the export serves.
@@ -167,6 +169,7 @@ def test_bucketed_token_classifier_tags_each_text_as_alone(tmp_path):
         np.testing.assert_array_equal(default[name].numpy(), batch[name])
 
 
+@pytest.mark.slow
 def test_bfloat16_export_serves_probabilities_close_to_float32(text_model, tmp_path):
     policy = keras.mixed_precision.global_policy().name
     export_model(text_model, LABELS, tmp_path / "bf16", dtype="bfloat16")
@@ -179,6 +182,7 @@ def test_bfloat16_export_serves_probabilities_close_to_float32(text_model, tmp_p
     assert not np.allclose(probabilities, expected, atol=1e-6)  # it did compute in bfloat16
 
 
+@pytest.mark.slow
 def test_bfloat16_copy_of_a_bert_model_keeps_its_weights_in_float32(tiny_bert_dir):
     model = TextClassifier(
         bert_preprocessor_from_pretrained(tiny_bert_dir, max_length=32),

@@ -17,6 +17,7 @@ from tfattn.tasks.frozen import CACHE_DIR, HeadModel, compute_head_inputs
 from tfattn.tasks.trainer import train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_head_model_on_cached_inputs_gives_the_task_models_logits(pooling):
     model = tiny_scratch_classifier(["stocks", "fell", "goal", "won"], num_classes=3, pooling=pooling)

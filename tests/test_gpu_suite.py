@@ -2,7 +2,8 @@
 every section's code with tiny sizes, so the one run a lent GPU gets does not fail on a typo.
 
 The smoke run takes 3 to 6 minutes on 2 shared cores (SavedModel exports of BERT models and XLA
-compilations on the CPU dominate), hence `slow`; the others take 12 s together.
+compilations on the CPU dominate), hence `slow`; so are the two other runs of the script (a
+subprocess importing TensorFlow, about 5 s each). The table test is quick.
 """
 
 import importlib.util
@@ -102,6 +103,7 @@ def test_smoke_run_measures_every_section(tmp_path, minilm_dir):
     assert "mixed_float16 xla" in table and "translator (greedy)" in table
 
 
+@pytest.mark.slow
 def test_without_a_gpu_the_suite_stops_after_the_device_section(tmp_path):
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("this machine has a GPU")
@@ -113,6 +115,7 @@ def test_without_a_gpu_the_suite_stops_after_the_device_section(tmp_path):
     assert sections["minilm"] == {"status": "skipped", "error": "TensorFlow sees no GPU"}
 
 
+@pytest.mark.slow
 def test_a_section_past_its_cap_is_stopped_and_recorded(tmp_path):
     # The MiniLM section needs far more than 6 s (imports alone take several): stopped at its cap.
     finished = run_suite("--smoke", "--sections", "minilm", "--budget", "6", "--out", str(tmp_path), timeout=120)

@@ -107,6 +107,7 @@ def _generate(model, sources, **options):
     )
 
 
+@pytest.mark.slow
 def test_beam_width_one_is_greedy(t5, wrapped):
     _, sources = t5
     greedy = decode(wrapped, sources, DecodingOptions())
@@ -115,6 +116,7 @@ def test_beam_width_one_is_greedy(t5, wrapped):
     np.testing.assert_allclose(greedy.scores.numpy(), beam_one.scores.numpy())
 
 
+@pytest.mark.slow
 def test_greedy_matches_generate(t5, wrapped):
     model, sources = t5
     ours = decode(wrapped, sources, DecodingOptions(max_length=MAX_LENGTH))
@@ -126,6 +128,7 @@ def test_greedy_matches_generate(t5, wrapped):
     assert any(length is None for length in lengths) and any(length is not None for length in lengths), lengths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width,length_penalty,early_stopping", BEAM_CASES)
 def test_beam_search_matches_generate(t5, wrapped, width, length_penalty, early_stopping):
     model, sources = t5
@@ -136,6 +139,7 @@ def test_beam_search_matches_generate(t5, wrapped, width, length_penalty, early_
     np.testing.assert_allclose(ours.scores.numpy(), theirs.sequences_scores.numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_beam_cases_exercise_ended_hypotheses(t5, wrapped):
     """The comparisons above mean something: hypotheses end early, and `early_stopping` and the
     length penalty change which translation wins."""
@@ -153,6 +157,7 @@ def test_beam_cases_exercise_ended_hypotheses(t5, wrapped):
     assert any(results[(width, 1.0, stop)] != results[(width, 2.0, stop)] for width, _, stop in BEAM_CASES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("beam_width", [1, 4])
 def test_cached_and_uncached_decoding_agree(t5, wrapped, beam_width):
     _, sources = t5
@@ -172,6 +177,7 @@ def test_cached_and_uncached_decoding_agree(t5, wrapped, beam_width):
     np.testing.assert_allclose(attention[:, 0].sum(axis=-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_single_token_bad_words_are_never_generated(t5, wrapped, monkeypatch):
     model, sources = t5
     favourite = int(decode(wrapped, sources).token_ids[0, 0])
@@ -196,6 +202,7 @@ def _word_tokenizer():
     )
 
 
+@pytest.mark.slow
 def test_translate_from_a_saved_folder(t5, tmp_path):
     model, _ = t5
     model.save_pretrained(tmp_path)

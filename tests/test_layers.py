@@ -122,6 +122,7 @@ def test_sinusoidal_embedding_layer_has_one_trainable_table():
     )
 
 
+@pytest.mark.slow
 def test_hashed_bigram_embedding_layer():
     ids = np.array([[5, 9, 2, 0], [7, 3, 0, 0]], np.int32)
     layer = run_layer_test(
@@ -165,6 +166,7 @@ def test_embedding_accepts_any_length_up_to_max_and_rejects_longer():
         layer(np.ones((1, 9), np.int32))
 
 
+@pytest.mark.slow
 def test_transformer_block_layer():
     x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
     run_layer_test(

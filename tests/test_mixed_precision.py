@@ -30,7 +30,8 @@ TOLERANCE = {"mixed_bfloat16": 5e-2, "mixed_float16": 1e-2}
 TEXTS = ["Stocks fell sharply as oil prices rose", "The Lakers beat the Celtics", "Intel unveils a new chip", "Rain"]
 LABELS = np.array([2, 1, 3, 0], np.int32)
 WORDS = ["stocks", "fell", "sharply", "as", "oil", "prices", "rose", "the", "lakers", "beat", "intel", "chip"]
-FAMILIES = ("scratch", "hf")
+# The Hugging Face family builds a tiny BERT per test (seconds each): `slow`; from scratch stays quick.
+FAMILIES = ("scratch", pytest.param("hf", marks=pytest.mark.slow))
 
 
 @pytest.fixture(autouse=True)
@@ -138,6 +139,7 @@ def test_every_layer_norm_computes_in_float32(family, policy, tiny_bert_dir):
         np.testing.assert_allclose(got, expected, atol=TOLERANCE[policy], err_msg=norm.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fit_under_mixed_precision_keeps_loss_and_weights_finite(family, policy, tiny_bert_dir):
     keras.mixed_precision.set_global_policy(policy)
@@ -197,6 +199,7 @@ def test_bert_attention_dropout_under_mixed_precision(tiny_bert_dir):
     assert np.abs(trained - inference).mean() > 0.3 * np.abs(inference).mean()
 
 
+@pytest.mark.slow
 def test_mixed_bert_classifier_saves_and_loads_under_float32(tiny_bert_dir, tmp_path):
     """The patched attention layers keep their checkpoint keys: a model saved under mixed
     precision loads into a float32 one, which gives the same logits within bfloat16 rounding."""
@@ -231,6 +234,7 @@ def test_large_attention_logits_do_not_overflow_under_float16():
     np.testing.assert_allclose(scores.numpy().sum(axis=-1), 1.0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_large_attention_logits_do_not_overflow_in_bert_under_float16(tiny_bert_dir):
     """The same for the Hugging Face encoder: transformers' own float16 attention turns the
     scaled logits into NaN (checked); the encoder's float32 softmax keeps them finite."""

@@ -101,6 +101,7 @@ def test_preprocess_in_chunks_gives_rows_without_padding():
 BERT_TEXTS = ["Hello, world!", "", "Tokenization splits unaffable words into wordpieces"]
 
 
+@pytest.mark.slow
 def test_bert_preprocessor_layer(tiny_bert_dir):
     layer = run_layer_test(
         BertPreprocessor,
@@ -171,6 +172,7 @@ def _features(word_ids):
 ENCODER_FEATURES = _features([[2, 5, 9, 4, 7, 3], [6, 8, 3, 0, 0, 0]])
 
 
+@pytest.mark.slow
 def test_transformer_encoder_layer():
     # One block here (XLA compiles the training step faster); the other tests stack two.
     encoder = run_layer_test(
@@ -275,6 +277,7 @@ def _run_hugging_face_encoder_test(tiny_bert_dir, **checks):
     )
 
 
+@pytest.mark.slow
 def test_hugging_face_encoder_layer(tiny_bert_dir):
     # The training check runs in test_hugging_face_encoder_training_step (slow: XLA compiles BERT).
     _run_hugging_face_encoder_test(tiny_bert_dir, run_training_check=False)
@@ -336,6 +339,7 @@ def test_hugging_face_encoder_pooler_leaves_training_when_unused(tiny_bert_encod
     assert len(tiny_bert_encoder.trainable_weights) == HF_NUM_WEIGHTS
 
 
+@pytest.mark.slow
 def test_bert_preprocessor_from_a_loaded_tokenizer_equals_the_one_from_its_folder(tiny_bert_dir):
     from tfattn.pretrained import load_tokenizer
 

@@ -112,6 +112,7 @@ def test_changing_the_capitals_changes_only_the_shape_ids(preprocessor):
     )
 
 
+@pytest.mark.slow
 def test_training_and_serving_routes_give_the_same_shapes_on_conll(tiny_bert_dir, preprocessor, conll_valid):
     sentences = read_conll(conll_valid)
     sentences = sentences.subset(range(300))
@@ -148,6 +149,7 @@ def encoder(tiny_bert_dir):
     return HuggingFaceEncoder.from_pretrained(tiny_bert_dir)
 
 
+@pytest.mark.slow
 def test_a_zero_shape_embedding_leaves_the_logits_of_the_model_without_it(preprocessor, encoder):
     strings = tf.constant(TEXTS)
     shaped = TokenClassifier(preprocessor, encoder, NER_LABELS, word_shape=True)
@@ -172,6 +174,7 @@ def test_a_zero_shape_embedding_leaves_the_logits_of_the_model_without_it(prepro
     assert changed.sum() == 3  # PARIS, and ÉL ##AN of ÉLAN
 
 
+@pytest.mark.slow
 def test_raw_strings_and_tokenized_features_give_the_same_logits(tiny_bert_dir, preprocessor, encoder):
     """The model's in-graph shapes from raw text, and the training route's from the words."""
     from tfattn.data import TaggedSentences
@@ -188,6 +191,7 @@ def test_raw_strings_and_tokenized_features_give_the_same_logits(tiny_bert_dir, 
     np.testing.assert_allclose(tagged["probabilities"], tf.nn.softmax(model(dense, training=False)).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_flag_and_the_shape_weights_survive_save_and_load(preprocessor, encoder, tmp_path):
     model = TokenClassifier(preprocessor, encoder, NER_LABELS, word_shape=True, name="shaped")
     model(tf.constant(["build"]))

@@ -43,6 +43,7 @@ def _hf_features(tokenizer, texts, **kwargs):
     return {name: tf.cast(encoded[hf_name], tf.int32) for name, hf_name in HF_FEATURE_NAMES.items()}
 
 
+@pytest.mark.slow
 def test_strings_in_the_model_give_what_the_hf_tokenizer_ids_give(tiny_bert_dir, tokenizer, tmp_path):
     """The in-graph WordPiece feeds the backbone the checkpoint tokenizer's ids (with its
     truncation), before and after a save/load round trip; attention names the wordpieces."""
@@ -59,6 +60,7 @@ def test_strings_in_the_model_give_what_the_hf_tokenizer_ids_give(tiny_bert_dir,
     assert attention.attention.shape == (2, 2, 8, 8)
 
 
+@pytest.mark.slow
 def test_mean_pooling_ignores_padding(tiny_bert_dir, tokenizer):
     mean = _classifier(tiny_bert_dir, "mean")
     short = _hf_features(tokenizer, TEXTS[:1])
@@ -74,6 +76,7 @@ def test_mean_pooling_ignores_padding(tiny_bert_dir, tokenizer):
     assert np.abs(cls(short, training=False) - mean(short, training=False)).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_frozen_backbone_stays_bit_identical_while_head_trains(tiny_bert_dir, tokenizer):
     """With the trainer's optimizer (AdamW with weight decay, warmup): a frozen backbone is
     neither trained nor decayed; unfrozen, all of it but the unread pooler trains."""

@@ -97,6 +97,7 @@ def test_reduced_embeddings_keep_the_principal_axes_and_the_scale():
         reduce_embeddings(table, 7)
 
 
+@pytest.mark.slow
 def test_text_classifier_over_a_learned_wordpiece_vocabulary_with_bigrams(tmp_path):
     """The math recipe's model, a from-scratch encoder with hashed bigrams behind a learned
     WordPiece vocabulary, passes the task harness, export included (served from raw strings by
@@ -145,6 +146,7 @@ def test_wordpiece_run_saves_its_vocabulary_and_reloads(agnews_csv, tmp_path):
     assert report.accuracy == json.loads((run_dir / "validation_metrics.json").read_text())["accuracy"]
 
 
+@pytest.mark.slow
 def test_scratch_table_starts_from_the_checkpoint_embeddings(tiny_bert_dir, agnews_csv, tmp_path):
     config = TrainConfig(
         task="agnews", data=str(agnews_csv), run_dir=str(tmp_path), embeddings_from=str(tiny_bert_dir), **SMALL_MODEL

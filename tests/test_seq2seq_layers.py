@@ -50,6 +50,7 @@ def _golden_attention():
     return layer
 
 
+@pytest.mark.slow
 def test_additive_attention_layer():
     """The harness battery (config, clone, functional model, a jit training step moving all four
     weights, mixed precision) with the keys passed as a call argument; weights stay float32."""
@@ -165,6 +166,7 @@ def _decoder(seed=0, **kwargs):
     return block
 
 
+@pytest.mark.slow
 def test_transformer_decoder_block_layer():
     """The harness battery with the encoder outputs as a call argument: three outputs, 26 weights
     (the encoder block's 16, cross-attention's 4 dense layers and its norm), every weight but the

@@ -73,6 +73,7 @@ def test_agnews_csv_streams_the_in_memory_texts_and_labels(tmp_path):
     assert summary.class_counts == expected.class_counts()
 
 
+@pytest.mark.slow
 def test_real_agnews_file_streams_like_the_in_memory_reader(agnews_csv):
     expected = read_agnews_csv(agnews_csv)
     texts, labels = streamed([agnews_csv], StreamFormat.for_files([agnews_csv], "agnews"))

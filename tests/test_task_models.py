@@ -6,11 +6,12 @@ Families: from scratch (`VocabularyPreprocessor` + `TransformerEncoder`), Huggin
 BERT through `BertPreprocessor` + `HuggingFaceEncoder`) and TF-Hub (the tiny BERT exported by
 `export_hub_bert`, through `HubPreprocessor` + `HubEncoder`).
 
-Quick suite: the harness for the from-scratch and Hugging Face text classifiers (mean, cls) and
-the Hugging Face token classifier, with the export round trips of the from-scratch text
-classifier and of the token classifier. `slow`: the other poolings, the traced fits, the other
-exports and everything TF-Hub (its session fixture, `export_hub_bert` of the tiny BERT, takes
-about 15 s).
+Quick suite: the harness for the from-scratch text classifier (mean pooling, eager fit, no
+export), the pooling checks of the from-scratch family, the serialization checks of the
+from-scratch and Hugging Face families, and the argument errors. `slow`: every other harness run
+(the Hugging Face text and token classifiers take 10 s or more each), the traced fits, every
+export round trip (a second interpreter, ~25 s) and everything TF-Hub (its session fixture,
+`export_hub_bert` of the tiny BERT, takes about 15 s).
 """
 
 import json
@@ -105,10 +106,13 @@ def text_case(family, pooling):
 @pytest.mark.parametrize(
     "family, pooling, export, run_eagerly",
     [
-        pytest.param("scratch", "mean", True, True, id="scratch-mean-export"),
+        # The quick suite's harness run: from scratch, eager, no export (the export round trip
+        # starts a second interpreter, ~25 s: `slow`).
+        pytest.param("scratch", "mean", False, True, id="scratch-mean"),
+        pytest.param("scratch", "mean", True, True, id="scratch-mean-export", marks=SLOW),
         pytest.param("scratch", "cls", False, False, id="scratch-cls-traced", marks=SLOW),
         pytest.param("scratch", "pooled", False, True, id="scratch-pooled", marks=SLOW),
-        pytest.param("hf", "cls", False, True, id="hf-cls"),
+        pytest.param("hf", "cls", False, True, id="hf-cls", marks=SLOW),
         pytest.param("hf", "pooled", False, True, id="hf-pooled", marks=SLOW),
         pytest.param("hf", "mean", True, False, id="hf-mean-export-traced", marks=SLOW),
         pytest.param("hub", "pooled", True, True, id="hub-pooled-export", marks=SLOW),
@@ -131,11 +135,12 @@ def test_text_classifier(family, pooling, export, run_eagerly, request, tmp_path
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "export",
     # The export round trip traces the in-graph WordPiece with offsets and starts a second
     # interpreter (~25 s); tests/test_ner.py also serves a trained tagger's export (slow).
-    [False, pytest.param(True, marks=pytest.mark.slow)],
+    [False, True],
     ids=["in-process", "export"],
 )
 def test_token_classifier(tiny_bert_dir, tmp_path, export):
@@ -159,7 +164,8 @@ def test_token_classifier(tiny_bert_dir, tmp_path, export):
     )
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# The Hugging Face case builds and runs the tiny BERT three times (3 s): `slow` with TF-Hub's.
+@pytest.mark.parametrize("family", ["scratch", pytest.param("hf", marks=SLOW), pytest.param("hub", marks=SLOW)])
 def test_every_pooling_reads_its_vector_from_every_encoder(family, request):
     """With an identity head the logits are the pooled vector itself: the first token's for
     "cls", the mean over real tokens for "mean", the encoder's pooled_output for "pooled";

@@ -58,6 +58,7 @@ def _ids(model, options, pairs, count=6):
     return decode(model, model.preprocessor.pad_sources(pairs.sources[:count]), options)
 
 
+@pytest.mark.slow
 def test_beam_width_one_and_top_k_one_equal_greedy(model, pairs):
     greedy = _ids(model, DecodingOptions(max_length=12), pairs)
     beam_one = _ids(model, DecodingOptions(max_length=12, beam_width=1), pairs)
@@ -67,6 +68,7 @@ def test_beam_width_one_and_top_k_one_equal_greedy(model, pairs):
     np.testing.assert_allclose(greedy.scores, top_k_one.scores, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_reproducible_and_seeds_differ(model, pairs):
     options = DecodingOptions(max_length=12, sample=True, temperature=1.5, top_p=0.95, seed=7)
     first, again = _ids(model, options, pairs), _ids(model, options, pairs)
@@ -75,6 +77,7 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ(model, pairs):
     assert not np.array_equal(first.token_ids, other.token_ids)
 
 
+@pytest.mark.slow
 def test_cache_and_no_cache_decode_the_same(model, pairs):
     for width in (1, 3):
         cached = _ids(model, DecodingOptions(max_length=10, beam_width=width, return_attention=True), pairs)
@@ -85,6 +88,7 @@ def test_cache_and_no_cache_decode_the_same(model, pairs):
         assert cached.cross_attention.shape[2:4] == (layers, heads)
 
 
+@pytest.mark.slow
 def test_min_length_forbids_an_early_end(model, pairs):
     decoded = _ids(model, DecodingOptions(max_length=9, min_length=9), pairs)
     assert decoded.token_ids.shape[1] == 9
@@ -103,6 +107,7 @@ def test_teacher_forcing_and_step_decoding_give_the_same_logits(model, pairs):
         np.testing.assert_allclose(logits, forced[:, step], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_save_and_load_give_the_same_translations(model, pairs, tmp_path):
     loaded = load_translator(save_translator(model, tmp_path / "model"))
     texts = pairs.sources[:5]
@@ -148,6 +153,7 @@ def test_translation_config_defaults_the_vocabulary_size_per_kind():
         TranslationConfig(data="pairs.tsv", vocabulary="bpe").resolve()
 
 
+@pytest.mark.slow
 def test_translate_keeps_the_order_of_the_texts_and_refuses_an_empty_batch_size(model, pairs):
     texts = pairs.sources[:7]
     one_by_one = [model.translate([text], max_length=6)[0] for text in texts]

@@ -3,7 +3,9 @@ fresh interpreter.
 
 Tiny untrained translators (a transformer and the RNN with subword vocabularies, and the RNN
 with word vocabularies), the vocabularies learned from real Spanish-English pairs, are exported
-greedy and with beam width 3; a new Python that imports only tensorflow and tensorflow_text
+greedy or with beam width 3 (every model with every strategy, and every vocabulary with both
+model kinds: the four CASES below; the two other products, RNN greedy with subwords and RNN beam
+with words, repeated that coverage at about 30 s each); a new Python that imports only tensorflow and tensorflow_text
 (never tfattn) serves them, and its outputs must be what the model decodes in this process:
 the same token ids and strings, the same scores and cross-attention (to float rounding), and
 the pieces of the ids it read and wrote.
@@ -42,7 +44,13 @@ MODELS = {
     "rnn": (RnnTranslator, {"embed_dim": 8, "units": 8}),
     "rnn-words": (RnnTranslator, {"embed_dim": 8, "units": 8}),
 }
+# "kind-strategy" pairs exported and served: each model kind with each strategy, each vocabulary
+# with each model kind.
+CASES = ["transformer-greedy", "transformer-beam", "rnn-beam", "rnn-words-greedy"]
 ATOL = 1e-5
+# Every test here exports translators (a traced decoding loop per model and strategy, minutes on
+# 2 cores): `slow`. The quick suite's translation coverage is tests/test_translation.py.
+pytestmark = pytest.mark.slow
 
 _SERVE_SCRIPT = (
     """
@@ -110,12 +118,11 @@ def models(pairs):
 
 @pytest.fixture(scope="module")
 def exports(models, tmp_path_factory):
-    """Every model exported with every strategy: `{"kind-strategy": folder}`."""
+    """Each of CASES exported: `{"kind-strategy": folder}`."""
     root = tmp_path_factory.mktemp("translation_exports")
     return {
-        f"{kind}-{strategy}": export_translator(model, root / f"{kind}-{strategy}", options)
-        for kind, model in models.items()
-        for strategy, options in STRATEGIES.items()
+        case: export_translator(models[case.rsplit("-", 1)[0]], root / case, STRATEGIES[case.rsplit("-", 1)[1]])
+        for case in CASES
     }
 
 
@@ -148,10 +155,10 @@ def served(fresh_interpreter, exports, texts):
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("kind", MODELS)
-def test_fresh_interpreter_serves_what_the_model_decodes(kind, strategy, models, texts, served):
-    model, options, outputs = models[kind], STRATEGIES[strategy], served[f"{kind}-{strategy}"]
+@pytest.mark.parametrize("case", CASES)
+def test_fresh_interpreter_serves_what_the_model_decodes(case, models, texts, served):
+    kind, strategy = case.rsplit("-", 1)
+    model, options, outputs = models[kind], STRATEGIES[strategy], served[case]
     preprocessor = model.preprocessor
     source_ids = preprocessor.pad_sources(texts)
     decoded = decode(model, source_ids, replace(options, return_attention=True))

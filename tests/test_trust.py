@@ -537,6 +537,7 @@ def test_length_penalty_must_be_finite(command, value, capsys):
     assert f"--length-penalty: must be a finite number, got '{value}'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_quoted_tilde_means_the_home_folder(trained_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     shutil.copytree(trained_run, tmp_path / "home" / "run")

@@ -182,6 +182,7 @@ class _Serving(tf.Module):
         return self.preprocessor(texts)
 
 
+@pytest.mark.slow
 def test_saved_model_round_trip_gives_the_same_ids(preprocessor, tmp_path):
     texts = tf.constant(EDGE_CASES)
     expected = preprocessor(texts)

@@ -140,6 +140,7 @@ def test_invalid_utf8_offsets_count_replacement_characters(preprocessor, hf_toke
         ]
 
 
+@pytest.mark.slow
 def test_runs_in_a_tf_function_with_a_string_signature(preprocessor):
     encode = tf.function(preprocessor.encode_with_offsets, input_signature=[tf.TensorSpec([None], tf.string)])
     texts = tf.constant(HARD_CASES)
