@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from tfattn.models.hub import export_hub_bert  # noqa: E402
 from tfattn.pretrained import offline_minilm_path  # noqa: E402
 from tfattn.tasks.config import TrainConfig  # noqa: E402
-from tfattn.tasks.trainer import train  # noqa: E402
+from tfattn.training.loop import train  # noqa: E402
 
 
 def main():

@@ -3,7 +3,7 @@
 Both pipelines run one after the other in this one process, on the same train/validation
 split, so the ratios between them hold even on a machine shared with other jobs:
 
-1. ours: `tfattn.tasks.trainer.train` of the from-scratch AG News model with its defaults,
+1. ours: `tfattn.training.loop.train` of the from-scratch AG News model with its defaults,
    timed as a whole (loading, tokenizing, fitting with per-epoch validation, saving, evaluating);
 2. the course model (re-implemented below; it must not use tfattn's layers, which mask
    padding), fitted on raw strings for as long as our whole `train()` call took, or for
@@ -33,9 +33,11 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from tfattn.evaluation import classification_metrics  # noqa: E402
+from tfattn.files import write_json
 from tfattn.tasks.config import TrainConfig  # noqa: E402
-from tfattn.tasks.trainer import task_of, train  # noqa: E402
-from tfattn.training import Throughput, TimeBudget, fit_verbosity, write_json  # noqa: E402
+from tfattn.tasks.registry import task_of  # noqa: E402
+from tfattn.training.callbacks import Throughput, TimeBudget, fit_verbosity  # noqa: E402
+from tfattn.training.loop import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ag_news" / "train.csv"
@@ -154,7 +156,7 @@ def evaluate_course_model(model, examples, batch_size):
 
 
 def run_ours(config):
-    """Time one whole `tfattn.tasks.trainer.train(config)` call and read its history."""
+    """Time one whole `tfattn.training.loop.train(config)` call and read its history."""
     keras.utils.set_random_seed(SEED)
     start = time.perf_counter()
     report = train(config)

@@ -50,7 +50,7 @@ from tfattn.models import TextClassifier  # noqa: E402
 from tfattn.models.preprocessors import VocabularyPreprocessor, tokens_of  # noqa: E402
 from tfattn.tasks.config import TrainConfig  # noqa: E402
 from tfattn.tasks.encoder_task import load_run  # noqa: E402
-from tfattn.tasks.trainer import task_of  # noqa: E402
+from tfattn.tasks.registry import task_of  # noqa: E402
 
 DEFAULT_RUNS = ("from_scratch=runs/agnews", "huggingface=runs/agnews_minilm", "tfhub=runs/agnews_hub")
 FRACTIONS = (0.01, 0.05, 0.10, 0.20, 0.50)

@@ -1,6 +1,6 @@
 """CoNLL-2003 NER: fine-tune the offline MiniLM, entity F1 per type on valid.txt, and speed.
 
-Trains with `tfattn.tasks.trainer.train` (task "ner"; a finished run under --run-dir is reused),
+Trains with `tfattn.training.loop.train` (task "ner"; a finished run under --run-dir is reused),
 then reports the validation scores the run wrote, training examples/s per epoch from its
 history.csv, inference sentences/s of `EntityTagger` on raw validation sentences (in-graph
 tokenization with offsets, forward pass, grouping), and two checks of the model contract:
@@ -27,16 +27,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tfattn.data import read_conll  # noqa: E402
-from tfattn.export import export_model  # noqa: E402
-from tfattn.ner import (
+from tfattn.pretrained import offline_minilm_path  # noqa: E402
+from tfattn.serving.classifiers import export_model  # noqa: E402
+from tfattn.tagging import (
     format_entity_report,  # noqa: E402
     group_entities,  # noqa: E402
 )
-from tfattn.pretrained import offline_minilm_path  # noqa: E402
 from tfattn.tasks.config import TrainConfig  # noqa: E402
 from tfattn.tasks.encoder_task import load_run  # noqa: E402
 from tfattn.tasks.ner import EntityTagger, evaluate_sentences  # noqa: E402
-from tfattn.tasks.trainer import train  # noqa: E402
+from tfattn.training.loop import train  # noqa: E402
 
 # Runs in a fresh interpreter: the export must serve with TensorFlow and its text ops alone.
 SERVE_SCRIPT = """

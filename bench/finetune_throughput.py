@@ -34,9 +34,9 @@ from tfattn.data.pipelines import make_dataset  # noqa: E402
 from tfattn.models import FEATURE_NAMES, HuggingFaceEncoder, TextClassifier  # noqa: E402
 from tfattn.models.preprocessors import HF_FEATURE_NAMES  # noqa: E402
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained  # noqa: E402
-from tfattn.optimization import create_optimizer  # noqa: E402
 from tfattn.pretrained import load_tokenizer, offline_minilm_path, tokenize_texts  # noqa: E402
 from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
+from tfattn.training.optimizer import create_optimizer  # noqa: E402
 
 DATA = {"agnews": "ag_news/train.csv", "math": "math_topics/train.jsonl"}
 

@@ -3,7 +3,7 @@ scikit-learn logistic regression on the same vectors.
 
 Per task (AG News, math topics), with the offline MiniLM frozen (`tfattn train TASK --backbone
 MINILM --freeze`), in one process:
-1. `tfattn.tasks.trainer.train` with the config's defaults: the encoder's [CLS] vectors are
+1. `tfattn.training.loop.train` with the config's defaults: the encoder's [CLS] vectors are
    computed once (`tfattn.tasks.frozen`), the head trains on them; the cached vectors are copied
    out when training begins.
 2. The uncached frozen epoch (what `--freeze` did before the cache): the same model, encoder
@@ -47,10 +47,10 @@ from flops import MINILM, encoder_forward_flops, matmul_rate  # noqa: E402
 from tfattn.data.pipelines import make_dataset  # noqa: E402
 from tfattn.pretrained import load_tokenizer, offline_minilm_path, tokenize_texts  # noqa: E402
 from tfattn.quiet import start_tensorflow  # noqa: E402
+from tfattn.runs.folders import load_run_model  # noqa: E402
 from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
 from tfattn.tasks.frozen import CACHE_DIR  # noqa: E402
-from tfattn.tasks.runs import load_run_model  # noqa: E402
-from tfattn.tasks.trainer import train  # noqa: E402
+from tfattn.training.loop import train  # noqa: E402
 
 DATA = {"agnews": "ag_news/train.csv", "math": "math_topics/train.jsonl"}
 

@@ -590,7 +590,7 @@ def history_rows(run_dir):
 
 def scratch_section(args, sizes, work, result, save):
     from tfattn.tasks.config import TrainConfig
-    from tfattn.tasks.trainer import train
+    from tfattn.training.loop import train
 
     run_dir = work / "scratch_run"
     config = TrainConfig(
@@ -634,7 +634,7 @@ def strategy_section(args, sizes, work, result, save):
     import tensorflow as tf
 
     from tfattn.tasks.config import TrainConfig
-    from tfattn.tasks.trainer import train
+    from tfattn.training.loop import train
 
     def losses(strategy, tag):
         # Dropout off: a replica draws its own masks (as in bench/multiworker.py).
@@ -754,12 +754,12 @@ def serving_section(args, sizes, work, result, save):
     from tfattn.data import AGNEWS_LABELS, NER_LABELS
     from tfattn.data.translation import read_translation_pairs
     from tfattn.decoding import DecodingOptions
-    from tfattn.export import export_model
     from tfattn.models import HuggingFaceEncoder, TextClassifier, TokenClassifier
     from tfattn.models.translation import TranslationPreprocessor
     from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
+    from tfattn.serving.classifiers import export_model
+    from tfattn.serving.translators import export_translator
     from tfattn.tasks.encoder_task import load_run
-    from tfattn.translation_export import export_translator
 
     backbone = backbone_folder(args, work)
     exports = work / "exports"

@@ -27,7 +27,7 @@ from tfattn.plotting import plot_attention_comparison  # noqa: E402
 from tfattn.pretrained import offline_minilm_path  # noqa: E402
 from tfattn.tasks.config import TrainConfig  # noqa: E402
 from tfattn.tasks.encoder_task import load_run  # noqa: E402
-from tfattn.tasks.trainer import train  # noqa: E402
+from tfattn.training.loop import train  # noqa: E402
 
 EXAMPLES = [
     "What is the probability that a fair coin lands heads exactly twice in three tosses?",

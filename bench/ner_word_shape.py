@@ -2,7 +2,7 @@
 
 The offline MiniLM is uncased, so it never sees the capitals that mark most names; `--word-shape`
 (`TrainConfig.word_shape`) adds a learned embedding of each sub-token's casing in the raw text.
-This trains both arms (`baseline`, `word_shape`) with `tfattn.tasks.trainer.train` for each
+This trains both arms (`baseline`, `word_shape`) with `tfattn.training.loop.train` for each
 seed, each in its own run folder under --runs (a finished run is reused, and a folder holding
 another config is refused rather than silently mixed in), reads the entity report each run
 wrote (`validation_entities.json`), prints per arm the mean and sd over seeds of the validation
@@ -28,9 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tfattn.pretrained import offline_minilm_path
-from tfattn.run_manifest import RunFinished
+from tfattn.runs.manifest import RunFinished
 from tfattn.tasks.config import TrainConfig
-from tfattn.tasks.trainer import train
+from tfattn.training.loop import train
 
 ARMS = {"baseline": False, "word_shape": True}
 ENTITY_TYPES = ("PER", "ORG", "LOC", "MISC")

@@ -1,6 +1,6 @@
 """From-scratch recipe search: named config variants x tasks x seeds, validation scores and speed.
 
-Each (task, variant, seed) trains with `tfattn.tasks.trainer.train` on the shared AG News or
+Each (task, variant, seed) trains with `tfattn.training.loop.train` on the shared AG News or
 math-topics file (stratified 10% validation split of that seed, as `tfattn train --seed`) and
 appends one JSON line to --results: validation accuracy and macro-F1 of the kept (best) epoch,
 the epochs trained, and the median training examples/s over the run's epochs. Finished
@@ -31,7 +31,7 @@ import tf_keras as keras  # noqa: E402
 
 from tfattn.pretrained import offline_minilm_path  # noqa: E402
 from tfattn.tasks.config import TrainConfig  # noqa: E402
-from tfattn.tasks.trainer import train  # noqa: E402
+from tfattn.training.loop import train  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 TASK_DATA = {"agnews": DATA / "ag_news" / "train.csv", "math": DATA / "math_topics" / "train.jsonl"}

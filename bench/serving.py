@@ -50,9 +50,9 @@ from bench.flops import MINILM, encoder_forward_flops, matmul_rate  # noqa: E402
 from bench.result_file import write_result  # noqa: E402
 from tfattn.data.agnews import read_agnews_csv  # noqa: E402
 from tfattn.data.conll import read_conll  # noqa: E402
-from tfattn.export import DEFAULT_BUCKET_ROWS, export_model, in_length_buckets  # noqa: E402
-from tfattn.ner import entity_scores  # noqa: E402
 from tfattn.pretrained import offline_minilm_path  # noqa: E402
+from tfattn.serving.classifiers import DEFAULT_BUCKET_ROWS, export_model, in_length_buckets  # noqa: E402
+from tfattn.tagging import entity_scores  # noqa: E402
 from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
 from tfattn.tasks.encoder_task import load_run  # noqa: E402
 

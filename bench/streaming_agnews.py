@@ -67,7 +67,7 @@ def main():
 
     start_tensorflow()
     from tfattn.tasks.config import TrainConfig
-    from tfattn.tasks.trainer import train
+    from tfattn.training.loop import train
 
     out = Path(args.work_dir)  # the split files and both run folders
     shutil.rmtree(out, ignore_errors=True)

@@ -55,11 +55,11 @@ from tfattn.data.pipelines import make_dataset  # noqa: E402
 from tfattn.families import ScratchFamily  # noqa: E402
 from tfattn.models import HuggingFaceEncoder, TextClassifier  # noqa: E402
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained  # noqa: E402
-from tfattn.optimization import create_optimizer  # noqa: E402
 from tfattn.pretrained import load_tokenizer, offline_minilm_path, tokenize_texts  # noqa: E402
 from tfattn.tasks.config import TrainConfig  # noqa: E402
-from tfattn.tasks.trainer import task_of  # noqa: E402
-from tfattn.training import set_mixed_precision  # noqa: E402
+from tfattn.tasks.registry import task_of  # noqa: E402
+from tfattn.training.optimizer import create_optimizer  # noqa: E402
+from tfattn.training.strategy import set_mixed_precision  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "ag_news" / "train.csv"
 PRECISIONS = ("float32", "mixed")  # "mixed": what --mixed-precision sets (mixed_bfloat16 on CPU)

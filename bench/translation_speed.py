@@ -41,7 +41,6 @@ from tfattn.data.pipelines import make_dataset  # noqa: E402
 from tfattn.data.translation import read_translation_pairs  # noqa: E402
 from tfattn.decoding import DecodingOptions, decode  # noqa: E402
 from tfattn.models.translation import TRANSLATORS, TranslationPreprocessor, build_sample  # noqa: E402
-from tfattn.optimization import create_optimizer  # noqa: E402
 from tfattn.tasks.translation import (  # noqa: E402
     MODEL_DEFAULTS,
     MODEL_OPTIONS,
@@ -49,6 +48,7 @@ from tfattn.tasks.translation import (  # noqa: E402
     TranslationConfig,
     masked_token_accuracy,
 )
+from tfattn.training.optimizer import create_optimizer  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "translation"
 RESULTS = REPO / "bench" / "results" / "translation_speed.json"

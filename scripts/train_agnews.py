@@ -1,7 +1,7 @@
 """Train a classifier on AG News: `python scripts/train_agnews.py --data train.csv [--backbone PATH]`.
 
 Same options as `tfattn train agnews --help`; the training loop itself (`model.fit` with
-AdamW + warmup, resume, early stopping) is `tfattn.tasks.trainer.train`.
+AdamW + warmup, resume, early stopping) is `tfattn.training.loop.train`.
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Train a math-problem topic classifier: `python scripts/train_math_topics.py --data train.jsonl --backbone PATH`.
 
 Same options as `tfattn train math --help` (`--freeze` for a frozen backbone; without
-`--backbone` the from-scratch transformer). The loop is `tfattn.tasks.trainer.train`.
+`--backbone` the from-scratch transformer). The loop is `tfattn.training.loop.train`.
 """
 
 import sys

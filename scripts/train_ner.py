@@ -1,7 +1,7 @@
 """Train a CoNLL-2003 named-entity tagger: `python scripts/train_ner.py --data train.txt --backbone PATH`.
 
 Same options as `tfattn train ner --help` (validation defaults to valid.txt beside --data). The
-loop is `tfattn.tasks.trainer.train` (with `TrainConfig(task="ner", ...)`); tag text afterwards with
+loop is `tfattn.training.loop.train` (with `TrainConfig(task="ner", ...)`); tag text afterwards with
 `tfattn ner --run RUN "text"`.
 """
 

@@ -101,7 +101,7 @@ def tiny_bert_dir(minilm_dir, tmp_path_factory) -> Path:
 
 # Docstring Examples (collected from tfattn/ by --doctest-modules) that export a model: `slow`, like
 # the tests that do (the package's own files are not the place for test marks).
-SLOW_DOCTESTS = {"tfattn.translation_export"}
+SLOW_DOCTESTS = {"tfattn.serving.translators"}
 
 
 def pytest_collection_modifyitems(config, items):

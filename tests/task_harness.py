@@ -11,7 +11,7 @@
    `predict` on raw strings is finite and shaped right (`predict_proba` rows sum to 1);
    training, `save_model` and `load_model` log no "non-serializable" warning;
 4. `save_model` / `load_model`: same class, same config, same outputs;
-5. optionally `tfattn.export.export_model`: refuses an existing folder, overwrites on request,
+5. optionally `tfattn.serving.classifiers.export_model`: refuses an existing folder, overwrites on request,
    removes a dead export's staging folder and leaves none of its own; a FRESH interpreter that
    imports only tensorflow (and tensorflow_text for WordPiece / TF-Hub models) and never tfattn
    serves the same outputs (probabilities and labels; for a TokenClassifier also the offsets,
@@ -39,8 +39,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from tfattn.export import export_model
 from tfattn.models import FEATURE_NAMES, TextClassifier, TokenClassifier, load_model, save_model
+from tfattn.serving.classifiers import export_model
 
 __all__ = ["FreshInterpreter", "captured_logs", "exported_tiny_hub_bert", "run_task_test", "save_tiny_bert"]
 

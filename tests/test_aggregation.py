@@ -1,12 +1,12 @@
-"""Tests of `tfattn.ner.group_entities`: Hugging Face's aggregation strategies on hand-made
+"""Tests of `tfattn.tagging.group_entities`: Hugging Face's aggregation strategies on hand-made
 probabilities, and entity grouping on the offsets of the real MiniLM tokenizer."""
 
 import numpy as np
 import pytest
 
 from tfattn.data import NER_LABELS
-from tfattn.ner import AGGREGATION_STRATEGIES, group_entities
 from tfattn.pretrained import load_tokenizer
+from tfattn.tagging import AGGREGATION_STRATEGIES, group_entities
 
 OUT, B_PER, I_PER, B_ORG, I_ORG, B_LOC, I_LOC, B_MISC, I_MISC = range(9)
 

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from tfattn.attention import extract_attention
-from tfattn.export import export_model
 from tfattn.files import EXPORT_MARKER
 from tfattn.models import TextClassifier, TransformerEncoder, VocabularyPreprocessor
+from tfattn.serving.classifiers import export_model
 
 TEXTS = ["stocks fell on wall street", "the team won the final game", "new chip from intel", "oil prices rose"]
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]

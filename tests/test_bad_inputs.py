@@ -154,7 +154,7 @@ def test_resuming_with_other_data_is_refused_and_changes_nothing(agnews_csv, tmp
     from conftest import InterruptTraining
 
     from tfattn.tasks.config import TrainConfig
-    from tfattn.tasks.trainer import train
+    from tfattn.training.loop import train
 
     other = tmp_path / "b.csv"
     other.write_text("".join(_real_rows(agnews_csv, 300)), encoding="utf-8")

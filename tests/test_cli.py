@@ -14,8 +14,9 @@ from tfattn.cli import main
 from tfattn.models import TextClassifier
 from tfattn.tasks.config import TrainConfig
 from tfattn.tasks.encoder_task import load_run
-from tfattn.tasks.trainer import task_of, train
-from tfattn.training import get_strategy
+from tfattn.tasks.registry import task_of
+from tfattn.training.loop import train
+from tfattn.training.strategy import get_strategy
 
 SMALL_MODEL = ["--embed-dim", "16", "--ff-dim", "32", "--vocab-size", "2000", "--batch-size", "32"]
 

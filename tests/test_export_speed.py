@@ -1,7 +1,7 @@
 """Length-bucketed and bfloat16 serving of exports: each text gets its own outputs, whatever its batch.
 
 An export sorts a batch's rows by length and runs the encoder on buckets each padded to its own
-longest row (`tfattn.export.in_length_buckets`); these tests check what that must not change
+longest row (`tfattn.serving.classifiers.in_length_buckets`); these tests check what that must not change
 (every text's outputs, their order, token offsets) and what it must do (cut each bucket to its
 longest row), plus the bfloat16 export option and the CLI flags. Speed itself is measured by
 bench/serving.py, not here.
@@ -14,7 +14,6 @@ import tf_keras as keras
 
 from tfattn.cli import main
 from tfattn.data import NER_LABELS
-from tfattn.export import computing_in, export_model, in_length_buckets
 from tfattn.models import (
     HuggingFaceEncoder,
     TextClassifier,
@@ -23,6 +22,7 @@ from tfattn.models import (
     VocabularyPreprocessor,
 )
 from tfattn.models.wordpiece import BertPreprocessor, bert_preprocessor_from_pretrained
+from tfattn.serving.classifiers import computing_in, export_model, in_length_buckets
 
 TEXTS = [
     "stocks fell on wall street as oil prices rose",
@@ -98,7 +98,7 @@ def default_export(text_model, tmp_path_factory):
     batch spans several buckets."""
     folder = tmp_path_factory.mktemp("export") / "default"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("tfattn.export.DEFAULT_BUCKET_ROWS", 2)
+        patch.setattr("tfattn.serving.classifiers.DEFAULT_BUCKET_ROWS", 2)
         export_model(text_model, LABELS, folder)
     return tf.saved_model.load(str(folder)).signatures["serving_default"]
 
@@ -213,17 +213,27 @@ def test_bfloat16_copy_of_a_bert_model_keeps_its_weights_in_float32(tiny_bert_di
 
 
 def test_cli_export_passes_bucket_rows_and_dtype(monkeypatch, tmp_path, capsys):
+    from pathlib import Path
+
+    from tfattn.tasks.classification import AgNewsTask
+    from tfattn.tasks.config import TrainConfig
+
+    def open_run(run, command="", serving=False):
+        task = AgNewsTask(TrainConfig())
+        task.run_dir, task.label_names = Path(run), LABELS
+        return task, "model"
+
     calls = []
-    monkeypatch.setattr("tfattn.tasks.encoder_task.load_run", lambda run, command="": ("model", LABELS, {}))
+    monkeypatch.setattr("tfattn.tasks.base.open_run", open_run)
     monkeypatch.setattr(
-        "tfattn.export.export_model", lambda model, labels, out, **options: calls.append(options) or out
+        "tfattn.serving.classifiers.export_model", lambda model, labels, out, **options: calls.append(options) or out
     )
     out = str(tmp_path / "export")
     assert main(["export", "--run", "run", "--out", out, "--bucket-rows", "4", "--dtype", "bfloat16"]) == 0
     assert main(["export", "--run", "run", "--out", out]) == 0
     assert calls == [
-        {"overwrite": False, "bucket_rows": 4, "dtype": "bfloat16", "protected": ("run",)},
-        {"overwrite": False, "bucket_rows": None, "dtype": "float32", "protected": ("run",)},
+        {"overwrite": False, "bucket_rows": 4, "dtype": "bfloat16", "protected": (Path("run"),)},
+        {"overwrite": False, "bucket_rows": None, "dtype": "float32", "protected": (Path("run"),)},
     ]
     with pytest.raises(SystemExit):
         main(["export", "--run", "run", "--out", out, "--bucket-rows", "-1"])

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from tfattn.training import resumed_epoch
+from tfattn.training.callbacks import resumed_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +73,7 @@ RUNNER = textwrap.dedent(
     def kill_mid_epoch():
         import tf_keras as keras
 
-        import tfattn.tasks.trainer
-        import tfattn.training
+        import tfattn.training.phases
 
         class KillMidEpoch(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
@@ -84,13 +83,12 @@ RUNNER = textwrap.dedent(
                 if self.epoch == KILL_EPOCH and batch == KILL_BATCH:
                     die()
 
-        original = tfattn.training.standard_callbacks
+        original = tfattn.training.phases.standard_callbacks
 
         def standard_callbacks(*args, **kwargs):
             return original(*args, **kwargs) + [KillMidEpoch()]
 
-        for module in (tfattn.training, tfattn.tasks.trainer):
-            module.standard_callbacks = standard_callbacks
+        tfattn.training.phases.standard_callbacks = standard_callbacks  # what compile_and_fit calls
 
 
     def kill_during_checkpoint():
@@ -116,9 +114,9 @@ RUNNER = textwrap.dedent(
     def kill_during_final_save():
         """The final model is written (`model/`: model.json and the weights checkpoint), then its
         weights data cut to half their size, then the process dies."""
-        import tfattn.tasks.trainer
+        import tfattn.tasks.encoder_task
 
-        original = tfattn.tasks.trainer.save_model
+        original = tfattn.tasks.encoder_task.save_model
 
         def save_model(model, folder):
             original(model, folder)
@@ -128,7 +126,7 @@ RUNNER = textwrap.dedent(
                 truncate(path)
             die()
 
-        tfattn.tasks.trainer.save_model = save_model
+        tfattn.tasks.encoder_task.save_model = save_model
 
 
     def main():

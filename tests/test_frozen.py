@@ -14,7 +14,7 @@ from tfattn.data.pipelines import make_dataset
 from tfattn.models import HuggingFaceEncoder, load_model
 from tfattn.tasks.config import TrainConfig
 from tfattn.tasks.frozen import CACHE_DIR, HeadModel, compute_head_inputs
-from tfattn.tasks.trainer import train
+from tfattn.training.loop import train
 
 
 @pytest.mark.slow

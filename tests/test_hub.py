@@ -23,7 +23,7 @@ from tfattn.models import HubEncoder, HubPreprocessor, TextClassifier
 from tfattn.models.hub import HubLoadError, export_hub_bert, resolve_hub_handle
 from tfattn.pretrained import load_backbone, load_tokenizer
 from tfattn.tasks.config import TrainConfig
-from tfattn.tasks.trainer import train
+from tfattn.training.loop import train
 
 TEXTS = [
     "Stocks fell sharply on Monday as oil prices rose.",

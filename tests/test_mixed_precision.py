@@ -20,8 +20,8 @@ from tfattn.layers import TransformerBlock
 from tfattn.models import HuggingFaceEncoder, TextClassifier, load_model, save_model
 from tfattn.models.encoders import float32_attention_softmax
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
-from tfattn.optimization import create_optimizer
 from tfattn.pretrained import load_backbone
+from tfattn.training.optimizer import create_optimizer
 
 POLICIES = ("mixed_bfloat16", "mixed_float16")
 # How far (absolute) 16-bit results may stray from float32's with the same weights: bfloat16

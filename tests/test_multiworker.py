@@ -35,7 +35,7 @@ RUNNER = textwrap.dedent(
     """
     import os, signal, sys
     import tf_keras as keras
-    import tfattn.training
+    import tfattn.training.phases
 
     kill_at = os.environ.get("TFATTN_TEST_KILL_AT")
     if kill_at:
@@ -49,15 +49,13 @@ RUNNER = textwrap.dedent(
                 if (self.epoch, batch) == (epoch_to_kill, batch_to_kill):
                     os.kill(os.getpid(), signal.SIGKILL)
 
-        standard = tfattn.training.standard_callbacks
+        standard = tfattn.training.phases.standard_callbacks
 
         def with_kill(*args, **kwargs):
             return standard(*args, **kwargs) + [KillAt()]
 
-        tfattn.training.standard_callbacks = with_kill
-        import tfattn.tasks.trainer
-
-        tfattn.tasks.trainer.standard_callbacks = with_kill
+        # Every phase of every task gets its callbacks here (`compile_and_fit`).
+        tfattn.training.phases.standard_callbacks = with_kill
 
     from tfattn.cli import main
 

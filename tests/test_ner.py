@@ -19,12 +19,12 @@ from tfattn.cli import main
 from tfattn.data import NER_LABELS, load_conll
 from tfattn.models import TokenClassifier, TransformerEncoder, VocabularyPreprocessor
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
-from tfattn.ner import IGNORE_INDEX, format_entity_report, group_entities
+from tfattn.tagging import IGNORE_INDEX, format_entity_report, group_entities
 from tfattn.tasks.config import TrainConfig
 from tfattn.tasks.encoder_task import load_run
 from tfattn.tasks.ner import EntityTagger, evaluate_sentences, masked_token_loss
-from tfattn.tasks.trainer import train
-from tfattn.training import masked_token_accuracy
+from tfattn.training.loop import train
+from tfattn.training.metrics import masked_token_accuracy
 
 LABEL = {name: index for index, name in enumerate(NER_LABELS)}
 ENTITY_KEYS = {"entity_group", "score", "word", "start", "end"}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tfattn.data import NER_LABELS, DataError, TaggedSentences, load_conll, read_conll
-from tfattn.ner import (
+from tfattn.tagging import (
     IGNORE_INDEX,
     align_labels,
     entity_scores,

@@ -16,7 +16,8 @@ from tfattn.data import NER_LABELS, read_conll
 from tfattn.models import HuggingFaceEncoder, TokenClassifier, TransformerEncoder, VocabularyPreprocessor
 from tfattn.models.task_models import load_model, save_model
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
-from tfattn.ner import (
+from tfattn.pretrained import load_tokenizer
+from tfattn.tagging import (
     SHAPE_FEATURE,
     WORD_SHAPES,
     offset_pieces,
@@ -24,10 +25,9 @@ from tfattn.ner import (
     tokenize_and_align,
     word_shape_ids,
 )
-from tfattn.pretrained import load_tokenizer
 from tfattn.tasks.encoder_task import load_run
 from tfattn.tasks.ner import EntityTagger, encoded_features, evaluate_sentences
-from tfattn.tasks.trainer import train
+from tfattn.training.loop import train
 
 SHAPE = {name: index for index, name in enumerate(WORD_SHAPES)}
 TEXTS = ["Angela Merkel visited PARIS in 1996 .", "the iPhone costs $ 5", "élan ÉLAN Élan"]

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from tfattn.optimization import WarmupLinearDecay, create_optimizer
+from tfattn.training.optimizer import WarmupLinearDecay, create_optimizer
 
 
 def test_schedule_warms_up_then_decays_linearly():

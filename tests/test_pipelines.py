@@ -20,7 +20,8 @@ from tfattn.data.pipelines import (
 from tfattn.families import ScratchFamily
 from tfattn.models import FEATURE_NAMES, VocabularyPreprocessor, preprocess_in_chunks
 from tfattn.tasks.config import TrainConfig
-from tfattn.tasks.trainer import task_of, training_order
+from tfattn.tasks.encoder_task import training_order
+from tfattn.tasks.registry import task_of
 
 
 def _ragged(rows):

@@ -14,11 +14,11 @@ from task_harness import captured_logs
 from tfattn.models import HuggingFaceEncoder, TextClassifier, load_model, save_model
 from tfattn.models.preprocessors import HF_FEATURE_NAMES
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained
-from tfattn.optimization import create_optimizer
 from tfattn.pretrained import PretrainedLoadError, load_backbone, load_tokenizer, tokenize_texts
 from tfattn.tasks.config import TrainConfig
 from tfattn.tasks.encoder_task import load_run
-from tfattn.tasks.trainer import train
+from tfattn.training.loop import train
+from tfattn.training.optimizer import create_optimizer
 
 TEXTS = ["Find the area of a circle of radius 3.", "How many primes are less than 20?"]
 

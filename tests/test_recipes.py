@@ -17,7 +17,8 @@ from tfattn.pretrained import pretrained_word_embeddings, reduce_embeddings
 from tfattn.tasks.classification import SmoothedSparseCrossentropy, evaluate_texts
 from tfattn.tasks.config import TrainConfig
 from tfattn.tasks.encoder_task import load_run
-from tfattn.tasks.trainer import task_of, train
+from tfattn.tasks.registry import task_of
+from tfattn.training.loop import train
 
 CORPUS = [
     "Stocks fell sharply as oil prices rose.",

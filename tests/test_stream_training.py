@@ -9,7 +9,7 @@ from conftest import InterruptTraining
 
 from tfattn.cli import main
 from tfattn.tasks.config import TrainConfig
-from tfattn.tasks.trainer import train
+from tfattn.training.loop import train
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ import tfattn.cli
 from tfattn.cli import main
 from tfattn.tasks.base import Task, open_run
 from tfattn.tasks.config import TrainConfig
-from tfattn.tasks.registry import TASKS, task_class, task_classes
-from tfattn.tasks.trainer import task_of
+from tfattn.tasks.registry import TASKS, task_class, task_classes, task_of
 
 VERBS = ("prepare_training", "data_sources", "fit", "load_model", "serve", "evaluate", "attention", "export")
 TINY_MODEL = ["--epochs", "1", "--max-length", "32", "--embed-dim", "16", "--ff-dim", "16", "--vocab-size", "500"]

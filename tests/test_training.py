@@ -8,15 +8,10 @@ import tf_keras as keras
 from sklearn.metrics import f1_score
 
 from tfattn.data.pipelines import count_batches
-from tfattn.training import (
-    EpochOrder,
-    KeepBest,
-    MacroF1,
-    StopOnNonFiniteLoss,
-    TrainingDiverged,
-    check_finite_weights,
-    fit_phase,
-)
+from tfattn.models.weights import TrainingDiverged, check_finite_weights
+from tfattn.training.callbacks import KeepBest, StopOnNonFiniteLoss
+from tfattn.training.metrics import MacroF1
+from tfattn.training.phases import EpochOrder, fit_phase
 
 
 def test_macro_f1_matches_scikit_learn_over_batches():

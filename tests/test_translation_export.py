@@ -1,4 +1,4 @@
-"""SavedModel export of translators (`tfattn.translation_export`): the export round trip in a
+"""SavedModel export of translators (`tfattn.serving.translators`): the export round trip in a
 fresh interpreter.
 
 Tiny untrained translators (a transformer and the RNN with subword vocabularies, and the RNN
@@ -35,7 +35,7 @@ from tfattn.models.translation import (
     TranslationPreprocessor,
     build_sample,
 )
-from tfattn.translation_export import EXPORT_INFO_FILE, export_translator
+from tfattn.serving.translators import EXPORT_INFO_FILE, export_translator
 
 MAX_TARGET_LENGTH = 10
 STRATEGIES = {"greedy": DecodingOptions(), "beam": DecodingOptions(beam_width=3)}

@@ -17,7 +17,7 @@ import tf_keras as keras
 
 from tfattn.cli import main
 from tfattn.files import EXPORT_MARKER
-from tfattn.run_manifest import locked_run_folder
+from tfattn.runs.manifest import locked_run_folder
 
 TINY_MODEL = ["--epochs", "1", "--max-length", "32", "--embed-dim", "16", "--ff-dim", "16", "--vocab-size", "500"]
 TFATTN = str(Path(sys.executable).parent / "tfattn")  # the console script, as a user runs it
@@ -353,7 +353,7 @@ def test_export_overwrite_refuses_what_tfattn_did_not_export(case, run_copy, tmp
 HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
-    from tfattn.run_manifest import locked_run_folder
+    from tfattn.runs.manifest import locked_run_folder
     with locked_run_folder(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(600)
@@ -593,7 +593,7 @@ def test_translation_warns_when_sources_are_cut():
 
 def test_a_changed_file_read_twice_is_one_clause(tmp_path):
     """A streamed run reads its file for training and validation: one change, one clause."""
-    from tfattn.run_manifest import _differences, fingerprint
+    from tfattn.runs.manifest import _differences, fingerprint
 
     data = tmp_path / "a.csv"
     data.write_text("1,a,b\n")

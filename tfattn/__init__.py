@@ -1,7 +1,7 @@
 """tfattn: attention-based text models in Keras/TensorFlow (tf-keras).
 
 Layers live in `tfattn.layers`, model factories in `tfattn.networks`, the optimizer in
-`tfattn.optimization`, tasks (AG News, ...) in `tfattn.tasks`, and the `tfattn` command in
+`tfattn.training.optimizer`, tasks (AG News, ...) in `tfattn.tasks`, and the `tfattn` command in
 `tfattn.cli`. Submodules import TensorFlow, so `import tfattn` alone stays cheap.
 """
 

@@ -28,7 +28,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from tfattn.data import DataError
-from tfattn.run_manifest import RunFinished, record_outputs, run_lock
+from tfattn.runs.manifest import RunFinished, record_outputs, run_lock
 from tfattn.tasks.config import NON_NEGATIVE_INT, NUMERIC_OPTIONS, POSITIVE_INT, checked_option
 from tfattn.workers import WorkerLost
 
@@ -210,7 +210,7 @@ def _cmd_attention(args):
     for path in paths:
         print(f"wrote {path}")
     # Files written into the run folder (a plot beside its model) are listed as tfattn's, so that
-    # `train --overwrite` may replace them (`tfattn.run_manifest.record_outputs`).
+    # `train --overwrite` may replace them (`tfattn.runs.manifest.record_outputs`).
     run_dir = Path(args.run).resolve()
     if any(Path(path).resolve().parent == run_dir for path in paths):
         with run_lock(run_dir, wait_seconds=REPORT_LOCK_SECONDS):
@@ -243,7 +243,7 @@ def _add_texts_arguments(parser):
 def build_parser():
     # Imported here, once TensorFlow has started quietly (see `main`).
     from tfattn.tasks.registry import task_classes
-    from tfattn.training import STRATEGIES
+    from tfattn.training.strategy import STRATEGIES
 
     tasks = task_classes()
     parser = OneLineErrorParser(prog="tfattn", description=__doc__.split("\n")[0])

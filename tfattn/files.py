@@ -133,3 +133,14 @@ def write_export(export_dir, write, overwrite=False, protected=(), info=None):
         marker.write_text(json.dumps({"written_by": "tfattn", **(info or {})}, indent=2) + "\n", encoding="utf-8")
 
     return write_atomically(export_dir, write_with_marker, overwrite)
+
+
+def write_json(path, payload):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))

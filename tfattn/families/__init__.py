@@ -3,7 +3,7 @@
 A config names its family by what it sets: `hub_encoder` the TF-Hub pair (`hub.HubFamily`),
 `backbone` a Hugging Face BERT (`huggingface.PretrainedFamily`), neither the from-scratch
 transformer (`scratch.ScratchFamily`). `TrainConfig.resolve` asks the chosen family for its
-defaults and checks (`family_class`, `check_families`); `tfattn.tasks.trainer.train` asks it for
+defaults and checks (`family_class`, `check_families`); `tfattn.training.loop.train` asks it for
 the preprocessor, encoder and phases (`family_of`). Adding a family: a module with a `Family`
 subclass (`base.py`), and one entry in `FAMILIES`.
 

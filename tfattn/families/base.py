@@ -5,7 +5,7 @@ A family answers two kinds of question. About a config, before anything is loade
 called by `tfattn.tasks.config.TrainConfig.resolve`): is it chosen by this config, which
 defaults fill the options left out, which options it refuses, what follows from the resolved
 values, how a run describes it. About a run (an instance holding the resolved config, called by
-`tfattn.tasks.trainer.train`): load and check the checkpoint, build the preprocessor and the
+`tfattn.training.loop.train`): load and check the checkpoint, build the preprocessor and the
 encoder, tokenize the texts, list the phases.
 """
 

@@ -45,7 +45,7 @@ class PretrainedFamily(PretrainedEncoderFamily):
         return tokenize_texts(self.tokenizer, texts, self.config.max_length, what=what)
 
     def encode_tagged(self, sentences, what):
-        from tfattn.ner import tokenize_and_align
+        from tfattn.tagging import tokenize_and_align
 
         return tokenize_and_align(self.tokenizer, sentences, self.config.max_length, word_shapes=self.config.word_shape)
 

@@ -12,7 +12,7 @@ from tfattn.families.base import Family
 from tfattn.families.huggingface import checkpoint_tokenizer
 from tfattn.models import TransformerEncoder, VocabularyPreprocessor, preprocess_in_chunks
 from tfattn.models.wordpiece import BertPreprocessor, learn_wordpiece_vocabulary
-from tfattn.training import is_resuming
+from tfattn.training.callbacks import is_resuming
 
 SCRATCH_DEFAULTS = {
     "max_length": 256,

@@ -34,7 +34,7 @@ import tf_keras as keras
 from tfattn.models.encoders import Encoder, masked_mean
 from tfattn.models.preprocessors import FEATURE_NAMES, tokens_of
 from tfattn.models.safe_config import check_model_config
-from tfattn.ner import SHAPE_FEATURE, WORD_SHAPES, text_shape_ids
+from tfattn.tagging import SHAPE_FEATURE, WORD_SHAPES, text_shape_ids
 
 __all__ = ["POOLINGS", "TextAttention", "TextClassifier", "TokenClassifier", "load_model", "save_model"]
 
@@ -236,8 +236,8 @@ class TokenClassifier(TaskModel):
         label_names: the tags, e.g. `tfattn.data.NER_LABELS`.
         dropout: dropout rate before the dense head.
         word_shape: add to each token's vector a learned embedding of its casing in the raw text
-            (`tfattn.ner.WORD_SHAPES`), which an uncased encoder never sees. Feature dicts must
-            then hold `input_shape_ids` (`tfattn.ner.tokenize_and_align(..., word_shapes=True)`);
+            (`tfattn.tagging.WORD_SHAPES`), which an uncased encoder never sees. Feature dicts must
+            then hold `input_shape_ids` (`tfattn.tagging.tokenize_and_align(..., word_shapes=True)`);
             raw strings get them in the graph. The embedding starts at zero, so an untrained
             one leaves the model's outputs as they are without it; its output is scaled by
             sqrt(width), so that it can grow at a fine-tuning learning rate.
@@ -295,7 +295,7 @@ class TokenClassifier(TaskModel):
         if SHAPE_FEATURE not in features:
             raise ValueError(
                 f"word_shape=True needs the feature {SHAPE_FEATURE!r} "
-                "(tfattn.ner.tokenize_and_align(..., word_shapes=True)) or raw strings"
+                "(tfattn.tagging.tokenize_and_align(..., word_shapes=True)) or raw strings"
             )
         if self.word_shape_embedding is None:
             self.word_shape_embedding = keras.layers.Embedding(
@@ -344,9 +344,10 @@ class TokenClassifier(TaskModel):
 def save_model(model: TaskModel, folder: str | Path) -> Path:
     """Write a task model to `folder` (created; its files replaced): `model.json` and the weights.
 
-    Refuses (`tfattn.training.TrainingDiverged`) a model with non-finite weights.
+    Refuses (`tfattn.models.weights.TrainingDiverged`) a model with non-finite weights.
     """
-    from tfattn.training import check_finite_weights, write_json
+    from tfattn.files import write_json
+    from tfattn.models.weights import check_finite_weights
 
     check_finite_weights(model)
     folder = Path(folder)
@@ -379,11 +380,11 @@ def load_model(folder: str | Path) -> TaskModel:
 
     Raises:
         FileNotFoundError: no model.json in `folder`.
-        tfattn.run_manifest.DamagedRun: model.json is not valid JSON, or the weights are
+        tfattn.runs.manifest.DamagedRun: model.json is not valid JSON, or the weights are
             missing or damaged.
         tfattn.models.safe_config.UnsafeModelConfig: model.json names a class off the allow-list.
     """
-    from tfattn.run_manifest import read_json_file
+    from tfattn.runs.manifest import read_json_file
 
     folder = Path(folder)
     config_file = folder / MODEL_CONFIG_FILE
@@ -399,8 +400,8 @@ def load_model(folder: str | Path) -> TaskModel:
 
 def read_weights(checkpoint: tf.train.Checkpoint, prefix: Path, expect_partial: bool = False) -> None:
     """Fill `checkpoint`'s objects from the checkpoint at `prefix`, every object matched; a
-    missing, empty or foreign checkpoint is `tfattn.run_manifest.DamagedRun` naming it."""
-    from tfattn.run_manifest import DamagedRun
+    missing, empty or foreign checkpoint is `tfattn.runs.manifest.DamagedRun` naming it."""
+    from tfattn.runs.manifest import DamagedRun
 
     try:
         status = checkpoint.read(str(prefix)).assert_existing_objects_matched()

@@ -663,7 +663,8 @@ def _checkpoint(model):
 def save_translator(model: Translator, folder) -> Path:
     """Write a translator to `folder` (created; its files replaced): `translator.json`, the two
     vocabularies and a TensorFlow checkpoint of the weights. Refuses non-finite weights."""
-    from tfattn.training import check_finite_weights, write_json
+    from tfattn.files import write_json
+    from tfattn.models.weights import check_finite_weights
 
     check_finite_weights(model)
     folder = Path(folder)
@@ -680,8 +681,8 @@ def save_translator(model: Translator, folder) -> Path:
 def load_translator(folder) -> Translator:
     """A translator written by `save_translator`. Its classes come from fixed tables
     (`TRANSLATORS`, `VOCABULARIES`), never from names in the files; a damaged or foreign file
-    is named in one line (`tfattn.run_manifest.DamagedRun`)."""
-    from tfattn.run_manifest import DamagedRun, read_json_file
+    is named in one line (`tfattn.runs.manifest.DamagedRun`)."""
+    from tfattn.runs.manifest import DamagedRun, read_json_file
 
     folder = Path(folder)
     config_file = folder / CONFIG_FILE

@@ -12,7 +12,7 @@ task's config from its flags and calls `Task.train`; every other command opens a
     task.export(model, args)                       # a SavedModel serving raw strings
 
 Adding a task: subclass `Task` (or `EncoderTask`, for a head on a BERT-style encoder trained by
-`tfattn.tasks.trainer.train`), fill in the verbs, and add one line to `TASKS` in the registry.
+`tfattn.training.loop.train`), fill in the verbs, and add one line to `TASKS` in the registry.
 """
 
 import os
@@ -62,9 +62,9 @@ class Task:
 
     # --- training
     def train(self, overwrite: bool = False, callbacks=()):
-        """Train a run of `self.config` into its run folder (`tfattn.tasks.trainer.train`, the
+        """Train a run of `self.config` into its run folder (`tfattn.training.loop.train`, the
         one loop of every task); returns the validation report."""
-        from tfattn.tasks.trainer import train
+        from tfattn.training.loop import train
 
         return train(self.config, callbacks=callbacks, overwrite=overwrite)
 
@@ -78,7 +78,7 @@ class Task:
         raise NotImplementedError
 
     def fit(self, run_dir: Path, prepared, strategy, callbacks=()):
-        """Build the model in `strategy`'s scope, train it (`tfattn.training.compile_and_fit`),
+        """Build the model in `strategy`'s scope, train it (`tfattn.training.phases.compile_and_fit`),
         save it into `run_dir` and write the validation report; returns the report."""
         raise NotImplementedError
 
@@ -109,11 +109,11 @@ def open_run(run_dir: str | Path, command: str = "", expect: type[Task] = Task, 
     """`(task, model)` of a finished run folder: the task named by its `config.json` (looked up
     in the registry, never imported from a name in the file) and the model it saved.
 
-    Damage and missing pieces are one line naming the file (`tfattn.tasks.runs.finished_run_config`);
+    Damage and missing pieces are one line naming the file (`tfattn.runs.folders.finished_run_config`);
     a run whose task is not an `expect`, or with `serving` one whose serve command is not
     `command`, is refused naming the command that serves it, before its model is loaded."""
+    from tfattn.runs.folders import finished_run_config
     from tfattn.tasks.registry import task_class
-    from tfattn.tasks.runs import finished_run_config
 
     config = finished_run_config(run_dir)
     cls = task_class(config.get("task"), where=f"{Path(run_dir) / 'config.json'}")

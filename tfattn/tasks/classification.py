@@ -19,7 +19,8 @@ from tfattn.data.pipelines import JIT_LENGTH_MULTIPLE, make_dataset
 from tfattn.evaluation import ClassificationReport, classification_metrics, write_evaluation
 from tfattn.models import TextClassifier
 from tfattn.tasks.encoder_task import EncoderTask
-from tfattn.training import MacroF1, StreamOrder
+from tfattn.training.metrics import MacroF1
+from tfattn.training.phases import StreamOrder
 
 
 @dataclass

@@ -1,23 +1,30 @@
 """Tasks that put a head on a BERT-style encoder (text classification, NER): their shared verbs.
 
-Every encoder task trains with `tfattn.tasks.trainer.train` on any model family (from scratch,
+Every encoder task trains with `tfattn.training.loop.train` on any model family (from scratch,
 Hugging Face, TF-Hub), saves a `tfattn.models.TaskModel` and its label names, draws attention
-with the explorer and exports through `tfattn.export.export_model`. A task adds its data, head,
+with the explorer and exports through `tfattn.serving.classifiers.export_model`. A task adds its data, head,
 loss, metrics and reports (`tfattn.tasks.classification`, `tfattn.tasks.ner`).
 """
 
 from pathlib import Path
 
 from tfattn.data import load_label_map
+from tfattn.data.pipelines import JIT_LENGTH_MULTIPLE, count_batches, make_dataset
+from tfattn.models import save_model
+from tfattn.runs.folders import finish_training, load_run_model, mark_trained, write_labels
+from tfattn.runs.manifest import MODEL_DIR
 from tfattn.tasks.base import Task, numbered_path
 from tfattn.tasks.config import NON_NEGATIVE_INT, POSITIVE_INT, TrainConfig, checked_option
+from tfattn.tasks.frozen import HEAD_STEPS_PER_EXECUTION, FinishedCachedPhase, HeadModel, cached_phase_data, can_cache
+from tfattn.training.callbacks import is_resuming
+from tfattn.training.phases import EpochOrder, compile_and_fit, phase_finished
 
 # The attention views a PNG can draw (`tfattn.explorer.explain`).
 VIEW_NAMES = ("raw", "mean", "rollout", "gradient")
 
 
 class EncoderTask(Task):
-    """A head on an encoder, trained by `tfattn.tasks.trainer.train`.
+    """A head on an encoder, trained by `tfattn.training.loop.train`.
 
     Class attributes (a task sets what it needs):
         preset: the config fields a task fills when left out (its data source, its columns).
@@ -61,14 +68,14 @@ class EncoderTask(Task):
         return train_split, validation_split, family
 
     def fit(self, run_dir, prepared, strategy, callbacks=()):
-        from tfattn.tasks.trainer import fit_encoder_task
+        from tfattn.tasks.encoder_task import fit_encoder_task
 
         train_split, validation_split, family = prepared
         return fit_encoder_task(self, family, train_split, validation_split, strategy, run_dir, callbacks)
 
     def load_model(self, run_dir):
-        from tfattn.run_manifest import DAMAGED_ADVICE, MODEL_DIR, DamagedRun
-        from tfattn.tasks.runs import LABEL_MAP_FILE, load_run_model
+        from tfattn.runs.folders import LABEL_MAP_FILE, load_run_model
+        from tfattn.runs.manifest import DAMAGED_ADVICE, MODEL_DIR, DamagedRun
 
         self.run_dir = Path(run_dir)
         if not (self.run_dir / MODEL_DIR / "model.json").is_file():
@@ -98,7 +105,7 @@ class EncoderTask(Task):
             add_explorer_arguments(parser)
 
     def export(self, model, args):
-        from tfattn.export import export_model
+        from tfattn.serving.classifiers import export_model
 
         path = export_model(
             model,
@@ -223,3 +230,99 @@ def load_run(run_dir: str | Path, command: str = ""):
 
     task, model = open_run(run_dir, command, expect=EncoderTask)
     return model, task.label_names, asdict(task.config)
+
+
+def training_order(config, task, family, train_split):
+    """The training data, as an `EpochOrder` (read into memory, tokenized once) or a
+    `StreamOrder` (`--stream`: read and tokenized as training goes)."""
+    if config.stream:
+        return task.stream_order(family, train_split)
+    features, labels = task.encode(family, train_split, "training")
+    # XLA compiles a program per batch shape: under --jit-compile, batches are padded to
+    # multiples of JIT_LENGTH_MULTIPLE tokens, a handful of shapes instead of one per length.
+    pad_to_multiple = JIT_LENGTH_MULTIPLE if config.jit_compile else None
+    data = make_dataset(
+        features, labels, config.batch_size, shuffle=True, seed=config.seed, pad_to_multiple=pad_to_multiple
+    )
+    return EpochOrder(data, count_batches(data), examples=(features, labels))
+
+
+def fit_encoder_task(task, family, train_split, validation_split, strategy, run_dir, callbacks):
+    """`Task.fit` of an encoder task: the family's preprocessor and encoder under the task's
+    head, trained phase by phase in the folder this worker writes."""
+    config = task.config
+    label_names = train_split.label_names
+    print(f"{task.describe(train_split, validation_split)}; model: {config.model_description}")
+
+    family.prepare(task.texts_for_vocabulary(train_split), run_dir)
+    order = training_order(config, task, family, train_split)
+    validation = task.validation(family, validation_split)
+
+    with strategy.scope():
+        model = task.build_model(family.preprocessor, family.build_encoder(), label_names)
+        # Built before fit: BackupAndRestore can only restore into existing variables. Built in the
+        # scope: the task models create their variables on first call, and a variable created
+        # outside the strategy's scope cannot be trained under it.
+        features = order.sample_batch()[0]
+        if family.builds_in_replica_context:
+            strategy.run(model, args=(features,))
+        else:
+            model(features)
+        family.initialize(model)
+    if config.pretrained:
+        print(
+            f"newly initialized (trained from scratch): the head, {len(label_names)} outputs on the "
+            f"{task.head_input} vectors; every other weight is pretrained"
+        )
+    phases = family.phases()
+    first_epoch = 0
+    for index, phase in enumerate(phases):
+        last_epoch = first_epoch + phase.epochs
+        if len(phases) > 1:
+            print(f"phase {phase.name!r}: epochs {first_epoch + 1}-{last_epoch}, learning rate {phase.learning_rate:g}")
+        if phase.trainable:
+            model.unfreeze_encoder()
+        else:
+            model.freeze_encoder()
+        fit_model, fit_order, validation_data = model, order, validation.data
+        if not phase.trainable and can_cache(config, model):
+            # The head trains alone on the frozen encoder's outputs, computed once (tfattn.tasks.frozen).
+            fit_model = HeadModel(model)
+            if phase_finished(run_dir, phase.name):
+                fit_order, validation_data = FinishedCachedPhase(), None  # its weights are only loaded
+            else:
+                fit_order, validation_data = cached_phase_data(model, config, run_dir, order, validation)
+        trained = compile_and_fit(
+            fit_model,
+            fit_order,
+            run_dir,
+            config,
+            loss=task.loss(),
+            metrics=task.metrics(len(label_names)),
+            monitor=task.monitor,
+            examples_per_epoch=len(train_split),
+            phase=phase.name,
+            first_epoch=first_epoch,
+            last_epoch=last_epoch,
+            learning_rate=phase.learning_rate,
+            strategy=strategy,
+            append_history=index > 0 or is_resuming(run_dir),
+            validation_data=validation_data,
+            validation_callback=validation.callback,
+            callbacks=callbacks,
+            jit_compile=config.jit_compile,
+            # A head step on cached vectors takes about a millisecond, less than the per-batch
+            # callbacks: run many per call (callbacks then see every 50th batch).
+            steps_per_execution=HEAD_STEPS_PER_EXECUTION if fit_model is not model else 1,
+        )
+        if not trained:
+            print(f"phase {phase.name!r} already finished; loaded its weights")
+        first_epoch = last_epoch
+    mark_trained(run_dir)  # fit_phase checked the weights are finite
+
+    save_model(model, run_dir / MODEL_DIR)
+    write_labels(run_dir, label_names)
+    # The report is of the saved model, loaded back: what evaluate, predict and export will use.
+    report, summary = task.report(load_run_model(run_dir), model, validation_split, validation, run_dir)
+    finish_training(run_dir, summary)
+    return report

@@ -24,7 +24,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.data.pipelines import AUTOTUNE, make_dataset
-from tfattn.training import EpochOrder
+from tfattn.training.phases import EpochOrder
 
 CACHE_DIR = "frozen_cache"
 CACHE_BATCH_SIZE = 64

@@ -1,4 +1,4 @@
-"""Named-entity recognition (CoNLL-2003): the task for `tfattn.tasks.trainer.train`, word-level
+"""Named-entity recognition (CoNLL-2003): the task for `tfattn.training.loop.train`, word-level
 scoring of a model on CoNLL files, and `EntityTagger`, raw texts -> entities with offsets.
 
     config = TrainConfig(task="ner", data="conll2003/train.txt", backbone="path/to/bert", run_dir="runs/ner")
@@ -8,9 +8,9 @@ scoring of a model on CoNLL files, and `EntityTagger`, raw texts -> entities wit
 
 The model is a `tfattn.models.TokenClassifier`; the loss and metrics skip the positions
 labelled `IGNORE_INDEX` (special tokens, later sub-tokens are trained with the I- tag). Words
-are labelled by their first sub-token; entities are grouped by `tfattn.ner.group_entities`.
+are labelled by their first sub-token; entities are grouped by `tfattn.tagging.group_entities`.
 With `TrainConfig.word_shape` the model also reads each sub-token's casing in the raw text
-(`tfattn.ner.word_shape_ids`): from the words when training and validating, and in the graph
+(`tfattn.tagging.word_shape_ids`): from the words when training and validating, and in the graph
 from raw text when evaluating, tagging and serving the export.
 """
 
@@ -23,8 +23,10 @@ import tf_keras as keras
 
 from tfattn.data import TaggedSentences, load_conll
 from tfattn.data.pipelines import make_dataset, warn_about_texts
+from tfattn.files import write_json
 from tfattn.models import TokenClassifier
-from tfattn.ner import (
+from tfattn.pretrained import HF_FEATURE_NAMES
+from tfattn.tagging import (
     AGGREGATION_STRATEGIES,
     IGNORE_INDEX,
     OUTSIDE,
@@ -34,10 +36,9 @@ from tfattn.ner import (
     group_entities,
     word_predictions,
 )
-from tfattn.pretrained import HF_FEATURE_NAMES
 from tfattn.tasks.classification import Validation
 from tfattn.tasks.encoder_task import EncoderTask
-from tfattn.training import masked_token_accuracy, write_json
+from tfattn.training.metrics import masked_token_accuracy
 
 
 def masked_token_loss(labels, logits):
@@ -55,7 +56,7 @@ def _ragged(rows):
 
 
 def encoded_features(encoded):
-    """The model's ragged feature dict of `tfattn.ner.tokenize_and_align` output (with the word
+    """The model's ragged feature dict of `tfattn.tagging.tokenize_and_align` output (with the word
     shape ids when it holds them)."""
     features = {name: _ragged(encoded[hf_name]) for name, hf_name in HF_FEATURE_NAMES.items() if hf_name in encoded}
     if SHAPE_FEATURE in encoded:
@@ -261,7 +262,7 @@ class EntityTagger:
         label_names: the tags, in the model's output order.
         aggregation_strategy: how sub-tokens make entities, as Hugging Face names it: "simple"
             (token level), "first" (a word takes its first sub-token's label: how tfattn trains,
-            the default), "average" or "max" (see `tfattn.ner.group_entities`).
+            the default), "average" or "max" (see `tfattn.tagging.group_entities`).
     """
 
     def __init__(

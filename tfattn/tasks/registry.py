@@ -29,3 +29,10 @@ def task_class(name, where: str = ""):
 def task_classes():
     """`{name: Task subclass}` of every registered task, in the table's order."""
     return {name: task_class(name) for name in TASKS}
+
+
+def task_of(config):
+    """The registered task of `config` (`tfattn.tasks.registry`), holding it."""
+    from tfattn.tasks.registry import task_class
+
+    return task_class(config.task)(config)

@@ -18,6 +18,7 @@ import tf_keras as keras
 
 from tfattn.data.translation import SOURCE_COLUMNS, read_translation_pairs
 from tfattn.models.translation import DEFAULT_VOCAB_SIZES, VOCABULARIES  # "subword" (the default) or "words"
+from tfattn.runs.folders import MODEL_DIR
 from tfattn.tasks.base import Task, numbered_path
 from tfattn.tasks.config import (
     FIELD_HELP,
@@ -27,7 +28,6 @@ from tfattn.tasks.config import (
     check_numeric_options,
     checked_option,
 )
-from tfattn.tasks.runs import MODEL_DIR
 
 __all__ = [
     "TranslationConfig",
@@ -305,15 +305,11 @@ class TranslationTask(Task):
         """Learn the vocabularies, build the translator in `strategy`'s scope, train it, then
         save it and score the saved translator on the validation pairs (greedy decoding)."""
         from tfattn.data.pipelines import count_batches, make_dataset
+        from tfattn.files import write_json
         from tfattn.models.translation import TRANSLATORS, TranslationPreprocessor, build_sample, save_translator
-        from tfattn.training import (
-            EpochOrder,
-            compile_and_fit,
-            finish_training,
-            mark_trained,
-            masked_token_accuracy,
-            write_json,
-        )
+        from tfattn.runs.folders import finish_training, mark_trained
+        from tfattn.training.metrics import masked_token_accuracy
+        from tfattn.training.phases import EpochOrder, compile_and_fit
 
         c = self.config
         train_pairs, validation_pairs = prepared
@@ -404,7 +400,7 @@ class TranslationTask(Task):
         scores = {key: result[key] for key in ("bleu", "chrf", "sentences", "seconds")}
 
         def write(run_dir, prefix):
-            from tfattn.training import write_json
+            from tfattn.files import write_json
 
             path = write_json(
                 Path(run_dir) / f"{prefix}_{strategy}_scores.json", {"data": pairs.path, "decoding": options, **scores}
@@ -436,7 +432,7 @@ class TranslationTask(Task):
 
     def export(self, model, args):
         from tfattn.decoding import DecodingOptions
-        from tfattn.translation_export import export_translator
+        from tfattn.serving.translators import export_translator
 
         options = DecodingOptions(**decoding_options(args))
         path = export_translator(model, args.out, options=options, overwrite=args.overwrite, protected=(self.run_dir,))
@@ -500,9 +496,9 @@ def decoding_options(args):
 
 def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):
     """Train a translator, score it on the validation pairs (greedy decoding, sacreBLEU and
-    chrF) and save everything under `config.run_dir` (`tfattn.tasks.trainer.train`, as every
+    chrF) and save everything under `config.run_dir` (`tfattn.training.loop.train`, as every
     task trains). Returns the scores dict."""
-    from tfattn.tasks.trainer import train
+    from tfattn.training.loop import train
 
     return train(config, callbacks=callbacks, overwrite=overwrite)
 
@@ -523,8 +519,8 @@ def _streamed_order(config, preprocessor, pairs):
     buffer, batched and tokenized in the input pipeline."""
     from tfattn.data.translation import stream_translation_pairs
     from tfattn.models.translation import PAD_ID
-    from tfattn.ner import IGNORE_INDEX
-    from tfattn.training import StreamOrder
+    from tfattn.tagging import IGNORE_INDEX
+    from tfattn.training.phases import StreamOrder
 
     def encode(sources, targets):
         target_ids, labels = preprocessor.encode_targets(targets)
@@ -546,6 +542,6 @@ def _streamed_order(config, preprocessor, pairs):
 
 
 def read_run_config(run_dir):
-    from tfattn.run_manifest import read_json_file
+    from tfattn.runs.manifest import read_json_file
 
     return TranslationConfig.from_dict(read_json_file(Path(run_dir) / "config.json"))

@@ -7,12 +7,30 @@ the validation report. Every family and task saves the same way, so opening a ru
 (`tfattn.tasks.base.open_run`) needs no guessing.
 """
 
+import shutil
 from pathlib import Path
 
+import tf_keras as keras
+
 from tfattn.data import save_label_map
+from tfattn.files import write_json
 from tfattn.models import load_model
 from tfattn.models.task_models import TaskModel
-from tfattn.run_manifest import DAMAGED_ADVICE, FINISHED, MODEL_DIR, DamagedRun, read_json_file, read_manifest
+from tfattn.runs.manifest import (
+    DAMAGED_ADVICE,
+    FINISHED,
+    MODEL_DIR,
+    TRAINED,
+    TRAINING,
+    DamagedRun,
+    finish_run,
+    open_run_folder,
+    read_json_file,
+    read_manifest,
+    set_status,
+)
+from tfattn.training.callbacks import backup_dir, is_resuming
+from tfattn.training.strategy import set_mixed_precision
 
 LABEL_MAP_FILE = "labels.json"
 
@@ -47,3 +65,36 @@ def finished_run_config(run_dir: str | Path) -> dict:
     if not (run_dir / MODEL_DIR).is_dir():
         raise DamagedRun(f"{run_dir / MODEL_DIR} is missing from this finished run; {DAMAGED_ADVICE}")
     return config
+
+
+def start_run(run_dir, config, data_sources, seed, mixed_precision=False, overwrite=False):
+    """Open the run folder for this run (`tfattn.runs.manifest.open_run_folder`: refuses another run's
+    folder, stops on a finished one), save `config` (a dict) as its config.json, say whether an
+    interrupted run is being resumed, and seed Keras (same seed, same initial weights, dropout
+    masks and shuffles, up to nondeterministic kernels).
+
+    Returns the folder as a `Path`.
+    """
+    run_dir = Path(run_dir)
+    status = open_run_folder(run_dir, config, data_sources, overwrite=overwrite)
+    if status == TRAINING and is_resuming(run_dir):
+        print(f"resuming the interrupted run in {run_dir}")
+    elif status is not None:
+        print(f"resuming the interrupted run in {run_dir}: training finished, saving the model")
+    write_json(run_dir / "config.json", config)
+    keras.utils.set_random_seed(seed)
+    set_mixed_precision(mixed_precision)
+    return run_dir
+
+
+def mark_trained(run_dir):
+    """Training is done and its weights are kept: a rerun only saves and evaluates."""
+    set_status(run_dir, TRAINED)
+
+
+def finish_training(run_dir, summary):
+    """Mark the run finished with a one-line `summary`, and remove what only a resume needed."""
+    finish_run(run_dir, summary)
+    # frozen_cache: the frozen encoder's outputs (tfattn.tasks.frozen), large and now unneeded.
+    for folder in (backup_dir(run_dir), Path(run_dir) / "phases", Path(run_dir) / "frozen_cache"):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -35,9 +35,9 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfattn.decoding import DecodingOptions, decoding_function
-from tfattn.export import TEXTS_SPEC
 from tfattn.files import EXPORT_MARKER, check_export_target, write_export
 from tfattn.models.translation import PAD_ID
+from tfattn.serving.classifiers import TEXTS_SPEC
 
 __all__ = ["EXPORT_INFO_FILE", "export_translator"]
 
@@ -115,7 +115,7 @@ def export_translator(
     Returns:
         The export folder as a `Path`.
     """
-    from tfattn.training import check_finite_weights
+    from tfattn.models.weights import check_finite_weights
 
     check_export_target(export_dir, overwrite, protected)  # before the slow work
     check_finite_weights(model)

@@ -6,7 +6,7 @@ also needs `import tensorflow_text` first, for its tokenizer ops) and serves
 - text classifiers -> `probabilities` `[batch, classes]`, `label` `[batch]`, `label_names`;
 - token classifiers (NER) -> per token `label_ids`, `labels`, `scores`, `probabilities`,
   character `offsets` `[batch, seq, 2]` and `word_ids` (-1 outside words), plus `label_names`:
-  enough to group entities (`tfattn.ner.group_entities`) without a Python tokenizer.
+  enough to group entities (`tfattn.tagging.group_entities`) without a Python tokenizer.
 
 Speed. A served batch mixes short and long texts; padded to its longest row, a batch of news
 texts is about half padding, and the encoder's cost grows with the padded size. So the
@@ -225,7 +225,7 @@ def export_model(
     """
     from tfattn.files import check_export_target, write_export
     from tfattn.models import TokenClassifier
-    from tfattn.training import check_finite_weights
+    from tfattn.models.weights import check_finite_weights
 
     check_export_target(export_dir, overwrite, protected)  # before the slow work
     check_finite_weights(model)
