@@ -439,37 +439,35 @@ class TranslationTask(Task):
         return path, "translations, cross_attention"
 
 
+# The `tfattn.decoding.DecodingOptions` flags, as one table: greedy by default, --beam N, or sampling.
+DECODING_FLAGS = {
+    "--beam": {"type": checked_option("beam", POSITIVE_INT), "default": 1, "help": "beam width (default 1: greedy)"},
+    "--length-penalty": {
+        "type": checked_option("length_penalty", FINITE_FLOAT),
+        "default": 1.0,
+        "help": "beam search: a hypothesis scores log p / length ** this (default 1.0; above 0 favours longer ones)",
+    },
+    "--early-stopping": {
+        "action": argparse.BooleanOptionalAction,
+        "default": True,
+        "help": "beam search: stop once --beam hypotheses have ended (default on)",
+    },
+    "--sample": {"action": "store_true", "help": "draw tokens at random (implied by the next three)"},
+    "--temperature": {"type": float, "help": "sampling: divide the logits by this (default 1.0)"},
+    "--top-k": {"type": checked_option("top_k", POSITIVE_INT), "help": "sampling: only the k most likely tokens"},
+    "--top-p": {"type": float, "help": "sampling: only the most likely tokens whose probability reaches p (nucleus)"},
+    "--seed": {"type": int, "default": 0, "help": "sampling seed (default 0: the same draws every run)"},
+    "--max-length": {
+        "type": checked_option("max_length", POSITIVE_INT),
+        "help": "most tokens generated per sentence (default: the model's longest target)",
+    },
+}
+
+
 def add_decoding_arguments(parser):
-    """The `tfattn.decoding.DecodingOptions` flags: greedy by default, --beam N, or sampling."""
-    parser.add_argument(
-        "--beam", type=checked_option("beam", POSITIVE_INT), default=1, help="beam width (default 1: greedy)"
-    )
-    parser.add_argument(
-        "--length-penalty",
-        type=checked_option("length_penalty", FINITE_FLOAT),
-        default=1.0,
-        help="beam search: a hypothesis scores log p / length ** this (default 1.0; above 0 favours longer ones)",
-    )
-    parser.add_argument(
-        "--early-stopping",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="beam search: stop once --beam hypotheses have ended (default on)",
-    )
-    parser.add_argument("--sample", action="store_true", help="draw tokens at random (implied by the next three)")
-    parser.add_argument("--temperature", type=float, help="sampling: divide the logits by this (default 1.0)")
-    parser.add_argument(
-        "--top-k", type=checked_option("top_k", POSITIVE_INT), help="sampling: only the k most likely tokens"
-    )
-    parser.add_argument(
-        "--top-p", type=float, help="sampling: only the most likely tokens whose probability reaches p (nucleus)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0: the same draws every run)")
-    parser.add_argument(
-        "--max-length",
-        type=checked_option("max_length", POSITIVE_INT),
-        help="most tokens generated per sentence (default: the model's longest target)",
-    )
+    """Add `DECODING_FLAGS` to `parser` (or an argument group)."""
+    for flag, spec in DECODING_FLAGS.items():
+        parser.add_argument(flag, **spec)
 
 
 def decoding_options(args):
