@@ -119,7 +119,9 @@ def test_predict_evaluate_attention_export(trained_run, agnews_csv, tmp_path, ca
 
     # The NER command refuses a text classification run.
     assert main(["ner", "--run", str(trained_run), "Oil prices rose"]) == 2
-    assert f"{trained_run} is not an NER run" in capsys.readouterr().err
+    assert f"{trained_run} is a run of task 'agnews', not for 'tfattn ner': use 'tfattn predict --run" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow

@@ -306,7 +306,9 @@ def test_ner_command_groups_like_the_tagger_and_aggregation_changes_only_groupin
 def test_predict_refuses_an_ner_run_and_attention_shows_the_wordpieces(ner_run, tiny_bert_dir, tmp_path, capsys):
     run_dir, _ = ner_run
     assert main(["predict", "--run", str(run_dir), "Peter flew to Paris"]) == 2
-    assert f"{run_dir} is an NER run: use 'tfattn ner --run {run_dir} TEXT'" in capsys.readouterr().err
+    assert f"{run_dir} is a run of task 'ner', not for 'tfattn predict': use 'tfattn ner --run {run_dir} TEXT'" in (
+        capsys.readouterr().err
+    )
 
     from tfattn.pretrained import load_tokenizer
 
