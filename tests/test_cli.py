@@ -222,18 +222,18 @@ def test_help_states_the_defaults_the_code_uses():
     from tfattn.families.base import FROZEN_DEFAULTS, PRETRAINED_DEFAULTS
     from tfattn.families.scratch import SCRATCH_DEFAULTS
     from tfattn.tasks.classification import MathTopicsTask
-    from tfattn.tasks.config import FIELD_HELP
     from tfattn.tasks.translation import DEFAULT_VOCAB_SIZES, MODEL_DEFAULTS, TRANSLATION_HELP
 
+    help_of = TrainConfig.field_help()  # with each family's own options
     scratch, pretrained, math = SCRATCH_DEFAULTS, PRETRAINED_DEFAULTS, MathTopicsTask.scratch_defaults
     for name in ("max_length", "batch_size", "epochs"):
-        assert f"default {scratch[name]} from scratch, {pretrained[name]} pretrained" in FIELD_HELP[name]
-    assert f"{FROZEN_DEFAULTS['epochs']} with --freeze" in FIELD_HELP["epochs"]
+        assert f"default {scratch[name]} from scratch, {pretrained[name]} pretrained" in help_of[name]
+    assert f"{FROZEN_DEFAULTS['epochs']} with --freeze" in help_of["epochs"]
     rates = [scratch["learning_rate"], math["learning_rate"], FROZEN_DEFAULTS["learning_rate"]]
-    assert help_rates(FIELD_HELP["learning_rate"]) == rates + [pretrained["learning_rate"]]
-    assert f"default {scratch['patience']};" in FIELD_HELP["patience"]
-    assert f"math {math['bigram_buckets']}" in FIELD_HELP["bigram_buckets"]
-    assert f"math {math['token_dropout']}" in FIELD_HELP["token_dropout"]
+    assert help_rates(help_of["learning_rate"]) == rates + [pretrained["learning_rate"]]
+    assert f"default {scratch['patience']};" in help_of["patience"]
+    assert f"math {math['bigram_buckets']}" in help_of["bigram_buckets"]
+    assert f"math {math['token_dropout']}" in help_of["token_dropout"]
     transformer, rnn = MODEL_DEFAULTS["transformer"], MODEL_DEFAULTS["rnn"]
     assert transformer["embed_dim"] == rnn["embed_dim"]
     assert f"(default {transformer['embed_dim']})" in TRANSLATION_HELP["embed_dim"]

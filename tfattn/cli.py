@@ -54,12 +54,13 @@ def _add_config_arguments(parser, config_class, skip=()):
     defaults = config_class()
     choices = config_class.field_choices()
     optional_types = _optional_field_types(config_class)
+    helps = config_class.field_help()
     for field in fields(config_class):
         if field.name in skip:
             continue
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        field_help = config_class.field_help.get(field.name)
+        field_help = helps.get(field.name)
         if isinstance(default, bool) or optional_types.get(field.name) is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=field_help)
             continue

@@ -52,12 +52,14 @@ class Family:
         pretrained: whether the encoder arrives trained (the task model then says its head alone is new).
         defaults: the value of each option left out, before the task's own (`EncoderTask.defaults`).
         frozen_defaults: what `--freeze` changes after those.
+        field_help: the `--help` line of each option only this family reads.
     """
 
     name = ""
     pretrained = False
     defaults = {}
     frozen_defaults = {}
+    field_help = {}
     # Whether the model must be built inside a replica (`strategy.run`), as `fit` calls it, rather
     # than by a plain call in the strategy's scope. A plain call is preferred: in a replica, the
     # unseeded head initializer draws other values under a multi-worker strategy than alone.

@@ -23,6 +23,11 @@ class HubFamily(PretrainedEncoderFamily):
 
     name = "hub"
     defaults = {**PRETRAINED_DEFAULTS, **HUB_DEFAULTS}
+    field_help = {
+        "hub_preprocess": "a TF-Hub BERT preprocess model: URL or SavedModel folder (see export-hub)",
+        "hub_encoder": "the matching TF-Hub BERT encoder: URL or SavedModel folder",
+        "freeze_epochs": "TF-Hub models: epochs on a frozen encoder before fine-tuning (default 1)",
+    }
     # A SavedModel restored under a strategy cannot run its functions in cross-replica context.
     builds_in_replica_context = True
 

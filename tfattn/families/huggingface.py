@@ -23,6 +23,9 @@ class PretrainedFamily(PretrainedEncoderFamily):
     gives the same ids."""
 
     name = "huggingface"
+    field_help = {
+        "backbone": "a pretrained Hugging Face BERT: hub name or local checkpoint folder",
+    }
 
     @classmethod
     def chosen_by(cls, config):

@@ -37,6 +37,16 @@ class ScratchFamily(Family):
 
     name = "scratch"
     defaults = SCRATCH_DEFAULTS
+    field_help = {
+        "tokenizer": "from scratch: words, or wordpiece (sub-words learned from the training texts); default: "
+        "the task's (math wordpiece, else words)",
+        "token_dropout": "from scratch: rate of whole input tokens dropped in training; default: the task's "
+        "(math 0.1, else 0)",
+        "bigram_buckets": "from scratch: rows of hashed bigram embeddings added to the token embeddings "
+        "(fastText-style; 0: none); default: the task's (math 65536, else 0)",
+        "embeddings_from": "from scratch: initialise the token table from this Hugging Face BERT's word-piece "
+        "embeddings (name or folder; PCA to --embed-dim) and read text with its vocabulary",
+    }
 
     @classmethod
     def chosen_by(cls, config):

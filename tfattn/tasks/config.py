@@ -11,7 +11,6 @@ what a run saves as `config.json`.
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -112,16 +111,13 @@ def check_numeric_options(config):
             NUMERIC_OPTIONS[field.name].check(field.name, value)
 
 
-# `--help` of the config fields whose default (None) says nothing by itself; the others show their default.
+# `--help` of the config fields whose default (None) says nothing by itself; the others show their
+# default. Each family adds the help of its own options (`Family.field_help`).
 FIELD_HELP = {
     "data": "training data file (agnews also takes tfds:ag_news_subset)",
     "text_column": "text column of a csv/jsonl/xlsx file",
     "label_column": "label column of a csv/jsonl/xlsx file",
     "limit": "train on a subset of this many examples (smoke tests)",
-    "backbone": "a pretrained Hugging Face BERT: hub name or local checkpoint folder",
-    "hub_preprocess": "a TF-Hub BERT preprocess model: URL or SavedModel folder (see export-hub)",
-    "hub_encoder": "the matching TF-Hub BERT encoder: URL or SavedModel folder",
-    "freeze_epochs": "TF-Hub models: epochs on a frozen encoder before fine-tuning (default 1)",
     "validation_data": "validation file: NER (default: valid.txt beside --data), or with --stream",
     "stream": "stream the training data from --data (files, a folder or a glob; .csv, .jsonl, .tsv, .tfrecord) "
     "instead of reading it into memory; needs --validation-data",
@@ -136,15 +132,7 @@ FIELD_HELP = {
     "patience": "epochs without a better validation score before stopping early; default 2; with --freeze, "
     "the run's epochs (no early stop)",
     "time_budget": "stop training after this many seconds",
-    "tokenizer": "from scratch: words, or wordpiece (sub-words learned from the training texts); default: "
-    "the task's (math wordpiece, else words)",
-    "token_dropout": "from scratch: rate of whole input tokens dropped in training; default: the task's "
-    "(math 0.1, else 0)",
-    "bigram_buckets": "from scratch: rows of hashed bigram embeddings added to the token embeddings "
-    "(fastText-style; 0: none); default: the task's (math 65536, else 0)",
     "word_shape": "ner: add an embedding of each token's casing in the raw text to its vector (default: on)",
-    "embeddings_from": "from scratch: initialise the token table from this Hugging Face BERT's word-piece "
-    "embeddings (name or folder; PCA to --embed-dim) and read text with its vocabulary",
 }
 
 
@@ -183,7 +171,10 @@ class RunConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
 
-    field_help: ClassVar[dict] = FIELD_HELP
+    @classmethod
+    def field_help(cls) -> dict:
+        """The `--help` line of each option whose default (None) says nothing by itself."""
+        return FIELD_HELP
 
     @classmethod
     def from_dict(cls, values):
@@ -228,6 +219,13 @@ class TrainConfig(RunConfig):
     positional: str = "learned"
     token_dropout: float | None = None  # rate of whole tokens dropped from the input in training
     bigram_buckets: int | None = None  # rows of hashed bigram embeddings added to the tokens' (0: none)
+
+    @classmethod
+    def field_help(cls):
+        from tfattn.families import FAMILIES  # here: the CLI reads this module before TensorFlow starts
+
+        owned = {name: text for family in FAMILIES.values() for name, text in family.field_help.items()}
+        return {**FIELD_HELP, **owned}
 
     @staticmethod
     def field_choices():

@@ -10,7 +10,6 @@ import argparse
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import tensorflow as tf
@@ -95,7 +94,9 @@ class TranslationConfig(RunConfig):
     warmup_fraction: float = 0.05
     patience: int = 2
 
-    field_help: ClassVar[dict] = TRANSLATION_HELP
+    @classmethod
+    def field_help(cls):
+        return TRANSLATION_HELP
 
     @staticmethod
     def field_choices():
