@@ -298,7 +298,7 @@ def fit_encoder_task(task, family, train_split, validation_split, strategy, run_
             run_dir,
             config,
             loss=task.loss(),
-            metrics=task.metrics(len(label_names)),
+            make_metrics=lambda: task.metrics(len(label_names)),
             monitor=task.monitor,
             examples_per_epoch=len(train_split),
             phase=phase.name,

@@ -357,7 +357,7 @@ class TranslationTask(Task):
             run_dir,
             c,
             loss=MaskedCrossEntropy(c.label_smoothing),
-            metrics=[masked_token_accuracy],
+            make_metrics=lambda: [masked_token_accuracy],
             monitor=self.monitor,
             examples_per_epoch=len(train_pairs),
             strategy=strategy,

@@ -153,7 +153,7 @@ def compile_and_fit(
     config,
     *,
     loss,
-    metrics,
+    make_metrics,
     monitor,
     examples_per_epoch,
     phase="train",
@@ -172,7 +172,9 @@ def compile_and_fit(
 
     `config` gives the run's `learning_rate` (unless the phase has its own), `epochs` (unless
     `last_epoch` is given), `warmup_fraction`, `weight_decay`, `batch_size`, `patience` and
-    `time_budget`. Returns what `fit_phase` returns.
+    `time_budget`. `make_metrics()` returns the compile metrics: called in the strategy's scope,
+    as Keras requires of metric objects under a distribution strategy. Returns what `fit_phase`
+    returns.
     """
     from tfattn.training.optimizer import create_optimizer
 
@@ -185,7 +187,7 @@ def compile_and_fit(
             warmup_fraction=config.warmup_fraction,
             weight_decay=config.weight_decay,
         )
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_kwargs)
+        model.compile(optimizer=optimizer, loss=loss, metrics=make_metrics(), **compile_kwargs)
     phase_callbacks = standard_callbacks(
         run_dir,
         examples_per_epoch,
