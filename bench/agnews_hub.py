@@ -60,11 +60,11 @@ def main():
         limit=args.limit,
     )
     run_dir = Path(config.run_dir)
-    if (run_dir / "validation_metrics.json").exists():
+    if (run_dir / "validation_scores.json").exists():
         print(f"reusing finished run {run_dir}")
     else:
         train(config)
-    metrics = json.loads((run_dir / "validation_metrics.json").read_text())
+    metrics = json.loads((run_dir / "validation_scores.json").read_text())
     with open(run_dir / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     for row in history:

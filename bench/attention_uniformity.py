@@ -104,7 +104,7 @@ def measure_run(run_dir, num_texts, batch_size):
             }
         )
     mean_tokens = float(np.mean([figures["tokens"] for figures in per_text]))
-    metrics = Path(run_dir) / "validation_metrics.json"  # what `tfattn train` reported for the run
+    metrics = Path(run_dir) / "validation_scores.json"  # what `tfattn train` reported for the run
     return {
         "run": str(run_dir),
         "family": family_name(model),

@@ -79,11 +79,11 @@ def main():
         learning_rate=args.learning_rate,
         word_shape=args.word_shape,
     )
-    if (run_dir / "validation_entities.json").exists():
+    if (run_dir / "validation_scores.json").exists():
         print(f"reusing finished run {run_dir}")
     else:
         train(config)
-    scores = json.loads((run_dir / "validation_entities.json").read_text())
+    scores = json.loads((run_dir / "validation_scores.json").read_text())
     with open(run_dir / "history.csv") as handle:
         history = list(csv.DictReader(handle))
 

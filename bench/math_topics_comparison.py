@@ -88,7 +88,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     configs = run_configs(args.data, runs, args.backbone or str(offline_minilm_path()), args.limit)
     for name, config in configs.items():
-        if (Path(config.run_dir) / "validation_metrics.json").exists():
+        if (Path(config.run_dir) / "validation_scores.json").exists():
             print(f"reusing finished run: {name} ({config.run_dir})")
         else:
             print(f"training: {name}", flush=True)
@@ -96,7 +96,7 @@ def main():
 
     summary, tables = {}, []
     for name, config in configs.items():
-        metrics = json.loads((Path(config.run_dir) / "validation_metrics.json").read_text())
+        metrics = json.loads((Path(config.run_dir) / "validation_scores.json").read_text())
         history = read_history(config.run_dir)
         summary[name] = {
             "validation_accuracy": metrics["accuracy"],

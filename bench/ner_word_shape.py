@@ -5,7 +5,7 @@ The offline MiniLM is uncased, so it never sees the capitals that mark most name
 This trains both arms (`baseline`, `word_shape`) with `tfattn.training.loop.train` for each
 seed, each in its own run folder under --runs (a finished run is reused, and a folder holding
 another config is refused rather than silently mixed in), reads the entity report each run
-wrote (`validation_entities.json`), prints per arm the mean and sd over seeds of the validation
+wrote (`validation_scores.json`), prints per arm the mean and sd over seeds of the validation
 entity F1 and of the F1 of PER, ORG, LOC and MISC, plus the paired per-seed difference, and
 writes it all to --out.
 
@@ -61,7 +61,7 @@ def train_or_reuse(config):
         train(config)
     except RunFinished:
         print("  finished already: reusing it")
-    return json.loads((Path(config.run_dir) / "validation_entities.json").read_text())
+    return json.loads((Path(config.run_dir) / "validation_scores.json").read_text())
 
 
 def mean_sd(values):

@@ -114,7 +114,7 @@ def run_one(task, variant, seed, work):
     """Train one (task, variant, seed) in a fresh folder under `work`; its result row."""
     run_dir = Path(work) / f"{task}_{variant}_{seed}"
     train_variant(task, variant, run_dir, seed=seed)
-    metrics = json.loads((run_dir / "validation_metrics.json").read_text())
+    metrics = json.loads((run_dir / "validation_scores.json").read_text())
     history = read_history(run_dir)
     best = json.loads(next((run_dir / "checkpoints").glob("*/best.json")).read_text())
     row = {

@@ -42,7 +42,7 @@ def test_train_writes_a_complete_run_folder(trained_run):
         "logs",
         "checkpoints",
     } <= names
-    assert {"validation_metrics.json", "validation_report.txt", "validation_confusion.png"} <= names
+    assert {"validation_scores.json", "validation_report.txt", "validation_confusion.png"} <= names
     # The model folder: the Keras config (vocabulary included) and one weights checkpoint.
     assert {"model.json", "weights.index"} <= {p.name for p in (trained_run / "model").iterdir()}
     model_config = json.loads((trained_run / "model" / "model.json").read_text())
@@ -52,7 +52,7 @@ def test_train_writes_a_complete_run_folder(trained_run):
     assert words == (trained_run / "vocab.txt").read_text(encoding="utf-8").split("\n")
     # What a resume needs is removed once the run finished: nothing left to resume from.
     assert not (trained_run / "backup").exists() and not (trained_run / "phases").exists()
-    metrics = json.loads((trained_run / "validation_metrics.json").read_text())
+    metrics = json.loads((trained_run / "validation_scores.json").read_text())
     assert metrics["num_examples"] == 40 and 0.0 <= metrics["accuracy"] <= 1.0
     assert metrics["config"]["limit"] == 400 and metrics["config"]["max_length"] == 256
     with open(trained_run / "history.csv") as handle:
@@ -77,9 +77,9 @@ def test_predict_evaluate_attention_export(trained_run, agnews_csv, tmp_path, ca
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == [f"{label_names[p.argmax()]}\t{p.max():.3f}\t{text}" for p, text in zip(probabilities, texts)]
 
-    before = json.loads((trained_run / "validation_metrics.json").read_text())
+    before = json.loads((trained_run / "validation_scores.json").read_text())
     assert main(["evaluate", "--run", str(trained_run)]) == 0
-    recomputed = json.loads((trained_run / "validation_metrics.json").read_text())
+    recomputed = json.loads((trained_run / "validation_scores.json").read_text())
     assert recomputed["num_examples"] == 40  # the same validation split, rebuilt from config.json
     assert recomputed["accuracy"] == before["accuracy"] and recomputed["confusion"] == before["confusion"]
 
@@ -88,7 +88,7 @@ def test_predict_evaluate_attention_export(trained_run, agnews_csv, tmp_path, ca
     with open(agnews_csv, encoding="utf-8") as handle:
         head.write_text("".join(next(handle) for _ in range(30)), encoding="utf-8")
     assert main(["evaluate", "--run", str(trained_run), "--data", str(head)]) == 0
-    tested = json.loads((trained_run / "test_metrics.json").read_text())
+    tested = json.loads((trained_run / "test_scores.json").read_text())
     assert tested["num_examples"] == 30 and tested["config"] == {"data": str(head), "run": str(trained_run)}
 
     png = tmp_path / "attention.png"

@@ -71,11 +71,11 @@ def test_write_evaluation_writes_metrics_report_and_confusion_png(report, tmp_pa
     paths = write_evaluation(report, run_dir, prefix="test", config=config)
 
     assert set(paths) == {"metrics", "report", "confusion"}
-    assert paths["metrics"] == run_dir / "test_metrics.json"
+    assert paths["scores"] == run_dir / "test_scores.json"
     assert paths["report"] == run_dir / "test_report.txt"
     assert paths["confusion"] == run_dir / "test_confusion.png"
 
-    metrics = json.loads(paths["metrics"].read_text(encoding="utf-8"))
+    metrics = json.loads(paths["scores"].read_text(encoding="utf-8"))
     saved_config = metrics.pop("config")
     assert saved_config == {"epochs": 3, "data": str(tmp_path / "test.csv")}
     assert metrics == report.to_dict()
@@ -91,5 +91,5 @@ def test_write_evaluation_writes_metrics_report_and_confusion_png(report, tmp_pa
 
 def test_write_evaluation_without_config_keeps_plain_report(report, tmp_path):
     paths = write_evaluation(report, tmp_path)
-    assert paths["metrics"].name == "eval_metrics.json"
-    assert json.loads(paths["metrics"].read_text(encoding="utf-8")) == report.to_dict()
+    assert paths["scores"].name == "eval_scores.json"
+    assert json.loads(paths["scores"].read_text(encoding="utf-8")) == report.to_dict()

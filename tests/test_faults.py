@@ -263,9 +263,9 @@ def result_of(run_dir, family):
     losses and metrics (all but the wall-clock throughput), exactly."""
     run_dir = Path(run_dir)
     if family == "ner":
-        validation = json.loads((run_dir / "validation_entities.json").read_text(encoding="utf-8"))
+        validation = json.loads((run_dir / "validation_scores.json").read_text(encoding="utf-8"))
     else:
-        metrics = json.loads((run_dir / "validation_metrics.json").read_text(encoding="utf-8"))
+        metrics = json.loads((run_dir / "validation_scores.json").read_text(encoding="utf-8"))
         validation = {name: metrics[name] for name in ("accuracy", "macro_f1", "per_class", "confusion")}
     epochs = [{k: v for k, v in row.items() if k != "examples_per_second"} for row in history_rows(run_dir)]
     return {"validation": validation, "epochs": epochs}
@@ -334,7 +334,7 @@ def check_killed_state(run_dir, family, point):
         assert (run_dir / "model" / "model.json").is_file() and (run_dir / "model" / "weights.index").is_file()
         assert not weights_readable(run_dir / "model" / "weights")
         assert weights_readable(run_dir / "phases" / PHASES[family][-1][0] / "weights")
-        assert not (run_dir / ("validation_entities.json" if family == "ner" else "validation_metrics.json")).exists()
+        assert not (run_dir / "validation_scores.json").exists()
 
 
 def uninterrupted_then_repeated(runner, args, run_dir):

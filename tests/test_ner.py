@@ -160,19 +160,19 @@ def test_training_writes_the_run_folder_and_learns_entities(ner_run):
         "history.csv",
         "logs",
         "checkpoints",
-        "validation_entities.json",
-        "validation_entities.txt",
+        "validation_scores.json",
+        "validation_report.txt",
     } <= {p.name for p in run_dir.iterdir()}
     assert {"model.json", "weights.index"} <= {p.name for p in (run_dir / "model").iterdir()}
     assert not (run_dir / "vocab.txt").exists()  # the WordPiece vocabulary lives in model.json
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert json.loads((run_dir / "labels.json").read_text())["label_names"] == NER_LABELS
 
-    saved = json.loads((run_dir / "validation_entities.json").read_text())
+    saved = json.loads((run_dir / "validation_scores.json").read_text())
     assert saved == {**scores, "source": saved["source"]}
     assert set(saved["per_type"]) == {"PER", "ORG", "LOC", "MISC"}
     assert saved["support"] == sum(s["support"] for s in saved["per_type"].values()) == 142
-    assert (run_dir / "validation_entities.txt").read_text().strip() == format_entity_report(saved)
+    assert (run_dir / "validation_report.txt").read_text().strip() == format_entity_report(saved)
     # The best epoch is the one kept (Keras's "auto" mode would keep the worst F1), and 500
     # sentences teach even a random tiny BERT entities well above chance.
     history = list(csv.DictReader((run_dir / "history.csv").open()))
@@ -188,7 +188,7 @@ def test_training_writes_the_run_folder_and_learns_entities(ner_run):
 @pytest.mark.slow
 def test_evaluate_command_scores_a_conll_file_from_raw_text(ner_run, conll_valid, tmp_path, capsys):
     run_dir, _ = ner_run
-    validation = json.loads((run_dir / "validation_entities.json").read_text())
+    validation = json.loads((run_dir / "validation_scores.json").read_text())
     # The run's own validation sentences as a CoNLL file of their own: `evaluate` reads the
     # words joined by spaces through the model's in-graph tokenizer, training scored the
     # Hugging Face tokenizer's pieces; both must find the same entities.
@@ -197,12 +197,12 @@ def test_evaluate_command_scores_a_conll_file_from_raw_text(ner_run, conll_valid
     capsys.readouterr()
     assert main(["evaluate", "--run", str(run_dir), "--data", str(data)]) == 0
     out = capsys.readouterr().out
-    written = json.loads((run_dir / "test_entities.json").read_text())
+    written = json.loads((run_dir / "test_scores.json").read_text())
     assert written["source"] == str(data)
     assert {k: v for k, v in written.items() if k != "source"} == {k: v for k, v in validation.items() if k != "source"}
     table = format_entity_report(written)
-    assert table in out and f"wrote {run_dir / 'test_entities.json'}, {run_dir / 'test_entities.txt'}" in out
-    assert (run_dir / "test_entities.txt").read_text().strip() == table
+    assert table in out and f"wrote {run_dir / 'test_scores.json'}, {run_dir / 'test_report.txt'}" in out
+    assert (run_dir / "test_report.txt").read_text().strip() == table
     for entity_type in ("PER", "ORG", "LOC", "MISC"):
         row = written["per_type"][entity_type]
         assert any(
@@ -219,7 +219,7 @@ def test_evaluate_command_scores_a_conll_file_from_raw_text(ner_run, conll_valid
     # Without --data: the run's validation sentences again (the first --validation-limit of its
     # validation file), so the report it rewrites keeps its numbers.
     assert main(["evaluate", "--run", str(run_dir)]) == 0
-    assert json.loads((run_dir / "validation_entities.json").read_text()) == validation
+    assert json.loads((run_dir / "validation_scores.json").read_text()) == validation
 
 
 @pytest.mark.slow
@@ -244,7 +244,7 @@ def test_evaluate_reads_the_test_split_of_a_hugging_face_dataset(ner_run, monkey
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     assert main(["evaluate", "--run", str(run_dir), "--data", "hf:conll2003", "--prefix", "hf"]) == 0
     assert calls == [("conll2003", "test")]
-    scores = json.loads((run_dir / "hf_entities.json").read_text())
+    scores = json.loads((run_dir / "hf_scores.json").read_text())
     assert scores["source"] == "hf:conll2003[test]" and scores["support"] == 3
 
 

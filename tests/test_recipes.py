@@ -144,7 +144,7 @@ def test_wordpiece_run_saves_its_vocabulary_and_reloads(agnews_csv, tmp_path):
     assert model.encoder.token_dropout == 0.1
     # The reloaded model, reading raw validation texts, scores what the run reported.
     report = evaluate_texts(model, task_of(config).load_splits()[1])
-    assert report.accuracy == json.loads((run_dir / "validation_metrics.json").read_text())["accuracy"]
+    assert report.accuracy == json.loads((run_dir / "validation_scores.json").read_text())["accuracy"]
 
 
 @pytest.mark.slow

@@ -114,7 +114,7 @@ def test_classify_trains_serves_evaluates_and_exports_any_labelled_table(agnews_
     label, probability, text = capsys.readouterr().out.strip().split("\t")
     assert label in {"Business", "Sci/Tech", "Sports", "World"} and 0 < float(probability) <= 1
     assert main(["evaluate", "--run", str(run), "--data", str(path)]) == 0
-    assert "examples 120" in capsys.readouterr().out and (run / "test_metrics.json").is_file()
+    assert "examples 120" in capsys.readouterr().out and (run / "test_scores.json").is_file()
     # An option another task reads is refused naming it; nothing is exported.
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "export"), "--beam", "4"]) == 2
     assert "--beam does not apply to" in capsys.readouterr().err and not (tmp_path / "export").exists()

@@ -204,9 +204,9 @@ def test_cli_trains_translates_evaluates_plots_and_exports(translation_run, tmp_
     vocabulary = json.loads((translation_run / "config.json").read_text())["vocabulary"]
     suffix = {"subword": "spm", "words": "words"}[vocabulary]
     assert sorted(path.name for path in (translation_run / "model").glob("*.*") if "weights" not in path.name) == [
+        "model.json",
         f"source.{suffix}",
         f"target.{suffix}",
-        "translator.json",
     ]
     capsys.readouterr()
     assert main(["translate", "--run", str(translation_run), "Hola.", "¿Dónde está la biblioteca?", "--beam", "2"]) == 0

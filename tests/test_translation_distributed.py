@@ -66,7 +66,7 @@ def test_two_workers_translate_as_one_process(runner, pair_files, tmp_path):  # 
     for got, expected in zip(workers, single):
         assert got["val_loss"] == pytest.approx(expected["val_loss"], rel=RELATIVE_TOLERANCE), (workers, single)
         assert got["loss"] == pytest.approx(expected["loss"], rel=SHOWN_LOSS_TOLERANCE), (workers, single)
-    assert (tmp_path / "workers" / "model" / "translator.json").is_file()
+    assert (tmp_path / "workers" / "model" / "model.json").is_file()
 
 
 def test_two_workers_stream_their_own_pair_files(runner, pair_files, tmp_path):  # noqa: F811
@@ -77,7 +77,7 @@ def test_two_workers_stream_their_own_pair_files(runner, pair_files, tmp_path): 
         assert returncode == 0, output[-3000:]
         assert "translate: 160 training / 40 validation pairs" in output
     assert [row["epoch"] for row in history(tmp_path / "run")] == [0, 1, 2]
-    assert (tmp_path / "run" / "model" / "translator.json").is_file()
+    assert (tmp_path / "run" / "model" / "model.json").is_file()
 
 
 def test_a_killed_streamed_translation_resumes_to_the_uninterrupted_result(runner, pair_files, tmp_path):  # noqa: F811

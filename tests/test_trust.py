@@ -268,7 +268,7 @@ def test_overwrite_replaces_a_damaged_run_and_the_reports_tfattn_wrote(tiny_csv,
     assert main(["attention", "--run", str(run_copy), "Oil prices rose", "--out", str(run_copy / "oil.png")]) == 0
     assert main(["export", "--run", str(run_copy), "--out", str(run_copy / "export")]) == 0
     assert main(train_argv(tiny_csv, run_copy) + ["--overwrite"]) == 0  # every entry is tfattn's
-    for written in ("mine_metrics.json", "oil.png", "export"):
+    for written in ("mine_scores.json", "oil.png", "export"):
         assert not (run_copy / written).exists(), written
     manifest = (run_copy / "run.json").read_text()
     (run_copy / "run.json").write_text(manifest[:42])

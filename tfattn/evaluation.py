@@ -134,25 +134,22 @@ def save_confusion_matrix_png(confusion, label_names, path, title=None, normaliz
 
 
 def write_evaluation(report, run_dir, prefix="eval", config=None):
-    """Write `{prefix}_metrics.json`, `{prefix}_report.txt` and `{prefix}_confusion.png` into `run_dir`.
+    """Write `{prefix}_scores.json`, `{prefix}_report.txt` (`tfattn.runs.folders.write_report`,
+    as every task) and `{prefix}_confusion.png` into `run_dir`.
 
     `config` (e.g. the run's settings or which data was evaluated) is stored in the JSON under
-    "config" so the metrics file says what it measured. Returns {"metrics", "report", "confusion"} paths.
+    "config" so the scores file says what it measured. Returns {"scores", "report", "confusion"} paths.
     """
+    from tfattn.runs.folders import write_report
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "metrics": run_dir / f"{prefix}_metrics.json",
-        "report": run_dir / f"{prefix}_report.txt",
-        "confusion": run_dir / f"{prefix}_confusion.png",
-    }
-
-    metrics = report.to_dict()
+    scores = report.to_dict()
     if config is not None:
-        metrics["config"] = config
-    # default=str keeps paths and similar values in a config from failing the whole write.
-    paths["metrics"].write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
-    paths["report"].write_text(report.format_text() + "\n", encoding="utf-8")
+        # Through JSON with default=str: paths and similar values in a config do not fail the write.
+        scores["config"] = json.loads(json.dumps(config, default=str))
+    scores_path, report_path = write_report(run_dir, prefix, scores, report.format_text())
+    paths = {"scores": scores_path, "report": report_path, "confusion": run_dir / f"{prefix}_confusion.png"}
     save_confusion_matrix_png(
         report.confusion,
         report.label_names,

@@ -51,7 +51,7 @@ __all__ = [
 
 # Ids fixed in every learned vocabulary: padding 0 (what batches pad with), unknown 1.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-CONFIG_FILE = "translator.json"
+CONFIG_FILE = "model.json"  # the name of every tfattn model description
 SIDES = ("source", "target")  # a saved vocabulary's file name: side + its kind's file_suffix
 
 
@@ -661,7 +661,7 @@ def _checkpoint(model):
 
 
 def save_translator(model: Translator, folder) -> Path:
-    """Write a translator to `folder` (created; its files replaced): `translator.json`, the two
+    """Write a translator to `folder` (created; its files replaced): `model.json`, the two
     vocabularies and a TensorFlow checkpoint of the weights. Refuses non-finite weights."""
     from tfattn.files import write_json
     from tfattn.models.weights import check_finite_weights

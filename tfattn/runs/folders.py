@@ -98,3 +98,13 @@ def finish_training(run_dir, summary):
     # frozen_cache: the frozen encoder's outputs (tfattn.tasks.frozen), large and now unneeded.
     for folder in (backup_dir(run_dir), Path(run_dir) / "phases", Path(run_dir) / "frozen_cache"):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_report(run_dir, prefix: str, scores: dict, text: str) -> list[Path]:
+    """Every task's report files: `PREFIX_scores.json` (the numbers, and what was scored) and
+    `PREFIX_report.txt` (the table a person reads), in `run_dir`; returns their paths."""
+    run_dir = Path(run_dir)
+    text_path = run_dir / f"{prefix}_report.txt"
+    json_path = write_json(run_dir / f"{prefix}_scores.json", scores)
+    text_path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    return [json_path, text_path]

@@ -63,12 +63,9 @@ RUN_ENTRIES = frozenset(
         "phases",
         "frozen_cache",
         "vocab.txt",
-        "validation_metrics.json",
+        "validation_scores.json",
         "validation_report.txt",
         "validation_confusion.png",
-        "validation_entities.json",
-        "validation_entities.txt",
-        "validation_scores.json",
     }
 )
 

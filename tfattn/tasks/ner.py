@@ -23,9 +23,9 @@ import tf_keras as keras
 
 from tfattn.data import TaggedSentences, load_conll
 from tfattn.data.pipelines import make_dataset, warn_about_texts
-from tfattn.files import write_json
 from tfattn.models import TokenClassifier
 from tfattn.pretrained import HF_FEATURE_NAMES
+from tfattn.runs.folders import write_report
 from tfattn.tagging import (
     AGGREGATION_STRATEGIES,
     IGNORE_INDEX,
@@ -126,12 +126,9 @@ def _first(sentences, limit):
 
 
 def write_entity_report(scores, run_dir, prefix):
-    """Write `PREFIX_entities.json` and `.txt` into `run_dir`; returns the paths."""
-    run_dir = Path(run_dir)
-    json_path = write_json(run_dir / f"{prefix}_entities.json", scores)
-    text_path = run_dir / f"{prefix}_entities.txt"
-    text_path.write_text(format_entity_report(scores) + "\n", encoding="utf-8")
-    return [json_path, text_path]
+    """Write `PREFIX_scores.json` and `PREFIX_report.txt` (the entity table) into `run_dir`;
+    returns the paths."""
+    return write_report(run_dir, prefix, scores, format_entity_report(scores))
 
 
 def evaluate_sentences(model: TokenClassifier, sentences: TaggedSentences) -> dict:

@@ -2,7 +2,7 @@
 sacreBLEU and chrF, and save the run (`tfattn train translate`, `tfattn translate`).
 
 A run folder holds `config.json`, `model/` (`save_translator`), `history.csv`, and
-`validation_scores.json`; training resumes after an interruption as every tfattn run does
+`validation_scores.json` and `validation_report.txt`; training resumes after an interruption as every tfattn run does
 (`tfattn.training`: backups per epoch, best epoch by validation loss, early stopping).
 """
 
@@ -39,7 +39,6 @@ __all__ = [
     "validation_pairs",
 ]
 
-SCORES_FILE = "validation_scores.json"
 MODELS = ("transformer", "rnn")
 # Per model, the defaults of the options left at None: the course's sizes and a learning rate per
 # model, not tuned (BENCHMARKS.md "Translation" measures them, once, on the validation pairs).
@@ -306,9 +305,8 @@ class TranslationTask(Task):
         """Learn the vocabularies, build the translator in `strategy`'s scope, train it, then
         save it and score the saved translator on the validation pairs (greedy decoding)."""
         from tfattn.data.pipelines import count_batches, make_dataset
-        from tfattn.files import write_json
         from tfattn.models.translation import TRANSLATORS, TranslationPreprocessor, build_sample, save_translator
-        from tfattn.runs.folders import finish_training, mark_trained
+        from tfattn.runs.folders import finish_training, mark_trained, write_report
         from tfattn.training.metrics import masked_token_accuracy
         from tfattn.training.phases import EpochOrder, compile_and_fit
 
@@ -369,10 +367,10 @@ class TranslationTask(Task):
         saved = self.load_model(run_dir)  # scored as evaluate, translate and export will load it
         result = evaluate_translations(saved, validation_pairs)
         scores = {key: result[key] for key in ("bleu", "chrf", "sentences", "seconds")}
-        write_json(run_dir / SCORES_FILE, {"decoding": "greedy", **scores})
         summary = (
             f"validation BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f} (greedy, {scores['sentences']} pairs)"
         )
+        write_report(run_dir, "validation", {"decoding": "greedy", **scores}, summary)
         print(summary)
         finish_training(run_dir, summary)
         return scores
@@ -401,14 +399,14 @@ class TranslationTask(Task):
         scores = {key: result[key] for key in ("bleu", "chrf", "sentences", "seconds")}
 
         def write(run_dir, prefix):
-            from tfattn.files import write_json
+            from tfattn.runs.folders import write_report
 
-            path = write_json(
-                Path(run_dir) / f"{prefix}_{strategy}_scores.json", {"data": pairs.path, "decoding": options, **scores}
-            )
-            translations = Path(run_dir) / f"{prefix}_{strategy}_translations.txt"
+            # The decoding names the files too: greedy and beam scores of one run sit side by side.
+            stem = f"{prefix}_{strategy}"
+            paths = write_report(run_dir, stem, {"data": pairs.path, "decoding": options, **scores}, text)
+            translations = Path(run_dir) / f"{stem}_translations.txt"
             translations.write_text("".join(line + "\n" for line in result["translations"]), encoding="utf-8")
-            return [path, translations]
+            return [*paths, translations]
 
         text = (
             f"BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  ({scores['sentences']} pairs, {strategy}, "
