@@ -65,12 +65,12 @@ def test_class_id_outside_label_names_raises():
         classification_metrics([0, 1], [0, 4], LABELS)
 
 
-def test_write_evaluation_writes_metrics_report_and_confusion_png(report, tmp_path):
+def test_write_evaluation_writes_scores_report_and_confusion_png(report, tmp_path):
     run_dir = tmp_path / "run" / "nested"
     config = {"epochs": 3, "data": tmp_path / "test.csv"}
     paths = write_evaluation(report, run_dir, prefix="test", config=config)
 
-    assert set(paths) == {"metrics", "report", "confusion"}
+    assert set(paths) == {"scores", "report", "confusion"}
     assert paths["scores"] == run_dir / "test_scores.json"
     assert paths["report"] == run_dir / "test_report.txt"
     assert paths["confusion"] == run_dir / "test_confusion.png"
