@@ -23,6 +23,7 @@
    changes (but those that get no gradient, `weights_without_gradient`, which stay as they were).
 
 The fresh interpreter is started first, so its TensorFlow import overlaps the other checks.
+Translators pass the same battery, as encoder-decoders have it (`run_translator_test`).
 """
 
 import contextlib
@@ -42,7 +43,14 @@ import tf_keras as keras
 from tfattn.models import FEATURE_NAMES, TextClassifier, TokenClassifier, load_model, save_model
 from tfattn.serving.classifiers import export_model
 
-__all__ = ["FreshInterpreter", "captured_logs", "exported_tiny_hub_bert", "run_task_test", "save_tiny_bert"]
+__all__ = [
+    "FreshInterpreter",
+    "captured_logs",
+    "exported_tiny_hub_bert",
+    "run_task_test",
+    "run_translator_test",
+    "save_tiny_bert",
+]
 
 LEARNING_RATE = 1e-2
 ATOL = 1e-5
@@ -454,6 +462,92 @@ def run_task_test(
 
         if export:
             _check_served(interpreter.result(), expected_served, label_names, len(texts))
+        return model
+    finally:
+        if interpreter is not None:
+            interpreter.close()
+
+
+# --- translators: the same battery, for encoder-decoders ------------------------------------
+
+
+def run_translator_test(cls, init_kwargs, pairs, *, tmp_path, export=False, fit_steps=2, max_length=12):
+    """The standard battery every translator passes, as `run_task_test` for the classifiers:
+
+    1. raw strings in, strings out (`translate`), each text's translation independent of its
+       batch neighbours; teacher-forced logits float32, `[texts, target length, target vocab]`;
+    2. `fit` (the task's loss) on the pairs: finite losses, every weighted layer moves, no
+       "non-serializable" warning; 3. `save_translator` / `load_translator`: `model.json` like
+       every tfattn model, the same class, config, logits and translations;
+    4. optionally the export: a FRESH interpreter importing only tensorflow and tensorflow_text
+       serves the translations decoded in this process;
+    5. the cross-attention of a translation: `[layers, heads, target, source]`, rows summing to 1.
+
+    Args:
+        cls: `TransformerTranslator` or `RnnTranslator`; init_kwargs: its arguments (preprocessor, sizes).
+        pairs: `TranslationPairs` to fit on and translate (a handful).
+        tmp_path: a folder for the saved model, the export and the fresh interpreter's output.
+        export: also check the export in a fresh interpreter (slow: a traced decoding loop).
+        max_length: the most tokens decoded per translation.
+
+    Returns:
+        The model, trained a few steps.
+    """
+    from tfattn.models.translation import build_sample, load_translator, save_translator
+    from tfattn.serving.translators import export_translator
+    from tfattn.tasks.translation import MaskedCrossEntropy, alignment
+
+    texts, targets = list(pairs.sources), list(pairs.targets)
+    tmp_path = Path(tmp_path)
+    interpreter = FreshInterpreter(tmp_path / "fresh", tensorflow_text=True) if export else None
+    try:
+        model = build_sample(cls(**init_kwargs))
+
+        # 1. Strings in, strings out; logits of teacher forcing.
+        translations = model.translate(texts, max_length=max_length)
+        assert len(translations) == len(texts) and all(isinstance(t, str) for t in translations)
+        for text, translation in zip(texts, translations):
+            assert model.translate([text], max_length=max_length) == [translation], text
+        features, labels = model.preprocessor.encode_pairs(texts, targets)
+        logits = model(features, training=False)
+        assert logits.dtype == tf.float32 and np.all(np.isfinite(logits.numpy()))
+        vocabulary = model.preprocessor.target.vocab_size
+        assert tuple(logits.shape) == (len(texts), features["target_ids"].shape[1], vocabulary), logits.shape
+
+        # 2. fit with the task's loss; 3. save_translator / load_translator.
+        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=MaskedCrossEntropy())
+        before = {layer.name: _values(layer.weights) for layer in model.layers if layer.weights}
+        with captured_logs() as logs:
+            history = model.fit(features, labels, batch_size=len(texts), epochs=fit_steps, verbose=0)
+            saved = save_translator(model, tmp_path / "saved")
+            loaded = load_translator(saved)
+        noisy = [message for message in logs if "non-serializable" in message]
+        assert not noisy, noisy
+        losses = history.history["loss"]
+        assert len(losses) == fit_steps and np.all(np.isfinite(losses)), losses
+        for layer in model.layers:
+            if layer.name in before:
+                moved = any(not np.array_equal(b, w.numpy()) for b, w in zip(before[layer.name], layer.weights))
+                assert moved, f"no weight of {layer.name} trained"
+        assert (saved / "model.json").is_file() and any(saved.glob("weights*.index"))
+        assert type(loaded) is cls and loaded.get_config() == model.get_config()
+        np.testing.assert_allclose(loaded(features, training=False), model(features, training=False), atol=ATOL)
+        translations = model.translate(texts, max_length=max_length)
+        assert loaded.translate(texts, max_length=max_length) == translations
+
+        # 4. The export, served by a fresh interpreter.
+        if export:
+            from tfattn.decoding import DecodingOptions
+
+            export_dir = export_translator(model, tmp_path / "export", DecodingOptions(max_length=max_length))
+            interpreter.serve(export_dir, texts)
+            assert interpreter.result()["translations"] == translations
+
+        # 5. Cross-attention: one row per generated token, a distribution over the source.
+        translation, source_tokens, target_tokens, attention = alignment(model, texts[0], max_length=max_length)
+        assert translation == translations[0]
+        assert attention.shape[2:] == (len(target_tokens), len(source_tokens)), attention.shape
+        np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-4)
         return model
     finally:
         if interpreter is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from task_harness import run_translator_test
 
 from tfattn.cli import main
 from tfattn.data.translation import read_translation_pairs
@@ -231,3 +232,14 @@ def test_cli_refuses_sampling_with_beam_and_names_a_bad_tsv_line(translation_run
     bad.write_text("Hi.\tHola.\nno tab here\n", encoding="utf-8")
     assert main(["evaluate", "--run", str(translation_run), "--data", str(bad)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {bad}:2: expected two tab-separated sentences, found 1 column"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["transformer", "rnn"])
+def test_translators_pass_the_task_harness(kind, pairs, preprocessors, tmp_path):
+    """The battery every tfattn model passes (`task_harness.run_translator_test`), the export
+    served by a fresh interpreter included."""
+    cls, kwargs = TINY[kind]
+    run_translator_test(
+        cls, {"preprocessor": preprocessors["subword"], **kwargs}, pairs.head(6), tmp_path=tmp_path, export=True
+    )
