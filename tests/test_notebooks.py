@@ -15,9 +15,6 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 IDS = [path.name for path in NOTEBOOKS]
-# Examples each notebook runs on here (NOTEBOOK_SLICE): enough for every class and split; the
-# translation notebook keeps 200 pairs, from which it learns its SentencePiece vocabularies.
-NOTEBOOK_SLICES = {"translation.ipynb": 200}
 PNG = "iVBORw0KGgo="  # what an image output holds, base64; its content does not matter here
 
 
@@ -102,7 +99,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         missing(f"real data not found at {shared_data_dir()}")
     stored = path.read_bytes()
     notebook = nbformat.reads(stored.decode("utf-8"), as_version=4)
-    monkeypatch.setenv("NOTEBOOK_SLICE", str(NOTEBOOK_SLICES.get(path.name, 100)))
+    monkeypatch.setenv("NOTEBOOK_SLICE", "200")
     monkeypatch.setenv("TFATTN_SHARED_DATA", str(shared_data_dir()))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # figures show through the kernel's inline backend
     # Outputs (plots, exports, temporary folders) go to a scratch folder; the kernel imports
