@@ -26,15 +26,15 @@ SHOWN_LOSS_TOLERANCE = 5e-3
 
 @pytest.fixture(scope="module")
 def pair_files(tmp_path_factory):
-    """160 training pairs as one file and as two shards, and 40 validation pairs, all real."""
+    """96 training pairs as one file and as two shards, and 40 validation pairs, all real."""
     from conftest import shared_data_dir
 
     lines = (shared_data_dir() / "translation" / "spa_eng_train.tsv").read_text(encoding="utf-8").splitlines()
     folder = tmp_path_factory.mktemp("pairs")
-    (folder / "train.tsv").write_text("\n".join(lines[:160]) + "\n", encoding="utf-8")
+    (folder / "train.tsv").write_text("\n".join(lines[:96]) + "\n", encoding="utf-8")
     for index in range(2):
-        (folder / f"part-{index}.tsv").write_text("\n".join(lines[index:160:2]) + "\n", encoding="utf-8")
-    (folder / "valid.tsv").write_text("\n".join(lines[160:200]) + "\n", encoding="utf-8")
+        (folder / f"part-{index}.tsv").write_text("\n".join(lines[index:96:2]) + "\n", encoding="utf-8")
+    (folder / "valid.tsv").write_text("\n".join(lines[96:136]) + "\n", encoding="utf-8")
     return folder
 
 
@@ -44,7 +44,7 @@ def arguments(pair_files, run_dir, stream=False):
     )
     tiny = ["--embed-dim", "16", "--num-heads", "2", "--ff-dim", "32", "--num-blocks", "1", "--vocab-size", "200"]
     return ["train", "translate", *data, "--validation-data", str(pair_files / "valid.tsv"), *tiny] + [
-        *("--vocabulary", "words", "--max-length", "16", "--batch-size", "16", "--epochs", "3", "--dropout", "0"),
+        *("--vocabulary", "words", "--max-length", "16", "--batch-size", "16", "--epochs", "2", "--dropout", "0"),
         *("--seed", "3", "--shuffle-buffer", "64", "--run-dir", str(run_dir)),
     ]
 
@@ -62,7 +62,7 @@ def test_two_workers_translate_as_one_process(runner, pair_files, tmp_path):  # 
     for returncode, output, _ in results:
         assert returncode == 0, output[-3000:]
     workers, single = history(tmp_path / "workers"), history(tmp_path / "single")
-    assert [row["epoch"] for row in workers] == [row["epoch"] for row in single] == [0, 1, 2]
+    assert [row["epoch"] for row in workers] == [row["epoch"] for row in single] == [0, 1]
     for got, expected in zip(workers, single):
         assert got["val_loss"] == pytest.approx(expected["val_loss"], rel=RELATIVE_TOLERANCE), (workers, single)
         assert got["loss"] == pytest.approx(expected["loss"], rel=SHOWN_LOSS_TOLERANCE), (workers, single)
@@ -75,8 +75,8 @@ def test_two_workers_stream_their_own_pair_files(runner, pair_files, tmp_path): 
     results = run_workers(runner, arguments(pair_files, tmp_path / "run", stream=True))
     for returncode, output, _ in results:
         assert returncode == 0, output[-3000:]
-        assert "translate: 160 training / 40 validation pairs" in output
-    assert [row["epoch"] for row in history(tmp_path / "run")] == [0, 1, 2]
+        assert "translate: 96 training / 40 validation pairs" in output
+    assert [row["epoch"] for row in history(tmp_path / "run")] == [0, 1]
     assert (tmp_path / "run" / "model" / "model.json").is_file()
 
 
