@@ -18,4 +18,6 @@ fi
 scripts/setup_env.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest -q -rs --durations=10 "$@"
+# Two processes (pytest-xdist), a test module's tests in one of them (their module fixtures are
+# built once): the suite waits on subprocesses, kernels and files much of the time.
+exec .venv/bin/python -m pytest -q -rs --durations=10 -n 2 --dist loadfile "$@"
