@@ -267,6 +267,21 @@ def _compile(model, run_eagerly):
     )
 
 
+def _fit_save_load(model, inputs, labels, fit_steps, save, load, folder):
+    """`fit` one batch of everything `fit_steps` times, then `save` and `load` the model: the
+    losses must be finite and nothing may log a "non-serializable" warning. Returns
+    `(saved folder, loaded model)`."""
+    with captured_logs() as logs:
+        history = model.fit(inputs, labels, batch_size=len(labels), epochs=fit_steps, verbose=0)
+        saved = save(model, folder)
+        loaded = load(saved)
+    noisy = [message for message in logs if "non-serializable" in message]
+    assert not noisy, noisy
+    losses = history.history["loss"]
+    assert len(losses) == fit_steps and np.all(np.isfinite(losses)), losses
+    return saved, loaded
+
+
 def _json_config(obj):
     return json.loads(json.dumps(obj))
 
@@ -395,14 +410,7 @@ def run_task_test(
         # 3. fit on raw strings; 4. save_model / load_model.
         _compile(model, run_eagerly)
         head_before = _values(model.head.weights)
-        with captured_logs() as logs:
-            history = model.fit(strings, labels, batch_size=len(texts), epochs=fit_steps, verbose=0)
-            saved = save_model(model, tmp_path / "saved")
-            loaded = load_model(saved)
-        noisy = [message for message in logs if "non-serializable" in message]
-        assert not noisy, noisy
-        losses = history.history["loss"]
-        assert len(losses) == fit_steps and np.all(np.isfinite(losses)), losses
+        saved, loaded = _fit_save_load(model, strings, labels, fit_steps, save_model, load_model, tmp_path / "saved")
         assert all(not np.array_equal(b, w.numpy()) for b, w in zip(head_before, model.head.weights, strict=True))
 
         predictions = model.predict(strings, batch_size=len(texts), verbose=0)
@@ -517,14 +525,8 @@ def run_translator_test(cls, init_kwargs, pairs, *, tmp_path, export=False, fit_
         # 2. fit with the task's loss; 3. save_translator / load_translator.
         model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=MaskedCrossEntropy())
         before = {layer.name: _values(layer.weights) for layer in model.layers if layer.weights}
-        with captured_logs() as logs:
-            history = model.fit(features, labels, batch_size=len(texts), epochs=fit_steps, verbose=0)
-            saved = save_translator(model, tmp_path / "saved")
-            loaded = load_translator(saved)
-        noisy = [message for message in logs if "non-serializable" in message]
-        assert not noisy, noisy
-        losses = history.history["loss"]
-        assert len(losses) == fit_steps and np.all(np.isfinite(losses)), losses
+        folder = tmp_path / "saved"
+        saved, loaded = _fit_save_load(model, features, labels, fit_steps, save_translator, load_translator, folder)
         for layer in model.layers:
             if layer.name in before:
                 moved = any(not np.array_equal(b, w.numpy()) for b, w in zip(before[layer.name], layer.weights))
