@@ -1,7 +1,7 @@
 """The classic bar: TF-IDF word 1-2 grams + logistic regression on AG News and math topics.
 
 Uses the exact splits `tfattn train` uses (stratified 10% validation, seed 0, via
-`tfattn.tasks.config.load_splits`), so its validation accuracy and macro-F1 sit beside the
+`ClassificationTask.load_splits`), so its validation accuracy and macro-F1 sit beside the
 neural runs' figures. The regularisation strength C is chosen by 5-fold cross-validation on
 the training part only, so the validation split stays unseen until it is scored.
 
@@ -27,7 +27,8 @@ from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 
 from tfattn.evaluation import classification_metrics  # noqa: E402
-from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
+from tfattn.tasks.config import TrainConfig  # noqa: E402
+from tfattn.tasks.registry import task_of  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 TASKS = {"agnews": DATA / "ag_news" / "train.csv", "math": DATA / "math_topics" / "train.jsonl"}
@@ -55,7 +56,8 @@ def main():
     results = {}
     for task, data in TASKS.items():
         for seed in args.seeds:
-            train, validation = load_splits(TrainConfig(task=task, data=str(data), seed=seed).resolve())
+            config = TrainConfig(task=task, data=str(data), seed=seed).resolve()
+            train, validation = task_of(config).load_splits()
             start = time.perf_counter()
             search = tfidf_baseline(train, seed)
             seconds = time.perf_counter() - start

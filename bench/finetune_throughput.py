@@ -35,7 +35,8 @@ from tfattn.models import FEATURE_NAMES, HuggingFaceEncoder, TextClassifier  # n
 from tfattn.models.preprocessors import HF_FEATURE_NAMES  # noqa: E402
 from tfattn.models.wordpiece import bert_preprocessor_from_pretrained  # noqa: E402
 from tfattn.pretrained import load_tokenizer, offline_minilm_path, tokenize_texts  # noqa: E402
-from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
+from tfattn.tasks.config import TrainConfig  # noqa: E402
+from tfattn.tasks.registry import task_of  # noqa: E402
 from tfattn.training.optimizer import create_optimizer  # noqa: E402
 
 DATA = {"agnews": "ag_news/train.csv", "math": "math_topics/train.jsonl"}
@@ -97,7 +98,7 @@ def main():
 
     data = args.data or str(REPO.parent / "shared" / "data" / DATA[args.task])
     backbone = args.backbone or str(offline_minilm_path())
-    train_examples, _ = load_splits(TrainConfig(task=args.task, data=data).resolve())
+    train_examples, _ = task_of(TrainConfig(task=args.task, data=data).resolve()).load_splits()
     subset = train_examples.subset(np.arange(min(args.examples, len(train_examples))))
     texts, labels, n = subset.texts, subset.labels, len(subset)
     tokenizer = load_tokenizer(backbone)

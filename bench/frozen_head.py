@@ -48,8 +48,9 @@ from tfattn.data.pipelines import make_dataset  # noqa: E402
 from tfattn.pretrained import load_tokenizer, offline_minilm_path, tokenize_texts  # noqa: E402
 from tfattn.quiet import start_tensorflow  # noqa: E402
 from tfattn.runs.folders import load_run_model  # noqa: E402
-from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
+from tfattn.tasks.config import TrainConfig  # noqa: E402
 from tfattn.tasks.frozen import CACHE_DIR  # noqa: E402
+from tfattn.tasks.registry import task_of  # noqa: E402
 from tfattn.training.loop import train  # noqa: E402
 
 DATA = {"agnews": "ag_news/train.csv", "math": "math_topics/train.jsonl"}
@@ -138,7 +139,7 @@ def main():
             with open(run_dir / "history.csv", newline="") as handle:
                 history = list(csv.DictReader(handle))
 
-            train_split, _ = load_splits(resolved)
+            train_split, _ = task_of(resolved).load_splits()
             old_epoch, batches_per_epoch, tokens = uncached_epoch_seconds(
                 run_dir, resolved, train_split.texts, train_split.labels, args.old_batches
             )

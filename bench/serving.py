@@ -53,8 +53,9 @@ from tfattn.data.conll import read_conll  # noqa: E402
 from tfattn.pretrained import offline_minilm_path  # noqa: E402
 from tfattn.serving.classifiers import DEFAULT_BUCKET_ROWS, export_model, in_length_buckets  # noqa: E402
 from tfattn.tagging import entity_scores  # noqa: E402
-from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
+from tfattn.tasks.config import TrainConfig  # noqa: E402
 from tfattn.tasks.encoder_task import load_run  # noqa: E402
+from tfattn.tasks.registry import task_of  # noqa: E402
 
 RUNS = {"scratch": "agnews", "minilm": "agnews_minilm", "ner": "ner_minilm"}
 # (run, export options) of every exported path.
@@ -442,7 +443,7 @@ def main():
     cwd = os.getcwd()
     os.chdir(REPO)  # the run's config names its data relative to the repository
     try:
-        _, validation = load_splits(TrainConfig(**minilm_config).resolve())
+        _, validation = task_of(TrainConfig(**minilm_config).resolve()).load_splits()
     finally:
         os.chdir(cwd)
     accuracy = {}

@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO))
 def write_split_files(config, folder, shards):
     """The in-memory run's training and validation rows as AG News CSV files (class 1..4, the
     cleaned text as the title, an empty description: read back, they give the same texts)."""
-    from tfattn.tasks.config import load_splits
+    from tfattn.tasks.registry import task_of
 
-    train, validation = load_splits(config.resolve())
+    train, validation = task_of(config.resolve()).load_splits()
     folder.mkdir(parents=True, exist_ok=True)
 
     def write(path, examples, indices):

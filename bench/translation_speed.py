@@ -40,14 +40,10 @@ sys.path.insert(0, str(REPO))
 from tfattn.data.pipelines import make_dataset  # noqa: E402
 from tfattn.data.translation import read_translation_pairs  # noqa: E402
 from tfattn.decoding import DecodingOptions, decode  # noqa: E402
-from tfattn.models.translation import TRANSLATORS, TranslationPreprocessor, build_sample  # noqa: E402
-from tfattn.tasks.translation import (  # noqa: E402
-    MODEL_DEFAULTS,
-    MODEL_OPTIONS,
-    MaskedCrossEntropy,
-    TranslationConfig,
-    masked_token_accuracy,
-)
+from tfattn.families.translators import TRANSLATOR_FAMILIES  # noqa: E402
+from tfattn.models.translation import TranslationPreprocessor  # noqa: E402
+from tfattn.tasks.translation import MaskedCrossEntropy, TranslationConfig  # noqa: E402
+from tfattn.training.metrics import masked_token_accuracy  # noqa: E402
 from tfattn.training.optimizer import create_optimizer  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "translation"
@@ -56,8 +52,7 @@ RESULTS = REPO / "bench" / "results" / "translation_speed.json"
 
 def build_model(kind, preprocessor):
     config = TranslationConfig(data="-", model=kind).resolve()
-    kwargs = {name: getattr(config, name) for name in ("embed_dim", "dropout") + MODEL_OPTIONS[kind]}
-    return build_sample(TRANSLATORS[kind](preprocessor, **kwargs))
+    return TRANSLATOR_FAMILIES[kind].build(preprocessor, config)
 
 
 def training_speed(model, preprocessor, pairs, steps, rounds):
@@ -65,7 +60,7 @@ def training_speed(model, preprocessor, pairs, steps, rounds):
     features = {"source_ids": preprocessor.encode_sources(pairs.sources), "target_ids": target_ids}
     data = make_dataset(features, labels, 64, shuffle=True, seed=0).repeat()
     model.compile(
-        optimizer=create_optimizer(MODEL_DEFAULTS[model.kind]["learning_rate"], steps * (rounds + 1)),
+        optimizer=create_optimizer(TRANSLATOR_FAMILIES[model.kind].defaults["learning_rate"], steps * (rounds + 1)),
         loss=MaskedCrossEntropy(0.1),
         metrics=[masked_token_accuracy],
     )

@@ -53,7 +53,8 @@ from training_precision import DATA, minilm_parts, scratch_parts, timed_fit  # n
 
 from tfattn.data.pipelines import batch_shapes, make_dataset  # noqa: E402
 from tfattn.pretrained import load_tokenizer, offline_minilm_path, tokenize_texts  # noqa: E402
-from tfattn.tasks.config import TrainConfig, load_splits  # noqa: E402
+from tfattn.tasks.config import TrainConfig  # noqa: E402
+from tfattn.tasks.registry import task_of  # noqa: E402
 
 
 class XlaLog:
@@ -214,7 +215,7 @@ def main():
     log = XlaLog(Path(tempfile.mkdtemp(prefix="xla_buckets_")) / "tensorflow.log")
     print(f"TensorFlow's log (stderr): {log.path}", flush=True)
     config = TrainConfig(task="agnews", data=args.data).resolve()
-    train_split, _ = load_splits(config)
+    train_split, _ = task_of(config).load_splits()
     result = {"command": " ".join(["python", *sys.argv]), "date": datetime.now(UTC).isoformat(timespec="seconds")}
     if "scratch" not in args.skip:
         *case, build, compile_model = scratch_case(args, config, train_split)

@@ -221,8 +221,9 @@ def test_help_states_the_defaults_the_code_uses():
     # must name the values the configs really fill in.
     from tfattn.families.base import FROZEN_DEFAULTS, PRETRAINED_DEFAULTS
     from tfattn.families.scratch import SCRATCH_DEFAULTS
+    from tfattn.families.translators import TRANSLATOR_FAMILIES
     from tfattn.tasks.classification import MathTopicsTask
-    from tfattn.tasks.translation import DEFAULT_VOCAB_SIZES, MODEL_DEFAULTS, TRANSLATION_HELP
+    from tfattn.tasks.translation import DEFAULT_VOCAB_SIZES, TranslationConfig
 
     help_of = TrainConfig.field_help()  # with each family's own options
     scratch, pretrained, math = SCRATCH_DEFAULTS, PRETRAINED_DEFAULTS, MathTopicsTask.scratch_defaults
@@ -234,17 +235,18 @@ def test_help_states_the_defaults_the_code_uses():
     assert f"default {scratch['patience']};" in help_of["patience"]
     assert f"math {math['bigram_buckets']}" in help_of["bigram_buckets"]
     assert f"math {math['token_dropout']}" in help_of["token_dropout"]
-    transformer, rnn = MODEL_DEFAULTS["transformer"], MODEL_DEFAULTS["rnn"]
+    translation_help = TranslationConfig.field_help()  # the translator families' lines are generated
+    transformer, rnn = TRANSLATOR_FAMILIES["transformer"].defaults, TRANSLATOR_FAMILIES["rnn"].defaults
     assert transformer["embed_dim"] == rnn["embed_dim"]
-    assert f"(default {transformer['embed_dim']})" in TRANSLATION_HELP["embed_dim"]
+    assert f"(default {transformer['embed_dim']})" in translation_help["embed_dim"]
     for name in ("num_heads", "ff_dim", "num_blocks"):
-        assert f"(default {transformer[name]})" in TRANSLATION_HELP[name]
-    assert f"(default {rnn['units']})" in TRANSLATION_HELP["units"]
+        assert "transformer: " in translation_help[name] and f"(default {transformer[name]})" in translation_help[name]
+    assert f"rnn: GRU and attention size (default {rnn['units']})" == translation_help["units"]
     assert (
         f"default {DEFAULT_VOCAB_SIZES['subword']} subword, {DEFAULT_VOCAB_SIZES['words']} words"
-        in TRANSLATION_HELP["vocab_size"]
+        in translation_help["vocab_size"]
     )
-    assert help_rates(TRANSLATION_HELP["learning_rate"]) == [transformer["learning_rate"], rnn["learning_rate"]]
+    assert help_rates(translation_help["learning_rate"]) == [transformer["learning_rate"], rnn["learning_rate"]]
 
 
 def help_rates(text):

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.data.translation import SOURCE_COLUMNS, read_translation_pairs
+from tfattn.families.translators import TRANSLATOR_FAMILIES, pretrained_translator, translation_field_help
 from tfattn.models.translation import DEFAULT_VOCAB_SIZES, VOCABULARIES  # "subword" (the default) or "words"
 from tfattn.runs.folders import MODEL_DIR
 from tfattn.tasks.base import Task, numbered_path
@@ -39,30 +40,15 @@ __all__ = [
     "validation_pairs",
 ]
 
-MODELS = ("transformer", "rnn")
-# Per model, the defaults of the options left at None: the course's sizes and a learning rate per
-# model, not tuned (BENCHMARKS.md "Translation" measures them, once, on the validation pairs).
-MODEL_DEFAULTS = {
-    "transformer": {"embed_dim": 256, "num_heads": 4, "ff_dim": 1024, "num_blocks": 2, "learning_rate": 1e-3},
-    "rnn": {"embed_dim": 256, "units": 256, "learning_rate": 3e-3},
-}
-MODEL_OPTIONS = {"transformer": ("num_heads", "ff_dim", "num_blocks"), "rnn": ("units",)}
-
-
-# Where a translation option means something else than the classifier option of the same name.
+# Where a translation option means something else than the classifier option of the same name (the
+# translator families add their own options' help: `tfattn.families.translators`).
 TRANSLATION_HELP = {
     **FIELD_HELP,
     "data": "sentence pairs: an Anki-format file (English TAB other language TAB attribution) or a two-column TSV",
     "validation_data": "validation pairs, same format (default: --validation-fraction of --data, by target sentence)",
     "limit": "train on the first this many pairs (smoke tests)",
     "validation_limit": "validate (loss and BLEU) on the first this many pairs",
-    "embed_dim": "embedding size (default 256)",
-    "num_heads": "transformer: attention heads (default 4)",
-    "ff_dim": "transformer: feed-forward size (default 1024)",
-    "num_blocks": "transformer: blocks in the encoder and in the decoder (default 2)",
-    "units": "rnn: GRU and attention size (default 256)",
     "vocab_size": "entries per language learned from the training pairs (default 8000 subword, 20000 words)",
-    "learning_rate": "peak AdamW learning rate (default 1e-3 transformer, 3e-3 rnn)",
     "time_budget": "stop training after this many seconds",
 }
 
@@ -95,17 +81,18 @@ class TranslationConfig(RunConfig):
 
     @classmethod
     def field_help(cls):
-        return TRANSLATION_HELP
+        return {**TRANSLATION_HELP, **translation_field_help()}
 
     @staticmethod
     def field_choices():
         """Fields that take one of a few words."""
-        return {"model": MODELS, "source_column": SOURCE_COLUMNS, "vocabulary": VOCABULARIES}
+        return {"model": tuple(TRANSLATOR_FAMILIES), "source_column": SOURCE_COLUMNS, "vocabulary": VOCABULARIES}
 
     def resolve(self):
         """A copy with the model's defaults filled in; refuses options the model does not have."""
-        if self.model not in MODELS:
-            raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.model not in TRANSLATOR_FAMILIES:
+            raise ValueError(f"--model must be one of {', '.join(TRANSLATOR_FAMILIES)}, got {self.model!r}")
+        family = TRANSLATOR_FAMILIES[self.model]
         if self.vocabulary not in VOCABULARIES:
             raise ValueError(f"--vocabulary must be one of {', '.join(VOCABULARIES)}, got {self.vocabulary!r}")
         if self.source_column not in SOURCE_COLUMNS:
@@ -120,10 +107,9 @@ class TranslationConfig(RunConfig):
                 raise ValueError("--stream needs --validation-data: sentence pairs read into memory")
             if self.limit:
                 raise ValueError("--limit subsets data read into memory; with --stream, give a smaller file instead")
-        other = next(model for model in MODELS if model != self.model)
-        for option in MODEL_OPTIONS[other]:
-            if getattr(self, option) is not None:
-                raise ValueError(f"--{option.replace('_', '-')} applies to --model {other}, not {self.model}")
+        for other in TRANSLATOR_FAMILIES.values():
+            if other is not family:
+                other.refuse_options(self)
         vocab_size = DEFAULT_VOCAB_SIZES[self.vocabulary] if self.vocab_size is None else self.vocab_size
         for name, value, low in (
             ("vocab_size", vocab_size, 8),
@@ -137,12 +123,8 @@ class TranslationConfig(RunConfig):
         for name, value in (("dropout", self.dropout), ("label_smoothing", self.label_smoothing)):
             if not 0 <= float(value) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")
-        defaults = {k: v for k, v in MODEL_DEFAULTS[self.model].items() if getattr(self, k) is None}
+        defaults = {k: v for k, v in family.defaults.items() if getattr(self, k) is None}
         return replace(self, vocab_size=vocab_size, **defaults)
-
-    def model_kwargs(self):
-        names = ("embed_dim", "dropout") + MODEL_OPTIONS[self.model]
-        return {name: getattr(self, name) for name in names}
 
 
 class MaskedCrossEntropy(keras.losses.Loss):
@@ -305,7 +287,7 @@ class TranslationTask(Task):
         """Learn the vocabularies, build the translator in `strategy`'s scope, train it, then
         save it and score the saved translator on the validation pairs (greedy decoding)."""
         from tfattn.data.pipelines import count_batches, make_dataset
-        from tfattn.models.translation import TRANSLATORS, TranslationPreprocessor, build_sample, save_translator
+        from tfattn.models.translation import TranslationPreprocessor, save_translator
         from tfattn.runs.folders import finish_training, mark_trained, write_report
         from tfattn.training.metrics import masked_token_accuracy
         from tfattn.training.phases import EpochOrder, compile_and_fit
@@ -347,7 +329,7 @@ class TranslationTask(Task):
             train_data = dataset(train_pairs, shuffle=True)
             order = EpochOrder(train_data, count_batches(train_data))
         with strategy.scope():
-            model = build_sample(TRANSLATORS[c.model](preprocessor, **c.model_kwargs()))
+            model = TRANSLATOR_FAMILIES[c.model].build(preprocessor, c)
         print(f"{c.model} translator: {model.count_params():,} weights")
         compile_and_fit(
             model,
@@ -384,9 +366,7 @@ class TranslationTask(Task):
     def serve(self, model, texts, args):
         options = decoding_options(args)
         if model is None:  # --model: a Hugging Face seq2seq model instead of a run
-            from tfattn.models.hf_seq2seq import HuggingFaceSeq2Seq
-
-            return HuggingFaceSeq2Seq.from_pretrained(args.model).translate(texts, prefix=args.prefix, **options)
+            return pretrained_translator(args.model).translate(texts, prefix=args.prefix, **options)
         return model.translate(texts, **options)
 
     def evaluate(self, model, args):
