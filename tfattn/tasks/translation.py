@@ -516,9 +516,3 @@ def _streamed_order(config, preprocessor, pairs):
         return shuffled.batch(batch_size, drop_remainder=True).map(encode).prefetch(tf.data.AUTOTUNE)
 
     return StreamOrder(make_dataset, max(1, len(pairs) // config.batch_size))
-
-
-def read_run_config(run_dir):
-    from tfattn.runs.manifest import read_json_file
-
-    return TranslationConfig.from_dict(read_json_file(Path(run_dir) / "config.json"))
