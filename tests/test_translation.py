@@ -15,6 +15,7 @@ from tfattn.decoding import DecodingOptions, decode, filter_logits
 from tfattn.models.translation import (
     BOS_ID,
     EOS_ID,
+    PAD_ID,
     RnnTranslator,
     TransformerTranslator,
     TranslationPreprocessor,
@@ -106,6 +107,28 @@ def test_min_length_forbids_an_early_end(model, pairs):
     decoded = _ids(model, DecodingOptions(max_length=9, min_length=9), pairs)
     assert decoded.token_ids.shape[1] == 9
     assert not np.any(decoded.token_ids.numpy()[:, :8] == model.eos_id)
+
+
+@pytest.mark.slow
+def test_padding_and_the_start_token_are_never_generated(model, pairs):
+    # Fed back, a generated padding token would be masked out of the decoder's attention, and
+    # the full decoder would score another sentence than the one decoded.
+    bias = model.output_layer.bias
+    saved = bias.numpy()
+    favoured = saved.copy()
+    favoured[[PAD_ID, BOS_ID]] += 100.0  # the most likely tokens by far, at every step
+    bias.assign(favoured)
+    try:
+        for options in (
+            DecodingOptions(max_length=6),
+            DecodingOptions(max_length=6, beam_width=3),
+            DecodingOptions(max_length=6, sample=True, seed=1),
+        ):
+            ids = _ids(model, options, pairs).token_ids.numpy()
+            before_end = np.cumsum(ids == EOS_ID, axis=1) == 0
+            assert not np.any(np.isin(ids, [PAD_ID, BOS_ID]) & before_end), options
+    finally:
+        bias.assign(saved)
 
 
 def test_teacher_forcing_and_step_decoding_give_the_same_logits(model, pairs):

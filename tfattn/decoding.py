@@ -3,7 +3,8 @@
 One module serves tfattn's translators (`tfattn.models.translation`) and Hugging Face TF
 seq2seq models (`tfattn.models.hf_seq2seq`): all it calls is their step interface, `encode`,
 `start_cache`, `decode_step` (one new token from a cache of the past keys and values) and
-`decode_prefix` (the same from the whole prefix, no cache). Each strategy is one `tf.while_loop`
+`decode_prefix` (the same from the whole prefix, no cache), and the ids `bos_id`, `eos_id`, `pad_id`
+and `never_generated` (tokens no step may choose). Each strategy is one `tf.while_loop`
 inside a `tf.function`, so a SavedModel can serve it.
 
 - Greedy: the most likely token at every step.
@@ -193,20 +194,25 @@ def _relaxed(structure):
     )
 
 
-def _next_logits(model, tokens, step, state, cache, generated, options):
+def _next_log_probs(model, tokens, step, state, cache, generated, options):
     """One decoder step after `tokens` `[n]` at position `step` (`generated` `[n, max_length]`
-    holds the tokens so far): `(logits [n, vocab] float32, cache, attention [n, layers, heads, src])`."""
+    holds the tokens so far): `(log_probs [n, vocab] float32, cache, attention [n, layers, heads, src])`.
+    Tokens a step may not choose (the model's `never_generated`, the end token before
+    `min_length`) get -inf; the others keep their log probability under the model, so a score is
+    the model's log probability of the tokens chosen, as Hugging Face scores them."""
     if options.use_cache:
         logits, cache, attention = model.decode_step(tokens, step, state, cache)
     else:
         begin = tf.fill([tf.shape(generated)[0], 1], tf.constant(model.bos_id, tf.int32))
         logits, attention = model.decode_prefix(tf.concat([begin, generated[:, :step]], axis=1), state)
-    logits = tf.cast(logits, tf.float32)
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+    vocabulary = tf.range(tf.shape(log_probs)[-1])
+    excluded = tf.zeros_like(vocabulary, tf.bool)
+    for token in model.never_generated:
+        excluded = tf.logical_or(excluded, tf.equal(vocabulary, token))
     if options.min_length:
-        # Before the min_length-th token, the end token is never chosen.
-        too_early = tf.logical_and(step < options.min_length - 1, tf.range(tf.shape(logits)[-1]) == model.eos_id)
-        logits = tf.where(too_early[None, :], float("-inf"), logits)
-    return logits, cache, attention
+        excluded = tf.logical_or(excluded, tf.logical_and(step < options.min_length - 1, vocabulary == model.eos_id))
+    return tf.where(excluded[None, :], float("-inf"), log_probs), cache, attention
 
 
 def _write_column(buffer, step, column, axis=1):
@@ -245,14 +251,14 @@ def _greedy_or_sample(model, source_ids, options):
     attention = _empty_attention(model, state, batch, options)
 
     def body(step, tokens, cache, generated, scores, finished, attention):
-        logits, cache, step_attention = _next_logits(model, tokens, step, state, cache, generated, options)
-        log_probs = tf.nn.log_softmax(logits)
+        log_probs, cache, step_attention = _next_log_probs(model, tokens, step, state, cache, generated, options)
         if options.sample:
-            filtered = filter_logits(logits / options.temperature, options.top_k, options.top_p)
+            # Log probabilities are the logits less a constant per row: the same distribution.
+            filtered = filter_logits(log_probs / options.temperature, options.top_k, options.top_p)
             drawn = tf.random.stateless_categorical(filtered, 1, seed=[options.seed, step], dtype=tf.int32)
             next_tokens = drawn[:, 0]
         else:
-            next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            next_tokens = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
         next_tokens = tf.where(finished, model.pad_id, next_tokens)
         token_log_probs = tf.gather(log_probs, next_tokens, batch_dims=1)
         scores += tf.where(finished, 0.0, token_log_probs)
@@ -355,11 +361,11 @@ def _beam_search(model, source_ids, options):
     ended_attention = tf.zeros_like(attention) if options.return_attention else ()
 
     def body(step, tokens, cache, running, running_scores, ended, ended_scores, ended_any, attention, ended_attention):
-        logits, cache, step_attention = _next_logits(
+        step_log_probs, cache, step_attention = _next_log_probs(
             model, tokens, step, state, cache, tf.reshape(running, [rows, length]), options
         )
-        vocab = tf.shape(logits)[-1]
-        log_probs = tf.reshape(tf.nn.log_softmax(logits), [batch, width, vocab]) + running_scores[:, :, None]
+        vocab = tf.shape(step_log_probs)[-1]
+        log_probs = tf.reshape(step_log_probs, [batch, width, vocab]) + running_scores[:, :, None]
         # The 2 x width best continuations: even if `width` of them end here, `width` go on.
         top_scores, top_indices = tf.math.top_k(tf.reshape(log_probs, [batch, width * vocab]), k=2 * width)
         origin = top_indices // vocab  # the beam each continues, [batch, 2 * width]

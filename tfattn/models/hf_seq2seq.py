@@ -55,8 +55,8 @@ class HuggingFaceSeq2Seq:
             if value is None:
                 raise ValueError(f"{config.model_type} model has no {option} in its config; set it to decode")
         self.bos_id, self.eos_id, self.pad_id = int(start), int(end), int(pad)
-        banned = [ids[0] for ids in (generation.bad_words_ids or ()) if len(ids) == 1]
-        self._banned = tf.constant(sorted(set(banned)), tf.int32) if banned else None
+        # Banned tokens (`bad_words_ids` of one token) are never chosen; decoding reads this.
+        self.never_generated = tuple(sorted({ids[0] for ids in (generation.bad_words_ids or ()) if len(ids) == 1}))
 
     @property
     def max_output_length(self):
@@ -175,13 +175,8 @@ class HuggingFaceSeq2Seq:
         )
 
     def _logits(self, outputs):
-        """The last position's logits, float32, with banned tokens (`bad_words_ids` of one
-        token) never chosen."""
-        logits = tf.cast(outputs.logits[:, -1], tf.float32)
-        if self._banned is None:
-            return logits
-        banned = tf.reduce_any(tf.equal(tf.range(tf.shape(logits)[-1])[:, None], self._banned[None, :]), axis=1)
-        return tf.where(banned[None, :], float("-inf"), logits)
+        """The last position's logits, float32."""
+        return tf.cast(outputs.logits[:, -1], tf.float32)
 
 
 def _first(*values):

@@ -358,6 +358,9 @@ class Translator(keras.Model):
         self.target_vocab_size = preprocessor.target.vocab_size
 
     bos_id, eos_id, pad_id = BOS_ID, EOS_ID, PAD_ID
+    # Padding is masked out of the decoder's attention and the start token only begins a
+    # target: a decoded sentence holding either would mean something else when fed back.
+    never_generated = (PAD_ID, BOS_ID)
 
     @property
     def max_output_length(self):
