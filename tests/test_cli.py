@@ -191,7 +191,7 @@ def test_unreachable_backbone_is_a_one_line_error(agnews_csv, tmp_path, capsys):
     assert "no-such-org/no-such-bert" in error and "local checkpoint folder" in error and "Traceback" not in error
 
 
-COMMANDS = ("train", "translate", "evaluate", "predict", "ner", "attention", "export", "export-hub")
+COMMANDS = ("train", "translate", "generate", "evaluate", "predict", "ner", "attention", "export", "export-hub")
 
 
 def test_help_lists_every_command(capsys):

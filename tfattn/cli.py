@@ -15,6 +15,9 @@ tfattn ner --run runs/ner "Dmitry flew from Moscow to Berlin."
 tfattn train translate --data spa_eng_train.tsv --validation-data spa_eng_valid.tsv --model rnn|transformer
 tfattn translate --run runs/translate "¿Dónde está la biblioteca?" [--beam 4 | --temperature 0.8 --top-p 0.9]
 tfattn evaluate --run runs/translate [--data pairs.tsv] [--beam 4]   (sacreBLEU and chrF)
+tfattn train lm --data tiny_shakespeare.txt --block-size 128 --run-dir runs/lm
+tfattn generate --run runs/lm "ROMEO:" [--max-new-tokens 100] [--beam 4 | --temperature 0.8 --top-p 0.9 --seed 1]
+tfattn evaluate --run runs/lm [--data text.txt]   (loss, perplexity, bits per character)
 
 The command line names no task: `train NAME` and every command on a run folder go through the
 task registry (`tfattn.tasks.registry`, the contract in `tfattn.tasks.base`).
@@ -287,7 +290,9 @@ def build_parser():
         _add_task_options(sub, "serve", servers)
         sub.set_defaults(func=_cmd_serve, serving_task=first_name)
 
-    evaluate = commands.add_parser("evaluate", help="score a run: accuracy and F1, entity F1, or BLEU and chrF")
+    evaluate = commands.add_parser(
+        "evaluate", help="score a run: accuracy and F1, entity F1, BLEU and chrF, or bits per character"
+    )
     evaluate.add_argument("--run", required=True, help=RUN_HELP)
     evaluate.add_argument("--data", help="evaluate on this whole file (default: the run's validation split)")
     evaluate.add_argument("--prefix", help="file name prefix of the written report")

@@ -1,11 +1,18 @@
-"""Decoding for every encoder-decoder: greedy, beam search and sampling, batched and in the graph.
+"""Decoding for every model that generates tokens: greedy, beam search and sampling, batched and
+in the graph.
 
-One module serves tfattn's translators (`tfattn.models.translation`) and Hugging Face TF
-seq2seq models (`tfattn.models.hf_seq2seq`): all it calls is their step interface, `encode`,
-`start_cache`, `decode_step` (one new token from a cache of the past keys and values) and
-`decode_prefix` (the same from the whole prefix, no cache), and the ids `bos_id`, `eos_id`, `pad_id`
-and `never_generated` (tokens no step may choose). Each strategy is one `tf.while_loop`
-inside a `tf.function`, so a SavedModel can serve it.
+One module serves tfattn's translators (`tfattn.models.translation`), Hugging Face TF seq2seq
+models (`tfattn.models.hf_seq2seq`) and causal language models (`tfattn.models.causal_lm`, whose
+"source" is the prompt): all it calls is their step interface,
+- `encode(source_ids)` -> `state`, batch-major tensors, with `source_mask` `[batch, source_len]`;
+- `start_tokens(state)` -> the ids `[batch]` fed at step 0 (a translator's start token, a
+  language model's last prompt token);
+- `start_cache(state)`, `decode_step` (the next token's logits from a cache of the past keys and
+  values, and the step's attention over the source) and `decode_prefix` (the same from the whole
+  prefix, no cache);
+- the ids `eos_id` (ends a row), `pad_id` (fills a row after its end) and `never_generated`
+  (tokens no step may choose), and `max_output_length`.
+Each strategy is one `tf.while_loop` inside a `tf.function`, so a SavedModel can serve it.
 
 - Greedy: the most likely token at every step.
 - Beam search (`beam_width` > 1): the `beam_width` best partial translations by summed log
@@ -77,6 +84,9 @@ class DecodingOptions:
     return_attention: bool = False
 
     def __post_init__(self):
+        # A SavedModel may take the sampling options as inputs: tensors, checked by the caller.
+        if any(tf.is_tensor(value) for value in (self.temperature, self.top_k, self.top_p, self.seed)):
+            return
         checks = (
             ("max_length", self.max_length is None or int(self.max_length) >= 1, "at least 1"),
             ("min_length", int(self.min_length) >= 0, "0 or more"),
@@ -203,7 +213,7 @@ def _next_log_probs(model, tokens, step, state, cache, generated, options):
     if options.use_cache:
         logits, cache, attention = model.decode_step(tokens, step, state, cache)
     else:
-        begin = tf.fill([tf.shape(generated)[0], 1], tf.constant(model.bos_id, tf.int32))
+        begin = model.start_tokens(state)[:, None]
         logits, attention = model.decode_prefix(tf.concat([begin, generated[:, :step]], axis=1), state)
     log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
     vocabulary = tf.range(tf.shape(log_probs)[-1])
@@ -226,10 +236,13 @@ def _write_column(buffer, step, column, axis=1):
 def filter_logits(logits, top_k=0, top_p=1.0):
     """Logits with every token outside the `top_k` most likely, and outside the smallest set
     of most likely tokens whose probability reaches `top_p`, set to -inf (never drawn)."""
-    if top_k:
-        kth = tf.math.top_k(logits, k=tf.minimum(top_k, tf.shape(logits)[-1])).values[:, -1:]
+    if tf.is_tensor(top_k) or top_k:
+        vocabulary = tf.shape(logits)[-1]
+        k = tf.minimum(tf.cast(top_k, tf.int32), vocabulary)
+        k = tf.where(k > 0, k, vocabulary)  # 0: every token (an input tensor may say 0)
+        kth = tf.math.top_k(logits, k=k).values[:, -1:]
         logits = tf.where(logits < kth, float("-inf"), logits)
-    if top_p < 1.0:
+    if tf.is_tensor(top_p) or top_p < 1.0:
         sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
         cumulative = tf.cumsum(tf.nn.softmax(sorted_logits), axis=-1, exclusive=True)
         # The probability mass before a token is below top_p: it is in the nucleus (the first always is).
@@ -244,7 +257,7 @@ def _greedy_or_sample(model, source_ids, options):
     state = model.encode(source_ids)
     cache = model.start_cache(state) if options.use_cache else ()
     length = options.max_length
-    tokens = tf.fill([batch], tf.constant(model.bos_id, tf.int32))
+    tokens = model.start_tokens(state)
     generated = tf.fill([batch, length], tf.constant(model.pad_id, tf.int32))
     scores = tf.zeros([batch], tf.float32)
     finished = tf.zeros([batch], tf.bool)
@@ -259,9 +272,10 @@ def _greedy_or_sample(model, source_ids, options):
             next_tokens = drawn[:, 0]
         else:
             next_tokens = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
-        next_tokens = tf.where(finished, model.pad_id, next_tokens)
         token_log_probs = tf.gather(log_probs, next_tokens, batch_dims=1)
         scores += tf.where(finished, 0.0, token_log_probs)
+        # After its end a row holds padding (`pad_id` need not be an id of the vocabulary).
+        next_tokens = tf.where(finished, model.pad_id, next_tokens)
         generated = _write_column(generated, step, next_tokens)
         if options.return_attention:
             flat = tf.reshape(tf.cast(step_attention, tf.float32), [batch, -1])
@@ -350,7 +364,7 @@ def _beam_search(model, source_ids, options):
     rows = batch * width
     penalty = float(options.length_penalty)
 
-    tokens = tf.fill([rows], tf.constant(model.bos_id, tf.int32))
+    tokens = model.start_tokens(state)
     running = tf.fill([batch, width, length], tf.constant(model.pad_id, tf.int32))
     # Only the first beam is live at the start: the others would repeat it.
     running_scores = tf.tile(tf.constant([[0.0] + [_NEVER] * (width - 1)]), [batch, 1])

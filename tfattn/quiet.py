@@ -15,6 +15,8 @@ NATIVE_NOISE = re.compile(
     r"|This TensorFlow binary is optimized|To enable the following instructions|Unable to register cu\w+ factory"
     r"|computation placer already registered|TF-TRT Warning|All log messages before absl::InitializeLog"
     r"|oneDNN supports DT_INT64 only on platforms with AVX-512"
+    # SentencePiece loading a language model's lossless (identity-normalized) vocabulary.
+    r"|precompiled_charsmap is empty\. use identity normalization"
     # Multi-worker start-up, and Keras's epoch-length assertion, which sharding drops (Keras
     # has read the length already).
     r"|grpc_server_lib\.cc.*Started server with target|`assert_cardinality` transformation is currently not handled"

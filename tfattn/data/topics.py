@@ -81,6 +81,26 @@ def iter_labelled_rows(path, text_column: str, label_column: str, label_names=No
     yield from checked_rows(path, records, label_names, f"in column {text_column!r}", f"in column {label_column!r}")
 
 
+def iter_text_rows(path, text_column: str):
+    """`(where, text)` for each row of a .jsonl, .csv or .tsv file: the `text_column`, which must
+    be there and not be empty (`DataError` naming the row). Texts are kept as written (a
+    language model learns their spacing too)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    # The readers take a label column too; asking for the text column twice reads texts alone.
+    if suffix in _JSONL_SUFFIXES:
+        records = _jsonl_records(path, text_column, text_column)
+    elif suffix in (".csv", ".tsv"):
+        records = _csv_records(path, text_column, text_column, delimiter="\t" if suffix == ".tsv" else ",")
+    else:
+        found = path.suffix or "(no suffix)"
+        raise DataError(f"{path}: unsupported file type {found!r}; expected .jsonl, .csv or .tsv")
+    for where, text, _ in records:
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: empty or missing text in column {text_column!r}")
+        yield where, text
+
+
 def checked_rows(path, records, label_names=None, text_place="", label_place=""):
     """`(where, text, label)` of `records` (`(where, text value, label value)`), stripped, with a
     `DataError` naming the row for an empty text or label or, given `label_names`, an unknown

@@ -101,31 +101,35 @@ BahdanauAttention = AdditiveAttention
 @keras.saving.register_keras_serializable(package="tfattn")
 class TransformerDecoderBlock(TransformerBlock):
     """Post-norm transformer decoder block: causal self-attention, cross-attention over the
-    encoder's outputs, then a feed-forward net, each followed by a residual sum and a layer norm.
+    encoder's outputs (unless `cross_attention=False`: a GPT's block), then a feed-forward net,
+    each followed by a residual sum and a layer norm.
 
     Position i attends to target positions 0..i only (and not to padding), and to the unmasked
     source positions, so changing a later target token never changes an earlier output. The
     self-attention, feed-forward and norm sublayers and their mixed precision behaviour are
     `TransformerBlock`'s; cross-attention adds its own projections and norm.
 
-    For decoding, `start_cache` and `decode_step` compute one new position per call from a cache
-    of the past positions' keys and values (and the encoder outputs' keys and values, projected
-    once), giving the same outputs as `call` on the whole prefix.
+    For decoding, `start_cache` and `decode_step` compute new positions from a cache of the past
+    positions' keys and values (and the encoder outputs' keys and values, projected once),
+    giving the same outputs as `call` on the whole prefix.
 
     Args:
         embed_dim, num_heads, ff_dim, dropout, key_dim, activation, layer_norm_epsilon:
             as `TransformerBlock`.
+        cross_attention: whether the block attends to an encoder's outputs (an encoder-decoder's
+            block) or not (a decoder-only language model's block).
         **kwargs: standard layer arguments.
 
     Call args:
         inputs: target vectors `[batch, target_len, embed_dim]`.
-        encoder_outputs: `[batch, source_len, embed_dim]`.
+        encoder_outputs: `[batch, source_len, embed_dim]` (None without cross-attention).
         padding_mask: optional `[batch, target_len]`, True at real target tokens (default: the
             Keras mask of `inputs`).
         encoder_padding_mask: optional `[batch, source_len]`, True at real source tokens.
         training: whether dropout is active.
         return_attention_scores: also return the self- and cross-attention weights,
-            `[batch, heads, target_len, target_len]` and `[batch, heads, target_len, source_len]`.
+            `[batch, heads, target_len, target_len]` and `[batch, heads, target_len, source_len]`
+            (None without cross-attention).
 
     Example:
     >>> block = TransformerDecoderBlock(embed_dim=8, num_heads=2, ff_dim=16)
@@ -133,10 +137,19 @@ class TransformerDecoderBlock(TransformerBlock):
     >>> y, self_scores, cross_scores = block(target, source, return_attention_scores=True)
     >>> y.shape, self_scores.shape, cross_scores.shape
     (TensorShape([2, 4, 8]), TensorShape([2, 2, 4, 4]), TensorShape([2, 2, 4, 6]))
+    >>> gpt_block = TransformerDecoderBlock(embed_dim=8, num_heads=2, ff_dim=16, cross_attention=False)
+    >>> gpt_block(target).shape
+    TensorShape([2, 4, 8])
     """
+
+    def __init__(self, embed_dim, num_heads, ff_dim, cross_attention=True, **kwargs):
+        super().__init__(embed_dim, num_heads, ff_dim, **kwargs)
+        self.cross_attention = bool(cross_attention)
 
     def build(self, input_shape, encoder_outputs_shape=None):
         super().build(input_shape)
+        if not self.cross_attention:
+            return
         input_shape = tf.TensorShape(input_shape)
         encoder_shape = tf.TensorShape(encoder_outputs_shape) if encoder_outputs_shape is not None else input_shape
         projection = self.num_heads * self.key_dim
@@ -158,17 +171,20 @@ class TransformerDecoderBlock(TransformerBlock):
                 sublayer.build(shape)
 
     def _sublayers(self, x, self_keys, self_values, self_mask, cross_keys, cross_values, cross_mask, training):
-        """The block's three sublayers on queries `x`, given each attention's keys and values
-        (already split into heads) and masks. Returns `(outputs, self_scores, cross_scores)`."""
+        """The block's sublayers on queries `x`, given each attention's keys and values
+        (already split into heads) and masks. Returns `(outputs, self_scores, cross_scores)`
+        (cross_scores None without cross-attention)."""
         q = self._split_heads(self.query_dense(x))
         attended, self_scores = scaled_dot_product_attention(q, self_keys, self_values, mask=self_mask)
         update = self.attention_dropout(self.output_dense(self._merge_heads(attended)), training=training)
         x = self._add_and_norm(self.attention_layer_norm, x, update)
 
-        q = self._split_heads(self.cross_query_dense(x))
-        attended, cross_scores = scaled_dot_product_attention(q, cross_keys, cross_values, mask=cross_mask)
-        update = self.cross_dropout(self.cross_output_dense(self._merge_heads(attended)), training=training)
-        x = self._add_and_norm(self.cross_layer_norm, x, update)
+        cross_scores = None
+        if self.cross_attention:
+            q = self._split_heads(self.cross_query_dense(x))
+            attended, cross_scores = scaled_dot_product_attention(q, cross_keys, cross_values, mask=cross_mask)
+            update = self.cross_dropout(self.cross_output_dense(self._merge_heads(attended)), training=training)
+            x = self._add_and_norm(self.cross_layer_norm, x, update)
 
         ff = self.ff_dropout(self.ff_output(self.ff_hidden(x)), training=training)
         return self._add_and_norm(self.ff_layer_norm, x, ff), self_scores, cross_scores
@@ -178,10 +194,20 @@ class TransformerDecoderBlock(TransformerBlock):
         # [batch, keys] -> [batch, 1 (heads), 1 (queries), keys]
         return None if padding_mask is None else tf.cast(padding_mask, tf.bool)[:, None, None, :]
 
+    def _cross_keys_and_values(self, encoder_outputs):
+        if not self.cross_attention:
+            return None, None
+        if encoder_outputs is None:
+            raise ValueError(f"{self.name}: a block with cross-attention needs encoder_outputs")
+        return (
+            self._split_heads(self.cross_key_dense(encoder_outputs)),
+            self._split_heads(self.cross_value_dense(encoder_outputs)),
+        )
+
     def call(
         self,
         inputs,
-        encoder_outputs,
+        encoder_outputs=None,
         padding_mask=None,
         encoder_padding_mask=None,
         mask=None,
@@ -199,8 +225,7 @@ class TransformerDecoderBlock(TransformerBlock):
             self._split_heads(self.key_dense(inputs)),
             self._split_heads(self.value_dense(inputs)),
             self_mask,
-            self._split_heads(self.cross_key_dense(encoder_outputs)),
-            self._split_heads(self.cross_value_dense(encoder_outputs)),
+            *self._cross_keys_and_values(encoder_outputs),
             self._key_mask(encoder_padding_mask),
             training,
         )
@@ -208,45 +233,54 @@ class TransformerDecoderBlock(TransformerBlock):
             return outputs, self_scores, cross_scores
         return outputs
 
-    def start_cache(self, encoder_outputs):
+    def start_cache(self, encoder_outputs=None, batch_size=None):
         """The cache before the first decoding step: no past target positions, and the encoder
-        outputs' keys and values `[batch, heads, source_len, key_dim]`, projected once."""
+        outputs' keys and values `[batch, heads, source_len, key_dim]`, projected once (a block
+        without cross-attention takes `batch_size` instead)."""
         if not self.built:
-            self.build(encoder_outputs.shape, encoder_outputs.shape)
-        batch = tf.shape(encoder_outputs)[0]
+            shape = encoder_outputs.shape if encoder_outputs is not None else [None, None, self.embed_dim]
+            self.build(shape, shape)
+        batch = tf.shape(encoder_outputs)[0] if encoder_outputs is not None else batch_size
         empty = tf.zeros([batch, self.num_heads, 0, self.key_dim], self.compute_dtype)
-        return {
-            "key": empty,
-            "value": empty,
-            "cross_key": self._split_heads(self.cross_key_dense(encoder_outputs)),
-            "cross_value": self._split_heads(self.cross_value_dense(encoder_outputs)),
-        }
+        cache = {"key": empty, "value": empty}
+        if self.cross_attention:
+            cache["cross_key"], cache["cross_value"] = self._cross_keys_and_values(encoder_outputs)
+        return cache
 
-    def decode_step(self, inputs, cache, encoder_padding_mask=None):
+    def decode_step(self, inputs, cache, encoder_padding_mask=None, padding_mask=None):
         """The outputs of new positions `inputs` `[batch, new, embed_dim]` that follow the cached
-        ones (a decoder passes one per step), attending to the cached positions and to each other
-        causally.
+        ones (a decoder passes one per step; a language model its whole prompt first), attending
+        to the cached positions and to each other causally. `padding_mask` `[batch, cached + new]`,
+        if given, is False at positions no query may attend to (a left-padded prompt's padding).
 
         Returns:
-            `(outputs [batch, new, embed_dim], new_cache, cross_scores [batch, heads, new, source_len])`;
-            `new_cache` holds the new positions' keys and values too (it grows along axis 2).
+            `(outputs [batch, new, embed_dim], new_cache, scores)`; `new_cache` holds the new
+            positions' keys and values too (it grows along axis 2). `scores` is the attention
+            that explains a step: over the source `[batch, heads, new, source_len]` with
+            cross-attention, else over every position so far `[batch, heads, new, cached + new]`.
         """
         keys = tf.concat([cache["key"], self._split_heads(self.key_dense(inputs))], axis=2)
         values = tf.concat([cache["value"], self._split_heads(self.value_dense(inputs))], axis=2)
         new, total = tf.shape(inputs)[1], tf.shape(keys)[2]
         # New query i sits at position total - new + i and sees keys up to there.
         self_mask = tf.linalg.band_part(tf.ones([new, total], tf.bool), -1, total - new)[None, None]
-        outputs, _, cross_scores = self._sublayers(
+        if padding_mask is not None:
+            self_mask = tf.logical_and(self_mask, self._key_mask(padding_mask))
+        outputs, self_scores, cross_scores = self._sublayers(
             inputs,
             keys,
             values,
             self_mask,
-            cache["cross_key"],
-            cache["cross_value"],
+            cache.get("cross_key"),
+            cache.get("cross_value"),
             self._key_mask(encoder_padding_mask),
             training=False,
         )
-        return outputs, {**cache, "key": keys, "value": values}, cross_scores
+        scores = cross_scores if self.cross_attention else self_scores
+        return outputs, {**cache, "key": keys, "value": values}, scores
 
     def compute_output_shape(self, input_shape, encoder_outputs_shape=None):
         return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "cross_attention": self.cross_attention}

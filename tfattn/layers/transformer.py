@@ -186,21 +186,23 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             self.position_embeddings = tf.constant(sinusoidal_position_encoding(self.max_length, self.embed_dim))
         super().build(input_shape)
 
-    def call(self, token_ids, start_position=0):
+    def call(self, token_ids, start_position=0, positions=None):
         """`token_ids` `[batch, length]`; `start_position` is the position of the first column (a
-        decoder fed one new token per step gives the step number)."""
+        decoder fed one new token per step gives the step number), or `positions` `[batch,
+        length]` gives each token's own (left-padded prompts of different lengths)."""
         token_ids = tf.cast(token_ids, tf.int32)
-        end = start_position + tf.shape(token_ids)[-1]
-        tf.debugging.assert_less_equal(
-            end,
-            self.max_length,
-            message=f"{self.name}: input is longer than max_length={self.max_length}; truncate it",
-        )
         tokens = tf.gather(self.token_embeddings, token_ids)
+        message = f"{self.name}: input is longer than max_length={self.max_length}; truncate it"
+        if positions is not None:
+            positions = tf.cast(positions, tf.int32)
+            tf.debugging.assert_less(positions, self.max_length, message=message)
+            return tokens + tf.cast(tf.gather(self.position_embeddings, positions), tokens.dtype)
+        end = start_position + tf.shape(token_ids)[-1]
+        tf.debugging.assert_less_equal(end, self.max_length, message=message)
         positions = tf.cast(self.position_embeddings[start_position:end], tokens.dtype)
         return tokens + positions
 
-    def compute_mask(self, token_ids, mask=None, start_position=0):
+    def compute_mask(self, token_ids, mask=None, start_position=0, positions=None):
         if not self.mask_zero:
             return None
         return tf.not_equal(token_ids, 0)

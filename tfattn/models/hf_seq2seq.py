@@ -121,6 +121,10 @@ class HuggingFaceSeq2Seq:
         # Cut the self-attention entries to no positions: `decode_step` 0 adds the start token's.
         return tuple((layer[0][:, :, :0], layer[1][:, :, :0], *layer[2:]) for layer in outputs.past_key_values)
 
+    def start_tokens(self, state):
+        """The decoder start token of every row, fed at step 0."""
+        return tf.fill([tf.shape(state["source_mask"])[0]], self.bos_id)
+
     def decode_step(self, token_ids, step, state, cache):
         """Next-token logits `[batch, vocab]` after `token_ids` `[batch]` (at position `step`, the
         cache holding the positions before), the cache with it, and its cross-attention

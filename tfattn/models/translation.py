@@ -80,12 +80,27 @@ class SubwordVocabulary(tf.Module):
         self.vocab_size = int(self.tokenizer.vocab_size())
 
     @classmethod
-    def learn(cls, texts, vocab_size=None):
+    def learn(cls, texts, vocab_size=None, lossless=False):
         """Learn a vocabulary of `vocab_size` pieces (default `default_vocab_size`) from `texts`
-        (deterministic: same texts, same vocabulary). Ids 0-3 are padding, unknown, begin and end."""
+        (deterministic: same texts, same vocabulary). Ids 0-3 are padding, unknown, begin and end.
+
+        `lossless`: a language model's vocabulary, which must give back any text exactly: no
+        Unicode normalization, spaces and newlines kept as written (a newline is a piece of its
+        own), and a character never seen in `texts` spelled as its UTF-8 bytes (256 byte pieces,
+        counted in `vocab_size`) instead of the unknown id."""
         import sentencepiece  # only needed to learn one; applying it is tensorflow_text's
 
         vocab_size = cls.default_vocab_size if vocab_size is None else vocab_size
+        text_options = {}
+        if lossless:
+            text_options = {
+                "normalization_rule_name": "identity",
+                "remove_extra_whitespaces": False,
+                "add_dummy_prefix": False,
+                "byte_fallback": True,
+                "user_defined_symbols": ["\n"],
+                "allow_whitespace_only_pieces": True,
+            }
 
         model = io.BytesIO()
         try:
@@ -103,6 +118,7 @@ class SubwordVocabulary(tf.Module):
                 hard_vocab_limit=False,
                 num_threads=2,
                 minloglevel=2,
+                **text_options,
             )
         except RuntimeError as error:
             # e.g. fewer pieces asked for than the texts have distinct characters
@@ -344,6 +360,7 @@ class Translator(keras.Model):
     - `decode_step(token_ids, step, state, cache)` -> `(logits, cache, cross_attention)`:
       the next-token logits `[batch, vocab]` after `token_ids` `[batch]` at position `step`,
       and that step's attention over the source, `[batch, layers, heads, source_len]`;
+    - `start_tokens(state)` -> the start token `[batch]`, fed at step 0;
     - `decode_prefix(prefix_ids, state)`: the same logits and attention computed from the
       whole prefix `[batch, step + 1]`, with no cache (for comparison and tests).
     """
@@ -382,6 +399,9 @@ class Translator(keras.Model):
 
     def decode_step(self, token_ids, step, state, cache):
         raise NotImplementedError
+
+    def start_tokens(self, state):
+        return tf.fill([tf.shape(state["source_mask"])[0]], BOS_ID)
 
     def decode_prefix(self, prefix_ids, state):
         outputs = self.forward({"state": state, "target_ids": prefix_ids}, training=False)

@@ -13,6 +13,7 @@ TASKS = {
     "math": "tfattn.tasks.classification:MathTopicsTask",
     "ner": "tfattn.tasks.ner:NerTask",
     "translate": "tfattn.tasks.translation:TranslationTask",
+    "lm": "tfattn.tasks.language_model:LanguageModelTask",  # causal language model (GPT)
 }
 
 

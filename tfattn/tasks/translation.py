@@ -6,28 +6,21 @@ A run folder holds `config.json`, `model/` (`save_translator`), `history.csv`, a
 (`tfattn.training`: backups per epoch, best epoch by validation loss, early stopping).
 """
 
-import argparse
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
 from tfattn.data.translation import SOURCE_COLUMNS, read_translation_pairs
 from tfattn.families.translators import TRANSLATOR_FAMILIES, pretrained_translator, translation_field_help
 from tfattn.models.translation import DEFAULT_VOCAB_SIZES, VOCABULARIES  # "subword" (the default) or "words"
 from tfattn.runs.folders import MODEL_DIR
 from tfattn.tasks.base import Task, numbered_path
-from tfattn.tasks.config import (
-    FIELD_HELP,
-    FINITE_FLOAT,
-    POSITIVE_INT,
-    RunConfig,
-    check_numeric_options,
-    checked_option,
-)
+from tfattn.tasks.config import FIELD_HELP, RunConfig, check_numeric_options
+from tfattn.tasks.generation import add_decoding_arguments, decoding_options
+from tfattn.training.losses import MaskedCrossEntropy
 
 __all__ = [
     "TranslationConfig",
@@ -51,6 +44,9 @@ TRANSLATION_HELP = {
     "vocab_size": "entries per language learned from the training pairs (default 8000 subword, 20000 words)",
     "time_budget": "stop training after this many seconds",
 }
+
+
+MAX_LENGTH_HELP = "most tokens generated per sentence (default: the model's longest target)"
 
 
 @dataclass
@@ -125,34 +121,6 @@ class TranslationConfig(RunConfig):
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")
         defaults = {k: v for k, v in family.defaults.items() if getattr(self, k) is None}
         return replace(self, vocab_size=vocab_size, **defaults)
-
-
-class MaskedCrossEntropy(keras.losses.Loss):
-    """Cross-entropy per target token, averaged over the real tokens of the batch (padding labels,
-    -100 in batches or 0, the padding id, count for nothing), with optional label smoothing over
-    the vocabulary."""
-
-    def __init__(self, label_smoothing=0.0, name="masked_cross_entropy"):
-        super().__init__(name=name, reduction=keras.losses.Reduction.SUM)
-        self.label_smoothing = float(label_smoothing)
-
-    def call(self, labels, logits):
-        labels = tf.cast(labels, tf.int32)
-        mask = tf.cast(labels > 0, tf.float32)
-        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        nll = -tf.gather(log_probs, tf.maximum(labels, 0), batch_dims=2)
-        if self.label_smoothing:
-            nll = (1 - self.label_smoothing) * nll - self.label_smoothing * tf.reduce_mean(log_probs, axis=-1)
-        tokens = tf.reduce_sum(mask)
-        replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:
-            # Each replica divides by the tokens of the whole global batch, so the summed
-            # gradients are those of one process on that batch, however the tokens fall.
-            tokens = replica.all_reduce(tf.distribute.ReduceOp.SUM, tokens)
-        return tf.reduce_sum(nll * mask) / tf.maximum(tokens, 1.0)
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def bleu_and_chrf(hypotheses, references):
@@ -256,10 +224,10 @@ class TranslationTask(Task):
             parser.add_argument(
                 "--prefix", default="", help="--model: text put before each input (T5: 'translate English to German: ')"
             )
-            add_decoding_arguments(parser)
+            add_decoding_arguments(parser, length_help=MAX_LENGTH_HELP)
         elif command in ("evaluate", "export"):
             what = "decoding" if command == "evaluate" else "decoding the export serves"
-            add_decoding_arguments(parser.add_argument_group(f"translation runs: {what}"))
+            add_decoding_arguments(parser.add_argument_group(f"translation runs: {what}"), length_help=MAX_LENGTH_HELP)
 
     def prepare_training(self):
         """The training and validation pairs, read and checked before the run folder is touched
@@ -416,59 +384,6 @@ class TranslationTask(Task):
         options = DecodingOptions(**decoding_options(args))
         path = export_translator(model, args.out, options=options, overwrite=args.overwrite, protected=(self.run_dir,))
         return path, "translations, cross_attention"
-
-
-# The `tfattn.decoding.DecodingOptions` flags, as one table: greedy by default, --beam N, or sampling.
-DECODING_FLAGS = {
-    "--beam": {"type": checked_option("beam", POSITIVE_INT), "default": 1, "help": "beam width (default 1: greedy)"},
-    "--length-penalty": {
-        "type": checked_option("length_penalty", FINITE_FLOAT),
-        "default": 1.0,
-        "help": "beam search: a hypothesis scores log p / length ** this (default 1.0; above 0 favours longer ones)",
-    },
-    "--early-stopping": {
-        "action": argparse.BooleanOptionalAction,
-        "default": True,
-        "help": "beam search: stop once --beam hypotheses have ended (default on)",
-    },
-    "--sample": {"action": "store_true", "help": "draw tokens at random (implied by the next three)"},
-    "--temperature": {"type": float, "help": "sampling: divide the logits by this (default 1.0)"},
-    "--top-k": {"type": checked_option("top_k", POSITIVE_INT), "help": "sampling: only the k most likely tokens"},
-    "--top-p": {"type": float, "help": "sampling: only the most likely tokens whose probability reaches p (nucleus)"},
-    "--seed": {"type": int, "default": 0, "help": "sampling seed (default 0: the same draws every run)"},
-    "--max-length": {
-        "type": checked_option("max_length", POSITIVE_INT),
-        "help": "most tokens generated per sentence (default: the model's longest target)",
-    },
-}
-
-
-def add_decoding_arguments(parser):
-    """Add `DECODING_FLAGS` to `parser` (or an argument group)."""
-    for flag, spec in DECODING_FLAGS.items():
-        parser.add_argument(flag, **spec)
-
-
-def decoding_options(args):
-    """`DecodingOptions` keywords from `add_decoding_arguments`' flags, checked."""
-    from tfattn.decoding import DecodingOptions
-
-    sample = args.sample or any(value is not None for value in (args.temperature, args.top_k, args.top_p))
-    if sample and args.beam > 1:
-        raise ValueError("choose --beam or sampling (--sample, --temperature, --top-k, --top-p), not both")
-    options = {
-        "beam_width": args.beam,
-        "length_penalty": args.length_penalty,
-        "early_stopping": args.early_stopping,
-        "max_length": args.max_length,
-        "sample": sample,
-        "seed": args.seed,
-    }
-    for name in ("temperature", "top_k", "top_p"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
-    DecodingOptions(**options)  # checks the values, naming the option
-    return options
 
 
 def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):

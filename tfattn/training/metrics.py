@@ -1,5 +1,7 @@
-"""Metrics computed during training: macro-F1 over classes, accuracy over labelled tokens."""
+"""Metrics computed during training: macro-F1 over classes, accuracy over labelled tokens, and a
+language model's cross-entropy per token, perplexity and bits per character."""
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -49,3 +51,49 @@ def masked_token_accuracy(labels, logits):
     keep = tf.cast(labels != IGNORE_INDEX, tf.float32)
     correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
     return tf.reduce_sum(correct * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
+
+
+class TokenCrossEntropy(keras.metrics.Metric):
+    """Mean negative log-likelihood in nats per real token (label above 0: padding labels count
+    for nothing), summed over the whole epoch before dividing: exact over batches of any token
+    count, and free of label smoothing (the loss may smooth; this scores the model).
+
+    As a compile metric it adds `nats_per_token` and `val_nats_per_token` to the epoch logs.
+    """
+
+    def __init__(self, name="nats_per_token", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_weight(name="total", initializer="zeros", dtype=tf.float64)
+        self.tokens = self.add_weight(name="tokens", initializer="zeros", dtype=tf.float64)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = tf.cast(y_true, tf.int32)
+        real = labels > 0
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), tf.cast(y_pred, tf.float32))
+        self.total.assign_add(tf.reduce_sum(tf.cast(tf.where(real, nll, 0.0), tf.float64)))
+        self.tokens.assign_add(tf.reduce_sum(tf.cast(real, tf.float64)))
+
+    def result(self):
+        return tf.cast(tf.math.divide_no_nan(self.total, self.tokens), tf.float32)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.tokens.assign(0.0)
+
+
+class LanguageModelScores(keras.callbacks.Callback):
+    """Puts `val_perplexity` (per token) and `val_bits_per_char` into the epoch logs from
+    `val_nats_per_token` (`TokenCrossEntropy`): bits per character, `nats per token x tokens per
+    character / ln 2`, compare across vocabularies (a character model and a subword model, or an
+    n-gram model's score on the same text)."""
+
+    def __init__(self, tokens_per_character):
+        super().__init__()
+        self.tokens_per_character = float(tokens_per_character)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or "val_nats_per_token" not in logs:
+            return
+        nats = float(logs["val_nats_per_token"])
+        logs["val_perplexity"] = float(np.exp(nats))
+        logs["val_bits_per_char"] = nats * self.tokens_per_character / np.log(2)

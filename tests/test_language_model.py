@@ -1,0 +1,157 @@
+"""The language-model task end to end through the command line: `tfattn train lm` on a slice of Tiny
+Shakespeare, then `generate`, `evaluate` and `attention` on the run, and bad input refused in one line."""
+
+import csv
+import json
+import math
+
+import pytest
+from conftest import shared_data_dir
+
+from tfattn.cli import main
+
+TINY = ["--vocab-size", "400", "--block-size", "32", "--embed-dim", "16", "--num-heads", "2", "--ff-dim", "32"]
+TINY += ["--num-blocks", "1", "--batch-size", "16", "--epochs", "2"]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "shakespeare.txt"
+    text = (shared_data_dir() / "text" / "tiny_shakespeare_train.txt").read_text(encoding="utf-8")
+    path.write_text(text[:24_000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm_run(text_file, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "lm"
+    assert main(["train", "lm", "--data", str(text_file), "--run-dir", str(run_dir), *TINY]) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_each_epoch_logs_what_the_saved_model_scores(lm_run):
+    """The epoch logs' bits per character (a metric summed over the epoch) equal the saved
+    model's score of the validation text (summed afresh, block by block)."""
+    with open(lm_run / "history.csv", newline="") as handle:
+        history = list(csv.DictReader(handle))
+    assert len(history) == 2
+    best = min(history, key=lambda row: float(row["val_loss"]))
+    scores = json.loads((lm_run / "validation_scores.json").read_text())
+    assert scores["bits_per_char"] == pytest.approx(float(best["val_bits_per_char"]), abs=1e-3)
+    assert scores["perplexity"] == pytest.approx(float(best["val_perplexity"]), rel=1e-3)
+    assert scores["nats_per_char"] == pytest.approx(scores["bits_per_char"] * math.log(2), abs=1e-4)
+    # The last tenth of the text, cut at a line start.
+    assert 2300 <= scores["characters"] <= 2500
+    assert "greedy sample from an empty prompt" in (lm_run / "validation_report.txt").read_text()
+
+
+@pytest.mark.slow
+def test_generate_evaluate_and_attention_on_a_run(lm_run, text_file, tmp_path, capsys):
+    capsys.readouterr()
+    sampled = ["generate", "--run", str(lm_run), "ROMEO:", "", "--max-new-tokens", "12", "--top-p", "0.9"]
+    assert main([*sampled, "--seed", "4"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("ROMEO:")
+    assert main([*sampled, "--seed", "4"]) == 0
+    assert capsys.readouterr().out == first  # a seeded sample is reproducible
+    assert main(["generate", "--run", str(lm_run), "ROMEO:", "--beam", "3", "--max-new-tokens", "6"]) == 0
+    capsys.readouterr()
+
+    rows = tmp_path / "lines.jsonl"
+    rows.write_text("".join(json.dumps({"text": line}) + "\n" for line in ["To be, or not to be", "ROMEO:\nAy."]))
+    assert main(["evaluate", "--run", str(lm_run), "--data", str(rows)]) == 0
+    scores = json.loads((lm_run / "test_scores.json").read_text())
+    assert scores["characters"] == len("To be, or not to be") + len("ROMEO:\nAy.") and scores["bits_per_char"] > 0
+    trained = json.loads((lm_run / "validation_scores.json").read_text())
+    assert main(["evaluate", "--run", str(lm_run)]) == 0  # the run's validation text, scored again
+    assert json.loads((lm_run / "validation_scores.json").read_text())["bits_per_char"] == trained["bits_per_char"]
+
+    png = tmp_path / "attention.png"
+    assert main(["attention", "--run", str(lm_run), "ROMEO:", "--out", str(png), "--max-new-tokens", "5"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and (tmp_path / "attention_prompt.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_bad_generation_options_are_one_line(lm_run, capsys):
+    for options, message in [
+        (["--top-p", "0"], "--top-p must be in (0, 1], got 0"),
+        (["--temperature", "0"], "--temperature must be above 0, got 0; for the most likely token"),
+        (["--max-new-tokens", "40"], "--max-new-tokens 40 leaves no room for a prompt in the model's context of 32"),
+        (["--length-penalty", "2", "--sample"], None),
+    ]:
+        code = main(["generate", "--run", str(lm_run), "ROMEO:", *options])
+        err = capsys.readouterr().err.strip()
+        if message is None:
+            assert code == 0
+            continue
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    with pytest.raises(SystemExit) as parse_error:  # refused as the flag is read
+        main(["generate", "--run", str(lm_run), "ROMEO:", "--max-new-tokens", "0"])
+    assert parse_error.value.code == 2
+    assert "argument --max-new-tokens: must be a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_empty_or_unreadable_text_is_refused_before_a_run_folder_exists(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(empty), "--run-dir", str(run_dir)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {empty}: no text (the file is empty or holds only whitespace)"
+    rows = tmp_path / "rows.csv"
+    rows.write_text("title,body\nA,some text\nB,\n", encoding="utf-8")
+    assert main(["train", "lm", "--data", str(rows), "--text-column", "body", "--run-dir", str(run_dir)]) == 2
+    assert f"{rows}, row 3 (line 3): empty or missing text in column 'body'" in capsys.readouterr().err
+    assert main(["train", "lm", "--data", str(rows), "--block-size", "1", "--run-dir", str(run_dir)]) == 2
+    assert "--block-size must be at least 2, got 1" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+_SERVE_SCRIPT = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # registers the SentencePiece ops, nothing else
+folder, prompts = sys.argv[1], json.loads(sys.argv[2])
+model = tf.saved_model.load(folder)
+greedy = model.signatures["serving_default"](prompts=tf.constant(prompts))
+sampled = model.signatures["sample"](
+    prompts=tf.constant(prompts), temperature=tf.constant(0.8), top_k=tf.constant(0), top_p=tf.constant(0.9),
+    seed=tf.constant(3),
+)
+empty = model.signatures["serving_default"](prompts=tf.constant([], tf.string))
+imported = sorted(name for name in sys.modules if name.split(".")[0] == "tfattn")
+assert not imported, f"serving the export imported {imported}"
+print(json.dumps({
+    "greedy": [text.decode() for text in greedy["continuations"].numpy()],
+    "sampled": [text.decode() for text in sampled["continuations"].numpy()],
+    "empty": empty["token_ids"].shape.as_list(),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_the_export_generates_in_a_fresh_interpreter_without_tfattn(lm_run, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    export = tmp_path / "export"
+    assert main(["export", "--run", str(lm_run), "--out", str(export), "--max-new-tokens", "10"]) == 0
+    # Shortest first: `generate` batches prompts by length, and a row's draws depend on its place.
+    prompts = ["", "ROMEO:", "First Citizen:\nWe are accounted poor citizens, the patricians good." * 3]
+    capsys.readouterr()
+    served = subprocess.run(
+        [sys.executable, "-c", _SERVE_SCRIPT, str(export), json.dumps(prompts)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert served.returncode == 0, served.stderr[-3000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    base = ["generate", "--run", str(lm_run), *prompts, "--max-new-tokens", "10"]
+    for key, options in (("greedy", []), ("sampled", ["--temperature", "0.8", "--top-p", "0.9", "--seed", "3"])):
+        with pytest.warns(UserWarning, match="only their last 23 tokens are kept"):  # the long prompt
+            assert main([*base, *options]) == 0
+        printed = capsys.readouterr().out
+        assert printed == "".join(prompt + text + "\n" for prompt, text in zip(prompts, result[key])), key
+    assert result["empty"][0] == 0
