@@ -209,6 +209,54 @@ def tiny_scratch_classifier(words, num_classes, pooling="cls", num_blocks=1, see
     return TextClassifier(VocabularyPreprocessor(words, max_length=16), encoder, num_classes, pooling=pooling)
 
 
+def tiny_bpe_tokenizer(texts, vocab_size=400):
+    """A byte-level BPE tokenizer (GPT-2's kind) learned from `texts`, `<|endoftext|>` first
+    (id 0, also bos, eos and unk), as a `transformers.GPT2TokenizerFast`: a GPT-2 tokenizer
+    offline, in a second."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    end = "<|endoftext|>"
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[end],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    return transformers.GPT2TokenizerFast(tokenizer_object=tokenizer, bos_token=end, eos_token=end, unk_token=end)
+
+
+def save_tiny_gpt2(texts, folder, n_positions=64):
+    """Save a tiny random GPT-2 (1 layer, width 32, no dropout) and a tokenizer learned from
+    `texts` as a Hugging Face checkpoint folder (`save_pretrained`). Returns `folder`."""
+    import tf_keras as keras
+    import transformers
+
+    tokenizer = tiny_bpe_tokenizer(texts)
+    config = transformers.GPT2Config(
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        n_positions=n_positions,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    keras.utils.set_random_seed(0)
+    model = transformers.TFGPT2LMHeadModel(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def save_tiny_bert(minilm_dir, folder):
     """Save a tiny random BERT (2 layers, hidden 32, no dropout, so runs are exactly reproducible)
     as a Hugging Face checkpoint folder, with the MiniLM tokenizer files: the whole pretrained

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
+from task_harness import tiny_bpe_tokenizer
 
 from tfattn.decoding import DecodingOptions, decode
+from tfattn.models.causal_lm import left_pad
 from tfattn.models.hf_causal_lm import HuggingFaceCausalLM
 
 transformers = pytest.importorskip("transformers")
@@ -37,23 +39,6 @@ def _corpus():
     """A few hundred made-up words in sentences, the same on every run."""
     rng = np.random.default_rng(0)
     return [" ".join(rng.choice(WORDS, size=rng.integers(4, 12))).capitalize() + "." for _ in range(60)]
-
-
-def _tokenizer():
-    """A byte-level BPE tokenizer (GPT-2's kind) of 400 ids, `<|endoftext|>` first (id 0)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=[END],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(_corpus(), trainer)
-    return transformers.GPT2TokenizerFast(tokenizer_object=tokenizer, bos_token=END, eos_token=END, unk_token=END)
 
 
 def _fit_end_token(model, end_id, margin=0.5, rounds=2, seed=0):
@@ -77,7 +62,7 @@ def _fit_end_token(model, end_id, margin=0.5, rounds=2, seed=0):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """The folder of the tiny GPT-2 and its tokenizer, as `save_pretrained` writes them."""
-    tokenizer = _tokenizer()
+    tokenizer = tiny_bpe_tokenizer(_corpus())
     config = transformers.GPT2Config(
         n_layer=2,
         n_embd=32,
@@ -106,7 +91,7 @@ def lm(saved):
 
 @pytest.fixture(scope="module")
 def prompt_ids(lm):
-    return lm.pad_prompts(lm.tokenize_prompts(PROMPTS))
+    return left_pad(lm.tokenize_prompts(PROMPTS), lm.pad_id)
 
 
 def _until_end(token_ids, end_id, length=MAX_NEW, filler=-1):
@@ -237,7 +222,7 @@ def test_long_prompts_keep_their_last_tokens(lm):
     with pytest.warns(UserWarning, match=r"1 of 1 prompts .* last 57 tokens"):
         (text,) = lm.generate([long_prompt], max_new_tokens=MAX_NEW)
     assert isinstance(text, str)
-    with pytest.raises(ValueError, match="max_new_tokens"):
+    with pytest.raises(ValueError, match="--max-new-tokens 65 leaves no room"):
         lm.generate(["hi"], max_new_tokens=65)
 
 

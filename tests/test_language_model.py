@@ -155,3 +155,42 @@ def test_the_export_generates_in_a_fresh_interpreter_without_tfattn(lm_run, tmp_
         printed = capsys.readouterr().out
         assert printed == "".join(prompt + text + "\n" for prompt, text in zip(prompts, result[key])), key
     assert result["empty"][0] == 0
+
+
+POEM = """The tide rises, the tide falls,
+The twilight darkens, the curlew calls;
+Along the sea-sands damp and brown
+The traveller hastens toward the town,
+And the tide rises, the tide falls.
+"""
+
+
+@pytest.mark.slow
+def test_fine_tuning_a_hugging_face_gpt2_on_a_poem(tmp_path, capsys):
+    """The course's case on a tiny random GPT-2 saved by the test: one short text, blocks of 16
+    tokens with the end token after it; the loss falls, and the run generates and scores like any."""
+    from task_harness import save_tiny_gpt2
+
+    backbone = save_tiny_gpt2([POEM] * 5, tmp_path / "tiny-gpt2", n_positions=32)
+    poem = tmp_path / "poem.txt"
+    poem.write_text(POEM * 3, encoding="utf-8")
+    run_dir = tmp_path / "poem_run"
+    argv = ["train", "lm", "--data", str(poem), "--backbone", str(backbone), "--run-dir", str(run_dir)]
+    argv += ["--block-size", "16", "--batch-size", "4", "--epochs", "3", "--learning-rate", "1e-3"]
+    assert main(argv) == 0
+    with open(run_dir / "history.csv", newline="") as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert (run_dir / "model" / "config.json").is_file()  # save_pretrained's folder
+    capsys.readouterr()
+    assert main(["generate", "--run", str(run_dir), "The tide", "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.startswith("The tide")
+    assert main(["evaluate", "--run", str(run_dir), "--data", str(poem)]) == 0
+    assert json.loads((run_dir / "test_scores.json").read_text())["characters"] == len(POEM) * 3
+    assert main(["export", "--run", str(run_dir), "--out", str(tmp_path / "export")]) == 2
+    assert "export is not available yet for a run fine-tuned from a Hugging Face model" in capsys.readouterr().err
+    too_long = [*argv[:-8], "--block-size", "64", "--run-dir", str(tmp_path / "other")]
+    assert main(too_long) == 2
+    assert "--block-size 64 is above the 32 positions of --backbone" in capsys.readouterr().err
+    assert main([*argv, "--embed-dim", "8", "--overwrite"]) == 2
+    assert "--embed-dim applies to the from-scratch GPT, not --backbone" in capsys.readouterr().err

@@ -285,6 +285,9 @@ class GPT(keras.Model):
         return self.num_blocks, self.num_heads
 
     # --- text in, text out
+    def encode_stream(self, documents):
+        return self.preprocessor.encode_stream(documents)
+
     def tokenize_prompts(self, texts):
         return self.preprocessor.tokenize_prompts(texts)
 
@@ -369,16 +372,21 @@ def generate(model, prompts, max_new_tokens=None, batch_size=16, return_ids=Fals
     return (texts, ids, scores) if return_ids else texts
 
 
+# Label of a padded position: below every id, so no vocabulary's real token is masked.
+PADDING_LABEL = -100
+
+
 def packed_blocks(ids, block_size, keep_tail=False):
     """`(inputs, labels)` `[blocks, block_size]` int32 of one stream of ids: consecutive blocks,
-    each label the token after its input. `keep_tail` keeps a last, shorter block, padded (label
-    0, scored as nothing), so every token after the first is predicted once (scoring);
-    training drops it (every block full)."""
+    each label the token after its input. `keep_tail` keeps a last, shorter block, padded after
+    its tokens (input 0, label `PADDING_LABEL`, scored as nothing; causal attention keeps the
+    padding from every real token), so every token after the first is predicted once
+    (scoring); training drops it (every block full)."""
     ids = np.asarray(ids, np.int32)
     predicted = len(ids) - 1
     blocks = predicted // block_size + (1 if keep_tail and predicted % block_size else 0)
     inputs = np.zeros([blocks, block_size], np.int32)
-    labels = np.zeros([blocks, block_size], np.int32)
+    labels = np.full([blocks, block_size], PADDING_LABEL, np.int32)
     for block in range(blocks):
         start = block * block_size
         stop = min(start + block_size, predicted)
@@ -387,22 +395,23 @@ def packed_blocks(ids, block_size, keep_tail=False):
     return inputs, labels
 
 
-def stream_cross_entropy(model, ids, batch_size=32):
+def stream_cross_entropy(model, ids, block_size, batch_size=32):
     """`(nats, tokens)`: the summed negative log-likelihood of every token of the stream `ids`
-    after the first, predicted in consecutive blocks of the model's context length (as the
-    validation loss is), and how many tokens that is."""
-    inputs, labels = packed_blocks(ids, model.context_length, keep_tail=True)
+    after the first, predicted in consecutive blocks of `block_size` (as the validation loss
+    is), and how many tokens that is. `model`: token ids in, logits out."""
+    inputs, labels = packed_blocks(ids, block_size, keep_tail=True)
     total = 0.0
 
     @tf.function(reduce_retracing=True)
     def batch_nats(batch_inputs, batch_labels):
-        logits = model(batch_inputs, training=False)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(batch_labels, tf.cast(logits, tf.float32))
-        return tf.reduce_sum(tf.where(batch_labels > 0, tf.cast(nll, tf.float64), 0.0))
+        logits = tf.cast(model(batch_inputs, training=False), tf.float32)
+        real = batch_labels >= 0
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(batch_labels, 0), logits)
+        return tf.reduce_sum(tf.where(real, tf.cast(nll, tf.float64), 0.0))
 
     for start in range(0, len(inputs), int(batch_size)):
         total += float(batch_nats(inputs[start : start + batch_size], labels[start : start + batch_size]))
-    return total, int(np.sum(labels > 0))
+    return total, int(np.sum(labels >= 0))
 
 
 def build_sample(model):

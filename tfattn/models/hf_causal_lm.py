@@ -26,11 +26,11 @@ Example:
 """
 
 import inspect
-import warnings
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from tfattn.models.hf_seq2seq import PT_WEIGHTS, TF_WEIGHTS, _looks_like_path
 
@@ -187,17 +187,6 @@ class HuggingFaceCausalLM:
         ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         return [list(row) if len(row) else [self.bos_id] for row in ids]
 
-    def pad_prompts(self, prompts):
-        """Token id lists `prompts` (at least one id each) as one LEFT-padded batch `[batch, P]`
-        int32 (numpy), padded with `pad_id`."""
-        if any(len(row) == 0 for row in prompts):
-            raise ValueError("every prompt needs at least one token (an empty text is fed as the start token)")
-        width = max((len(row) for row in prompts), default=1)
-        batch = np.full((len(prompts), width), self.pad_id, np.int32)
-        for index, row in enumerate(prompts):
-            batch[index, width - len(row) :] = row
-        return batch
-
     def detokenize(self, token_ids):
         """Strings of generated ids `token_ids` `[batch, steps]` (numpy or tensor): each row cut
         at its first end token, padding dropped, special tokens skipped."""
@@ -211,45 +200,46 @@ class HuggingFaceCausalLM:
         return texts
 
     def generate(self, texts, max_new_tokens=None, batch_size=16, **decoding_options):
-        """The continuations (strings) of prompts `texts`, in their order.
+        """The continuations (strings) of prompts `texts`, in their order: `tfattn.models.causal_lm.generate`
+        (batched by length, left-padded; a prompt too long for the context keeps its last tokens)."""
+        from tfattn.models.causal_lm import generate
 
-        Args:
-            texts: the prompts.
-            max_new_tokens: most tokens generated per prompt (None: `max_output_length`).
-            batch_size: prompts decoded together (sorted by length, so a batch pads little).
-            decoding_options: other `tfattn.decoding.DecodingOptions` fields (`beam_width`,
-                `sample`, `temperature`, `top_p`, `seed`...).
+        return generate(self, texts, max_new_tokens=max_new_tokens, batch_size=batch_size, **decoding_options)
 
-        A prompt too long for the model's context with `max_new_tokens` after it keeps only its
-        last tokens, with a warning that counts them.
-        """
-        from tfattn.decoding import DecodingOptions, decode_in_batches
+    # Training and scoring (`tfattn train lm --backbone`).
 
-        max_new_tokens = self.max_output_length if max_new_tokens is None else int(max_new_tokens)
-        if not 1 <= max_new_tokens <= self.context_length:
-            raise ValueError(
-                f"max_new_tokens must be between 1 and the model's context of {self.context_length} tokens, "
-                f"got {max_new_tokens!r}"
-            )
-        prompts = self.tokenize_prompts(texts)
-        # The last token fed (the last but one generated) must sit at a position below the context.
-        limit = self.context_length - max_new_tokens + 1
-        cut = sum(len(row) > limit for row in prompts)
-        if cut:
-            warnings.warn(
-                f"{cut} of {len(prompts)} prompts are longer than the {limit} tokens that fit before "
-                f"{max_new_tokens} new ones in the model's context of {self.context_length}; "
-                f"only their last {limit} tokens were fed",
-                stacklevel=2,
-            )
-        return decode_in_batches(
-            self,
-            [row[-limit:] for row in prompts],
-            DecodingOptions(max_length=max_new_tokens, **decoding_options),
-            batch_size,
-            encode=self.pad_prompts,
-            detokenize=self.detokenize,
-        )
+    def encode_stream(self, documents):
+        """One stream of ids (int32 numpy) for `documents`: the end token, then each document
+        followed by the end token, as tfattn's GPT reads text (GPT-2 was trained so too)."""
+        tokenizer = self._needs_tokenizer("encode_stream")
+        parts = [np.array([self.eos_id], np.int32)]
+        for document in documents:
+            parts += [np.asarray(tokenizer(document, add_special_tokens=False)["input_ids"], np.int32)]
+            parts += [np.array([self.eos_id], np.int32)]
+        return np.concatenate(parts)
+
+    def __call__(self, token_ids, training=False):
+        """Next-token logits `[batch, length, vocab]` float32 of packed text `token_ids` (no
+        padding before a real token: a block's padding comes after it, which causal attention
+        never lets a real token see)."""
+        token_ids = tf.cast(token_ids, tf.int32)
+        token_ids = tf.where(token_ids >= self.vocab_size, self.eos_id, token_ids)
+        logits = self.model(input_ids=token_ids, training=training, return_dict=True).logits
+        return tf.cast(logits[..., : self.vocab_size], tf.float32)
+
+    def training_model(self):
+        """A Keras model of this one's weights for `model.fit`: token ids in, logits out (built)."""
+        model = _TrainableCausalLM(self)
+        model(tf.constant([[self.eos_id]]))
+        return model
+
+    def save(self, folder):
+        """`save_pretrained` of the model and its tokenizer into `folder` (created)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(folder))
+        self._needs_tokenizer("save").save_pretrained(str(folder))
+        return folder
 
     # Helpers.
 
@@ -332,3 +322,16 @@ def _config_value(config, names):
         if value:
             return int(value)
     raise ValueError(f"{config.model_type} config has none of {', '.join(names)}; cannot decode it")
+
+
+class _TrainableCausalLM(keras.Model):
+    """`HuggingFaceCausalLM` as a Keras model that `model.fit` trains: its call is the wrapper's
+    (ids in, float32 logits out) and its weights are the Hugging Face model's."""
+
+    def __init__(self, wrapped, **kwargs):
+        super().__init__(**kwargs)
+        self.wrapped = wrapped
+        self.backbone = wrapped.model  # tracked: its weights are this model's
+
+    def call(self, token_ids, training=None):
+        return self.wrapped(token_ids, training=bool(training))

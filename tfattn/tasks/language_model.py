@@ -40,27 +40,62 @@ SAMPLE_TOKENS = 60  # the greedy sample of the validation report
 GENERATE_LENGTH_HELP = "most tokens generated per prompt (default: half the model's context)"
 
 
+# The from-scratch GPT's sizes (the fields left at None), and the learning rates. Chosen on the
+# validation part of Tiny Shakespeare (BENCHMARKS.md "Language model").
+GPT_DEFAULTS = {
+    "vocab_size": 2000,
+    "embed_dim": 128,
+    "num_heads": 4,
+    "ff_dim": 512,
+    "num_blocks": 4,
+    "positional": "learned",
+    "tie_embeddings": False,
+}
+LEARNING_RATES = {"gpt": 1e-3, "backbone": 5e-5}
+LM_HELP.update(
+    {
+        "backbone": "fine-tune a Hugging Face TF causal LM (GPT-2 family; hub name or folder) instead of training "
+        "tfattn's GPT from scratch",
+        "learning_rate": f"peak AdamW learning rate (default {LEARNING_RATES['gpt']:g} from scratch, "
+        f"{LEARNING_RATES['backbone']:g} with --backbone)",
+        **{
+            name: f"from scratch: {what} (default {GPT_DEFAULTS[name]})"
+            for name, what in (
+                ("vocab_size", "SentencePiece pieces learned from the training text, 256 byte pieces among them"),
+                ("embed_dim", "embedding size"),
+                ("num_heads", "attention heads"),
+                ("ff_dim", "feed-forward size"),
+                ("num_blocks", "decoder blocks"),
+                ("positional", "learned or sinusoidal positions"),
+                ("tie_embeddings", "logits from the token embedding table"),
+            )
+        },
+    }
+)
+
+
 @dataclass
 class LanguageModelConfig(RunConfig):
-    """A language-model run: the shared run fields (`RunConfig`) and the GPT's section; saved as
-    the run's `config.json`."""
+    """A language-model run: the shared run fields (`RunConfig`) and the model's section; saved
+    as the run's `config.json`. The GPT's fields left at None take `GPT_DEFAULTS`."""
 
     task: str = "lm"
     run_dir: str = "runs/lm"
     text_column: str = "text"  # of .jsonl / .csv / .tsv files
     separator: str | None = None
-    vocab_size: int = 2000  # SentencePiece pieces, 256 byte pieces among them
-    block_size: int = 128  # tokens per training block: the model's context length
-    embed_dim: int = 128
-    num_heads: int = 4
-    ff_dim: int = 512
-    num_blocks: int = 4
-    positional: str = "learned"
-    tie_embeddings: bool = False
+    block_size: int = 128  # tokens per training block: the model's context length from scratch
+    backbone: str | None = None
+    vocab_size: int | None = None
+    embed_dim: int | None = None
+    num_heads: int | None = None
+    ff_dim: int | None = None
+    num_blocks: int | None = None
+    positional: str | None = None
+    tie_embeddings: bool | None = None
     dropout: float = 0.1
     batch_size: int = 32
     epochs: int = 10
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None
     warmup_fraction: float = 0.05
     patience: int = 3
 
@@ -73,7 +108,8 @@ class LanguageModelConfig(RunConfig):
         return {"positional": POSITIONALS}
 
     def resolve(self):
-        """A checked copy (the separator's escapes read: '\\n' is a newline)."""
+        """A checked copy with the defaults filled in (the separator's escapes read: '\\n' is a
+        newline); refuses the GPT's options with --backbone."""
         if not self.data:
             raise ValueError("--data is required: a .txt file (or .jsonl, .csv, .tsv with a text column)")
         check_numeric_options(self)
@@ -81,13 +117,26 @@ class LanguageModelConfig(RunConfig):
             if value:
                 other = "--block-size" if option == "max_length" else "files read into memory"
                 raise ValueError(f"--{option.replace('_', '-')} does not apply to lm; use {other}")
-        if self.positional not in POSITIONALS:
-            raise ValueError(f"--positional must be one of {', '.join(POSITIONALS)}, got {self.positional!r}")
-        for name, low in (("vocab_size", 300), ("block_size", 2), ("embed_dim", 2), ("num_heads", 1)):
-            if int(getattr(self, name)) < low:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)!r}")
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"--embed-dim {self.embed_dim} must be a multiple of --num-heads {self.num_heads}")
+        if self.backbone:
+            for name in GPT_DEFAULTS:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"--{name.replace('_', '-')} applies to the from-scratch GPT, not --backbone")
+            defaults = {}
+        else:
+            defaults = {name: value for name, value in GPT_DEFAULTS.items() if getattr(self, name) is None}
+        rate = LEARNING_RATES["backbone" if self.backbone else "gpt"] if self.learning_rate is None else None
+        config = replace(self, **defaults, **({"learning_rate": rate} if rate else {}))
+        if not self.backbone:
+            if config.positional not in POSITIONALS:
+                raise ValueError(f"--positional must be one of {', '.join(POSITIONALS)}, got {config.positional!r}")
+            for name, low in (("vocab_size", 300), ("embed_dim", 2), ("num_heads", 1)):
+                value = getattr(config, name)
+                if int(value) < low:
+                    raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value!r}")
+            if config.embed_dim % config.num_heads:
+                raise ValueError(f"--embed-dim {config.embed_dim} must be a multiple of --num-heads {config.num_heads}")
+        if int(self.block_size) < 2:
+            raise ValueError(f"--block-size must be at least 2, got {self.block_size!r}")
         if not 0 <= float(self.dropout) < 1:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout!r}")
         separator = self.separator
@@ -95,7 +144,7 @@ class LanguageModelConfig(RunConfig):
             separator = separator.replace("\\n", "\n").replace("\\t", "\t")
             if not separator:
                 raise ValueError("--separator must not be empty")
-        return replace(self, separator=separator)
+        return replace(config, separator=separator)
 
 
 def _data_files(spec):
@@ -113,13 +162,13 @@ def _head(corpus: TextCorpus, characters: int) -> TextCorpus:
     return TextCorpus(documents, corpus.source)
 
 
-def score_text(model, corpus: TextCorpus, batch_size=32):
+def score_text(model, corpus: TextCorpus, block_size, batch_size=32):
     """Loss, perplexity and bits per character of `model` on `corpus` (its documents as the
-    training stream holds them), predicted in blocks of the model's context."""
+    training stream holds them), predicted in blocks of `block_size` tokens."""
     from tfattn.models.causal_lm import stream_cross_entropy
 
-    ids = model.preprocessor.encode_stream(corpus.documents)
-    nats, tokens = stream_cross_entropy(model, ids, batch_size)
+    ids = model.encode_stream(corpus.documents)
+    nats, tokens = stream_cross_entropy(model, ids, block_size, batch_size)
     characters = corpus.characters
     per_token = nats / max(tokens, 1)
     return {
@@ -179,6 +228,8 @@ class LanguageModelTask(Task):
     def prepare_training(self):
         """The training and validation text, read and checked before the run folder is touched."""
         c = self.config
+        if c.backbone:
+            self._check_block_size(c.backbone, c.block_size)
         corpus = self._read(c.data)
         if c.limit:
             corpus = _head(corpus, c.limit)
@@ -208,10 +259,29 @@ class LanguageModelTask(Task):
 
         c = self.config
         train_text, validation_text = prepared
-        # Deterministic: a resumed run learns the same vocabulary again.
-        preprocessor = LanguageModelPreprocessor.learn(train_text.documents, c.vocab_size, context_length=c.block_size)
-        train_ids = preprocessor.encode_stream(train_text.documents)
-        validation_ids = preprocessor.encode_stream(validation_text.documents)
+        if c.backbone:
+            with strategy.scope():
+                language_model = self._pretrained(c.backbone)
+            trained = language_model.training_model()
+            encode = language_model.encode_stream
+        else:
+            # Deterministic: a resumed run learns the same vocabulary again.
+            preprocessor = LanguageModelPreprocessor.learn(train_text.documents, c.vocab_size, c.block_size)
+            with strategy.scope():
+                trained = build_sample(
+                    GPT(
+                        preprocessor,
+                        embed_dim=c.embed_dim,
+                        num_heads=c.num_heads,
+                        ff_dim=c.ff_dim,
+                        num_blocks=c.num_blocks,
+                        dropout=c.dropout,
+                        positional=c.positional,
+                        tie_embeddings=c.tie_embeddings,
+                    )
+                )
+            language_model, encode = trained, preprocessor.encode_stream
+        train_ids, validation_ids = encode(train_text.documents), encode(validation_text.documents)
         inputs, labels = packed_blocks(train_ids, c.block_size)
         if not len(inputs):
             raise DataError(
@@ -220,8 +290,7 @@ class LanguageModelTask(Task):
             )
         print(
             f"lm: {train_text.characters:,} training characters ({len(train_ids):,} tokens, {len(inputs):,} blocks of "
-            f"{c.block_size}) / {validation_text.characters:,} validation characters ({len(validation_ids):,} tokens); "
-            f"vocabulary {preprocessor.vocab_size}"
+            f"{c.block_size}) / {validation_text.characters:,} validation characters ({len(validation_ids):,} tokens)"
         )
         train_data = (
             tf.data.Dataset.from_tensor_slices((inputs, labels))
@@ -231,26 +300,14 @@ class LanguageModelTask(Task):
         validation_inputs, validation_labels = packed_blocks(validation_ids, c.block_size, keep_tail=True)
         validation_data = tf.data.Dataset.from_tensor_slices((validation_inputs, validation_labels)).batch(c.batch_size)
         tokens_per_character = (len(validation_ids) - 1) / validation_text.characters
-        with strategy.scope():
-            model = build_sample(
-                GPT(
-                    preprocessor,
-                    embed_dim=c.embed_dim,
-                    num_heads=c.num_heads,
-                    ff_dim=c.ff_dim,
-                    num_blocks=c.num_blocks,
-                    dropout=c.dropout,
-                    positional=c.positional,
-                    tie_embeddings=c.tie_embeddings,
-                )
-            )
-        print(f"GPT: {model.count_params():,} weights")
+        model = trained
+        print(f"{c.backbone or 'GPT'}: {model.count_params():,} weights")
         compile_and_fit(
             model,
             EpochOrder(train_data, math.ceil(len(inputs) / c.batch_size)),
             run_dir,
             c,
-            loss=MaskedCrossEntropy(c.label_smoothing),
+            loss=MaskedCrossEntropy(c.label_smoothing, first_label=0),  # a pretrained vocabulary's id 0 is real
             make_metrics=lambda: [TokenCrossEntropy()],
             monitor=self.monitor,
             examples_per_epoch=len(inputs),
@@ -261,9 +318,12 @@ class LanguageModelTask(Task):
             jit_compile=c.jit_compile,
         )
         mark_trained(run_dir)
-        save_language_model(model, run_dir / MODEL_DIR)
+        if c.backbone:
+            language_model.save(run_dir / MODEL_DIR)
+        else:
+            save_language_model(model, run_dir / MODEL_DIR)
         saved = self.load_model(run_dir)  # scored as evaluate and generate will load it
-        scores = score_text(saved, validation_text)
+        scores = score_text(saved, validation_text, c.block_size)
         (sample,) = generate(saved, [""], max_new_tokens=min(SAMPLE_TOKENS, saved.context_length))
         summary = _scores_text(scores, "validation")
         report = f"{summary}\n\ngreedy sample from an empty prompt:\n{sample}"
@@ -272,12 +332,45 @@ class LanguageModelTask(Task):
         finish_training(run_dir, summary)
         return scores
 
+    @staticmethod
+    def _check_block_size(backbone, block_size):
+        """Refuse a block longer than the pretrained model's positions (its config, read alone)."""
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(str(backbone))
+        except (OSError, ValueError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"--backbone {backbone}: cannot read its config ({reason})") from None
+        names = ("n_positions", "max_position_embeddings")
+        positions = next((getattr(config, name) for name in names if getattr(config, name, None)), None)
+        if positions and block_size > positions:
+            raise ValueError(
+                f"--block-size {block_size} is above the {positions} positions of --backbone {backbone}; "
+                f"use --block-size {positions} or less"
+            )
+
+    @staticmethod
+    def _pretrained(name_or_folder):
+        from tfattn.models.hf_causal_lm import HuggingFaceCausalLM
+
+        return HuggingFaceCausalLM.from_pretrained(name_or_folder)
+
     # --- a finished run
     def load_model(self, run_dir):
         from tfattn.models.causal_lm import load_language_model
 
         self.run_dir = Path(run_dir)
+        if self.config.backbone:  # what `save_pretrained` wrote: read by transformers' own config classes
+            return self._pretrained(self.run_dir / MODEL_DIR)
         return load_language_model(self.run_dir / MODEL_DIR)
+
+    def _tfattn_gpt_only(self, what):
+        if self.config.backbone:
+            raise ValueError(
+                f"{what} is not available yet for a run fine-tuned from a Hugging Face model ({self.config.backbone}); "
+                "it works on runs of tfattn's GPT"
+            )
 
     def serve(self, model, texts, args):
         """Each prompt followed by its continuation."""
@@ -290,7 +383,7 @@ class LanguageModelTask(Task):
         the run's validation text)."""
         c = self.config
         corpus = self._read(args.data) if args.data else self.prepare_training()[1]
-        scores = score_text(model, corpus, batch_size=args.batch_size)
+        scores = score_text(model, corpus, c.block_size, batch_size=args.batch_size)
         text = _scores_text(scores, str(args.data or "validation"))
 
         def write(run_dir, prefix):
@@ -301,6 +394,7 @@ class LanguageModelTask(Task):
         return text, write
 
     def export(self, model, args):
+        self._tfattn_gpt_only("export")
         from tfattn.decoding import DecodingOptions
         from tfattn.serving.language_models import export_language_model
 
@@ -324,6 +418,7 @@ class LanguageModelTask(Task):
         from tfattn.models.causal_lm import left_pad
         from tfattn.plotting import plot_alignment, plot_attention
 
+        self._tfattn_gpt_only("attention")
         out = args.out or "attention.png"
         new_tokens = args.max_new_tokens or 20
         written = []

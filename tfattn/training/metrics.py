@@ -54,8 +54,8 @@ def masked_token_accuracy(labels, logits):
 
 
 class TokenCrossEntropy(keras.metrics.Metric):
-    """Mean negative log-likelihood in nats per real token (label above 0: padding labels count
-    for nothing), summed over the whole epoch before dividing: exact over batches of any token
+    """Mean negative log-likelihood in nats per real token (padding labels, -100, count for
+    nothing), summed over the whole epoch before dividing: exact over batches of any token
     count, and free of label smoothing (the loss may smooth; this scores the model).
 
     As a compile metric it adds `nats_per_token` and `val_nats_per_token` to the epoch logs.
@@ -68,7 +68,7 @@ class TokenCrossEntropy(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels = tf.cast(y_true, tf.int32)
-        real = labels > 0
+        real = labels >= 0
         nll = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), tf.cast(y_pred, tf.float32))
         self.total.assign_add(tf.reduce_sum(tf.cast(tf.where(real, nll, 0.0), tf.float64)))
         self.tokens.assign_add(tf.reduce_sum(tf.cast(real, tf.float64)))
