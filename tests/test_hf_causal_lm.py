@@ -145,6 +145,7 @@ def test_greedy_matches_generate(lm, prompt_ids):
     assert any(length is None for length in lengths) and any(length is not None for length in lengths), lengths
 
 
+@pytest.mark.slow
 def test_beam_search_matches_generate(lm, prompt_ids):
     options = DecodingOptions(max_length=MAX_NEW, beam_width=3, early_stopping=False, length_penalty=1.0)
     ours = decode(lm, prompt_ids, options)
@@ -157,6 +158,7 @@ def test_beam_search_matches_generate(lm, prompt_ids):
     assert len({length for length in lengths if length is not None and length < MAX_NEW}) >= 2, lengths
 
 
+@pytest.mark.slow
 def test_cached_and_uncached_decoding_agree(lm, prompt_ids):
     options = DecodingOptions(max_length=MAX_NEW, return_attention=True)
     cached = decode(lm, prompt_ids, options)
@@ -166,6 +168,7 @@ def test_cached_and_uncached_decoding_agree(lm, prompt_ids):
     np.testing.assert_allclose(cached.cross_attention.numpy(), uncached.cross_attention.numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_batched_prompts_decode_as_each_alone(lm, prompt_ids):
     options = DecodingOptions(max_length=MAX_NEW)
     batched = _until_end(decode(lm, prompt_ids, options).token_ids, lm.eos_id)
@@ -174,6 +177,7 @@ def test_batched_prompts_decode_as_each_alone(lm, prompt_ids):
         np.testing.assert_array_equal(batched[index], _until_end(alone, lm.eos_id)[0], err_msg=PROMPTS[index])
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_reproducible(lm, prompt_ids):
     options = DecodingOptions(max_length=MAX_NEW, sample=True, temperature=0.8, top_p=0.9, seed=3)
     first = decode(lm, prompt_ids, options).token_ids.numpy()
@@ -184,6 +188,7 @@ def test_seeded_sampling_is_reproducible(lm, prompt_ids):
     assert (first < lm.pad_id).any() and (first <= lm.pad_id).all()
 
 
+@pytest.mark.slow
 def test_attention_over_the_prompt(lm, prompt_ids):
     decoded = decode(lm, prompt_ids, DecodingOptions(max_length=MAX_NEW, return_attention=True))
     steps = decoded.token_ids.shape[1]
@@ -198,6 +203,7 @@ def test_attention_over_the_prompt(lm, prompt_ids):
     assert (attention.sum(axis=-1) <= 1.0 + 1e-5).all()
 
 
+@pytest.mark.slow
 def test_generate_texts_match_hugging_face(lm):
     texts = lm.generate(PROMPTS, max_new_tokens=MAX_NEW, batch_size=2)
     expected = []
@@ -217,6 +223,7 @@ def test_detokenize_cuts_at_the_end_and_drops_padding(lm):
     assert lm.detokenize(rows) == ["model sees", "a text"]
 
 
+@pytest.mark.slow
 def test_long_prompts_keep_their_last_tokens(lm):
     long_prompt = " ".join(["the model reads the prompt"] * 20)
     with pytest.warns(UserWarning, match=r"1 of 1 prompts .* last 57 tokens"):

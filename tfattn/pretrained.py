@@ -173,3 +173,57 @@ def tokenize_texts(tokenizer, texts, max_length=128, what="texts"):
         for name, hf_name in HF_FEATURE_NAMES.items()
         if hf_name in encoded
     }
+
+
+# A generating model's folder: TensorFlow weights load as they are; PyTorch ones are converted.
+TF_WEIGHTS = ("tf_model.h5",)
+PT_WEIGHTS = ("pytorch_model.bin", "model.safetensors", "pytorch_model.bin.index.json", "model.safetensors.index.json")
+
+
+def load_generating_model(auto_class, name_or_folder, what):
+    """`(model, tokenizer)` of a Hugging Face TF model that generates text (`auto_class`:
+    `TFAutoModelForSeq2SeqLM`, `TFAutoModelForCausalLM`) from a hub name or a folder
+    `save_pretrained` wrote (a folder with only PyTorch weights is converted: needs torch).
+    Errors are one line naming the source (`what`: the kind of model, for the message)."""
+    from transformers import AutoTokenizer
+
+    source = str(name_or_folder)
+    folder = Path(source).expanduser()
+    options = {}
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder}: no config.json; not a Hugging Face model folder")
+        has_tf = any((folder / name).is_file() for name in TF_WEIGHTS)
+        options["from_pt"] = not has_tf and any((folder / name).is_file() for name in PT_WEIGHTS)
+        source = str(folder)
+    elif looks_local(source):
+        raise FileNotFoundError(f"{source}: no Hugging Face model folder there")
+    try:
+        model = auto_class.from_pretrained(source, **options)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, ImportError) as error:
+        # transformers explains over many lines (hub unreachable, unknown name, another kind of model).
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot load Hugging Face {what} {source!r}: {reason}") from error
+    return model, tokenizer
+
+
+def first_id(*values):
+    """The first value that is not None; of a list of ids, its first id (generation configs
+    give an id or a list of them)."""
+    for value in values:
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value is not None:
+            return value
+    return None
+
+
+def config_int(config, names):
+    """The first of a model config's fields `names` that is set, as an int (architectures name
+    their layer and head counts differently)."""
+    for name in names:
+        value = getattr(config, name, None)
+        if value:
+            return int(value)
+    raise ValueError(f"{config.model_type} config has none of {', '.join(names)}")

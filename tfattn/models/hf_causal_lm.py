@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tfattn.models.hf_seq2seq import PT_WEIGHTS, TF_WEIGHTS, _looks_like_path
+from tfattn.pretrained import config_int, first_id
 
 __all__ = ["HuggingFaceCausalLM"]
 
@@ -56,19 +56,19 @@ class HuggingFaceCausalLM:
         self._max_output_length = int(max_output_length)
         config, generation = model.config, model.generation_config
         # Models with several end ids stop at the first one here.
-        end = _first(generation.eos_token_id, config.eos_token_id)
+        end = first_id(generation.eos_token_id, config.eos_token_id)
         if end is None:
             raise ValueError(f"{config.model_type} model has no eos_token_id in its config; set it to decode")
         self.eos_id = int(end)
         # What an empty prompt is fed as: the start token `generate` uses without a prompt
         # (GPT-2's is its end token, `<|endoftext|>`).
-        start = _first(generation.bos_token_id, config.bos_token_id)
+        start = first_id(generation.bos_token_id, config.bos_token_id)
         self.bos_id = self.eos_id if start is None else int(start)
         self.vocab_size = int(config.vocab_size)
         # Outside the vocabulary: GPT-2 has no padding token, and its end token may be in a prompt.
         self.pad_id = self.vocab_size
         self.never_generated = ()  # the padding id is not a column of the logits
-        self.context_length = _config_value(config, ("n_positions", "max_position_embeddings", "n_ctx"))
+        self.context_length = config_int(config, ("n_positions", "max_position_embeddings", "n_ctx"))
         # Not every architecture takes position ids (OPT derives them from the mask itself).
         self._takes_positions = "position_ids" in inspect.signature(model.call).parameters
         # GPT-2 and CTRL keep each layer's past as one tensor, keys and values stacked on axis 0;
@@ -89,33 +89,18 @@ class HuggingFaceCausalLM:
             name_or_folder: hub name or local folder.
             max_output_length: see the class.
         """
-        from transformers import AutoTokenizer, TFAutoModelForCausalLM
+        from transformers import TFAutoModelForCausalLM
 
-        source = str(name_or_folder)
-        folder = Path(source).expanduser()
-        options = {}
-        if folder.is_dir():
-            if not (folder / "config.json").is_file():
-                raise FileNotFoundError(f"{folder}: no config.json; not a Hugging Face model folder")
-            has_tf = any((folder / name).is_file() for name in TF_WEIGHTS)
-            options["from_pt"] = not has_tf and any((folder / name).is_file() for name in PT_WEIGHTS)
-            source = str(folder)
-        elif _looks_like_path(source):
-            raise FileNotFoundError(f"{source}: no Hugging Face model folder there")
-        try:
-            model = TFAutoModelForCausalLM.from_pretrained(source, **options)
-            tokenizer = AutoTokenizer.from_pretrained(source)
-        except (OSError, ValueError, ImportError) as error:
-            # transformers explains over many lines (hub unreachable, unknown name, not a causal LM).
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"cannot load Hugging Face causal language model {source!r}: {reason}") from error
+        from tfattn.pretrained import load_generating_model
+
+        model, tokenizer = load_generating_model(TFAutoModelForCausalLM, name_or_folder, "causal language model")
         return cls(model, tokenizer, max_output_length=max_output_length)
 
     def attention_shape(self):
         """`(layers, heads)` of the model's self-attention."""
         config = self.model.config
-        layers = _config_value(config, ("n_layer", "num_hidden_layers", "num_layers"))
-        heads = _config_value(config, ("n_head", "num_attention_heads", "num_heads"))
+        layers = config_int(config, ("n_layer", "num_hidden_layers", "num_layers"))
+        heads = config_int(config, ("n_head", "num_attention_heads", "num_heads"))
         return layers, heads
 
     # The step interface.
@@ -304,24 +289,6 @@ class HuggingFaceCausalLM:
         if self.tokenizer is None:
             raise ValueError(f"{method} needs a tokenizer: pass tokenizer= or use HuggingFaceCausalLM.from_pretrained")
         return self.tokenizer
-
-
-def _first(*values):
-    """The first value that is not None; of a list of ids, its first id."""
-    for value in values:
-        if isinstance(value, (list, tuple)):
-            value = value[0] if value else None
-        if value is not None:
-            return value
-    return None
-
-
-def _config_value(config, names):
-    for name in names:
-        value = getattr(config, name, None)
-        if value:
-            return int(value)
-    raise ValueError(f"{config.model_type} config has none of {', '.join(names)}; cannot decode it")
 
 
 class _TrainableCausalLM(keras.Model):

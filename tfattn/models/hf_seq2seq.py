@@ -19,15 +19,11 @@ Example:
 >>> model.translate(["How old are you?"], prefix="translate English to German: ")  # doctest: +SKIP
 """
 
-from pathlib import Path
-
 import tensorflow as tf
 
-__all__ = ["HuggingFaceSeq2Seq"]
+from tfattn.pretrained import config_int, first_id
 
-# Weight files a saved model folder may hold: TensorFlow's, else PyTorch's (converted on load).
-TF_WEIGHTS = ("tf_model.h5",)
-PT_WEIGHTS = ("pytorch_model.bin", "model.safetensors", "pytorch_model.bin.index.json", "model.safetensors.index.json")
+__all__ = ["HuggingFaceSeq2Seq"]
 
 
 class HuggingFaceSeq2Seq:
@@ -47,10 +43,10 @@ class HuggingFaceSeq2Seq:
         self.model, self.tokenizer = model, tokenizer
         self._max_output_length = int(max_output_length)
         config, generation = model.config, model.generation_config
-        start = _first(generation.decoder_start_token_id, config.decoder_start_token_id)
+        start = first_id(generation.decoder_start_token_id, config.decoder_start_token_id)
         # Models with several end ids (rare among seq2seq) stop at the first one here.
-        end = _first(generation.eos_token_id, config.eos_token_id)
-        pad = _first(generation.pad_token_id, config.pad_token_id)
+        end = first_id(generation.eos_token_id, config.eos_token_id)
+        pad = first_id(generation.pad_token_id, config.pad_token_id)
         for option, value in (("decoder_start_token_id", start), ("eos_token_id", end), ("pad_token_id", pad)):
             if value is None:
                 raise ValueError(f"{config.model_type} model has no {option} in its config; set it to decode")
@@ -72,33 +68,18 @@ class HuggingFaceSeq2Seq:
             name_or_folder: hub name or local folder.
             max_output_length: see the class.
         """
-        from transformers import AutoTokenizer, TFAutoModelForSeq2SeqLM
+        from transformers import TFAutoModelForSeq2SeqLM
 
-        source = str(name_or_folder)
-        folder = Path(source).expanduser()
-        options = {}
-        if folder.is_dir():
-            if not (folder / "config.json").is_file():
-                raise FileNotFoundError(f"{folder}: no config.json; not a Hugging Face model folder")
-            has_tf = any((folder / name).is_file() for name in TF_WEIGHTS)
-            options["from_pt"] = not has_tf and any((folder / name).is_file() for name in PT_WEIGHTS)
-            source = str(folder)
-        elif _looks_like_path(source):
-            raise FileNotFoundError(f"{source}: no Hugging Face model folder there")
-        try:
-            model = TFAutoModelForSeq2SeqLM.from_pretrained(source, **options)
-            tokenizer = AutoTokenizer.from_pretrained(source)
-        except (OSError, ValueError, ImportError) as error:
-            # transformers explains over many lines (hub unreachable, unknown name, not seq2seq).
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"cannot load Hugging Face seq2seq model {source!r}: {reason}") from error
+        from tfattn.pretrained import load_generating_model
+
+        model, tokenizer = load_generating_model(TFAutoModelForSeq2SeqLM, name_or_folder, "seq2seq model")
         return cls(model, tokenizer, max_output_length=max_output_length)
 
     def attention_shape(self):
         """`(layers, heads)` of the decoder's cross-attention."""
         config = self.model.config
-        layers = _config_value(config, ("decoder_layers", "num_decoder_layers", "num_hidden_layers"))
-        heads = _config_value(config, ("decoder_attention_heads", "num_heads", "num_attention_heads"))
+        layers = config_int(config, ("decoder_layers", "num_decoder_layers", "num_hidden_layers"))
+        heads = config_int(config, ("decoder_attention_heads", "num_heads", "num_attention_heads"))
         return layers, heads
 
     def encode(self, source_ids):
@@ -181,29 +162,6 @@ class HuggingFaceSeq2Seq:
     def _logits(self, outputs):
         """The last position's logits, float32."""
         return tf.cast(outputs.logits[:, -1], tf.float32)
-
-
-def _first(*values):
-    """The first value that is not None; of a list of ids, its first id."""
-    for value in values:
-        if isinstance(value, (list, tuple)):
-            value = value[0] if value else None
-        if value is not None:
-            return value
-    return None
-
-
-def _config_value(config, names):
-    for name in names:
-        value = getattr(config, name, None)
-        if value:
-            return int(value)
-    raise ValueError(f"{config.model_type} config has none of {', '.join(names)}; cannot size its attention")
-
-
-def _looks_like_path(text):
-    """A folder path rather than a hub name (`owner/name` has one slash and no leading dot)."""
-    return text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text or Path(text).exists()
 
 
 def _last_cross_attention(outputs):
