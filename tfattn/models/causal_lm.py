@@ -30,7 +30,7 @@ import tf_keras as keras
 
 from tfattn.layers import TokenAndPositionEmbedding, TransformerDecoderBlock
 from tfattn.models.task_models import WEIGHTS_PREFIX, read_weights
-from tfattn.models.translation import CONFIG_FILE, EOS_ID, PAD_ID, SubwordVocabulary
+from tfattn.models.translation import CONFIG_FILE, EOS_ID, PAD_ID, SubwordVocabulary, write_model_folder
 
 __all__ = [
     "GPT",
@@ -426,20 +426,9 @@ def _checkpoint(model):
 
 def save_language_model(model: GPT, folder) -> Path:
     """Write a GPT to `folder` (created; its files replaced): `model.json`, the vocabulary and a
-    TensorFlow checkpoint of the weights. Refuses non-finite weights."""
-    from tfattn.files import write_json
-    from tfattn.models.weights import check_finite_weights
-
-    check_finite_weights(model)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.preprocessor.save(folder)
-    write_json(
-        folder / CONFIG_FILE,
-        {"model": model.kind, "config": model.get_config(), "preprocessor": model.preprocessor.get_config()},
-    )
-    _checkpoint(model).write(str(folder / WEIGHTS_PREFIX))
-    return folder
+    TensorFlow checkpoint of the weights (`translation.write_model_folder`). Refuses non-finite
+    weights."""
+    return write_model_folder(model, folder)
 
 
 def load_language_model(folder) -> GPT:

@@ -686,6 +686,13 @@ def _checkpoint(model):
 def save_translator(model: Translator, folder) -> Path:
     """Write a translator to `folder` (created; its files replaced): `model.json`, the two
     vocabularies and a TensorFlow checkpoint of the weights. Refuses non-finite weights."""
+    return write_model_folder(model, folder)
+
+
+def write_model_folder(model, folder) -> Path:
+    """The folder of every tfattn model that brings its own preprocessor (translators, the GPT):
+    `model.json` (`kind`, `get_config()`, the preprocessor's config), the preprocessor's files
+    (`preprocessor.save`) and a checkpoint of `weight_layers()`. Refuses non-finite weights."""
     from tfattn.files import write_json
     from tfattn.models.weights import check_finite_weights
 
@@ -697,7 +704,7 @@ def save_translator(model: Translator, folder) -> Path:
         folder / CONFIG_FILE,
         {"model": model.kind, "config": model.get_config(), "preprocessor": model.preprocessor.get_config()},
     )
-    _checkpoint(model).write(str(folder / WEIGHTS_PREFIX))
+    tf.train.Checkpoint(**model.weight_layers()).write(str(folder / WEIGHTS_PREFIX))
     return folder
 
 
