@@ -396,8 +396,14 @@ def uninterrupted_run(runs, family):
     return run_dir
 
 
-@pytest.mark.parametrize("point", POINTS)
-@pytest.mark.parametrize("family", FAMILIES)
+# A kill while a checkpoint is written is the training callbacks' affair, the same code for every
+# family of one phase: the from-scratch run covers it for the pretrained and NER ones (their saves
+# and final saves differ, and are killed apiece); the two-phase TF-Hub run has its own.
+KILLS = [(family, point) for family in FAMILIES for point in POINTS]
+KILLS = [kill for kill in KILLS if kill not in (("pretrained", "checkpoint"), ("ner", "checkpoint"))]
+
+
+@pytest.mark.parametrize(("family", "point"), KILLS)
 def test_killed_run_resumes_to_the_uninterrupted_result(family, point, runs):
     expected = result_of(uninterrupted_run(runs, family), family)
     future, run_dir = runs[family, point]
