@@ -194,3 +194,21 @@ def test_fine_tuning_a_hugging_face_gpt2_on_a_poem(tmp_path, capsys):
     assert "--block-size 64 is above the 32 positions of --backbone" in capsys.readouterr().err
     assert main([*argv, "--embed-dim", "8", "--overwrite"]) == 2
     assert "--embed-dim applies to the from-scratch GPT, not --backbone" in capsys.readouterr().err
+
+
+def test_the_validation_part_is_the_end_of_the_text_or_its_own_file(text_file, tmp_path):
+    from dataclasses import replace
+
+    from tfattn.tasks.language_model import LanguageModelConfig, LanguageModelTask
+
+    text = text_file.read_text(encoding="utf-8")
+    config = LanguageModelConfig(data=str(text_file)).resolve()
+    train, validation = LanguageModelTask(config).prepare_training()
+    assert "".join(train.documents) + "".join(validation.documents) == text  # the end; nothing lost
+    limited = LanguageModelTask(replace(config, validation_limit=500)).prepare_training()[1]
+    assert "".join(limited.documents) == "".join(validation.documents)[:500]
+    other = tmp_path / "valid.txt"
+    other.write_text("ROMEO:\nAy.\n", encoding="utf-8")
+    config = LanguageModelConfig(data=str(text_file), validation_data=str(other)).resolve()
+    train, validation = LanguageModelTask(config).prepare_training()
+    assert "".join(train.documents) == text and validation.documents == ["ROMEO:\nAy.\n"]

@@ -31,6 +31,10 @@ LM_HELP = {
     ".jsonl, .csv or .tsv files (a document per row); several files: comma-separated",
     "validation_data": "validation text, same formats (default: the last --validation-fraction of --data)",
     "limit": "train on the first this many characters of --data (smoke tests)",
+    "validation_limit": "score on the first this many characters of the validation text",
+    "max_length": "does not apply to lm: the context is --block-size",
+    "stream": "does not apply to lm yet: the text is read into memory",
+    "shuffle_buffer": "does not apply to lm (streaming only)",
     "separator": "split .txt files into documents at this text, e.g. '\\n\\n' for blank lines (default: a file "
     "is one document); the end-of-text token goes between documents",
     "time_budget": "stop training after this many seconds",
@@ -234,8 +238,10 @@ class LanguageModelTask(Task):
         if c.limit:
             corpus = _head(corpus, c.limit)
         if c.validation_data:
-            return corpus, self._read(c.validation_data)
-        return split_validation(corpus, c.validation_fraction)
+            train, validation = corpus, self._read(c.validation_data)
+        else:
+            train, validation = split_validation(corpus, c.validation_fraction)
+        return train, _head(validation, c.validation_limit) if c.validation_limit else validation
 
     def data_sources(self):
         c = self.config
