@@ -12,7 +12,7 @@ from tfattn.models.causal_lm import (
     END_OF_TEXT,
     GPT,
     LanguageModelPreprocessor,
-    build_sample,
+    build_gpt,
     generate,
     left_pad,
     load_language_model,
@@ -37,7 +37,7 @@ def preprocessor(text):
 def model(request, preprocessor):
     tied = request.param == "tied-sinusoidal"
     positional = "sinusoidal" if tied else "learned"
-    return build_sample(
+    return build_gpt(
         GPT(
             preprocessor, embed_dim=16, num_heads=2, ff_dim=32, num_blocks=2, positional=positional, tie_embeddings=tied
         )

@@ -414,7 +414,7 @@ def stream_cross_entropy(model, ids, block_size, batch_size=32):
     return total, int(np.sum(labels >= 0))
 
 
-def build_sample(model):
+def build_gpt(model):
     """Run `model` once on a tiny batch, creating every variable."""
     model(tf.constant([[END_OF_TEXT, END_OF_TEXT]]), training=False)
     return model
@@ -447,7 +447,7 @@ def load_language_model(folder) -> GPT:
         raise DamagedRun(f"{config_file}: unknown language model {kind!r} (known: {GPT.kind}); {advice}")
     try:
         preprocessor = LanguageModelPreprocessor.load(folder, saved["preprocessor"])
-        model = build_sample(GPT(preprocessor, **saved["config"]))
+        model = build_gpt(GPT(preprocessor, **saved["config"]))
     except (KeyError, TypeError, ValueError, OSError) as error:
         what = f"{type(error).__name__}: {error}"
         raise DamagedRun(f"{config_file}: not a language model tfattn saved ({what}); {advice}") from None

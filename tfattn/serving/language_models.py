@@ -16,9 +16,9 @@ At most `max_new_tokens` tokens (fixed at export) are generated per prompt.
 
 Example:
 >>> import tempfile
->>> from tfattn.models.causal_lm import GPT, LanguageModelPreprocessor, build_sample
+>>> from tfattn.models.causal_lm import GPT, LanguageModelPreprocessor, build_gpt
 >>> preprocessor = LanguageModelPreprocessor.learn(["to be or not to be\\n"] * 50, vocab_size=300, context_length=16)
->>> model = build_sample(GPT(preprocessor, embed_dim=8, num_heads=2, ff_dim=16, num_blocks=1))
+>>> model = build_gpt(GPT(preprocessor, embed_dim=8, num_heads=2, ff_dim=16, num_blocks=1))
 >>> folder = export_language_model(model, tempfile.mkdtemp() + "/export", max_new_tokens=4)
 >>> served = tf.saved_model.load(str(folder)).signatures["serving_default"](prompts=tf.constant(["to be"]))
 >>> served["token_ids"].shape[1] <= 4
@@ -133,7 +133,7 @@ def export_language_model(
     folder first and renamed into place.
 
     Args:
-        model: a GPT, its variables built (`build_sample`, `load_language_model`).
+        model: a GPT, its variables built (`build_gpt`, `load_language_model`).
         export_dir: destination folder.
         options: how `serving_default` decodes (greedy, beam search or sampling).
         max_new_tokens: most tokens generated per prompt (default: the model's `max_output_length`).

@@ -253,7 +253,7 @@ class LanguageModelTask(Task):
         from tfattn.models.causal_lm import (
             GPT,
             LanguageModelPreprocessor,
-            build_sample,
+            build_gpt,
             generate,
             packed_blocks,
             save_language_model,
@@ -274,7 +274,7 @@ class LanguageModelTask(Task):
             # Deterministic: a resumed run learns the same vocabulary again.
             preprocessor = LanguageModelPreprocessor.learn(train_text.documents, c.vocab_size, c.block_size)
             with strategy.scope():
-                trained = build_sample(
+                trained = build_gpt(
                     GPT(
                         preprocessor,
                         embed_dim=c.embed_dim,
