@@ -30,7 +30,7 @@ import tf_keras as keras
 
 from tfattn.layers import TokenAndPositionEmbedding, TransformerDecoderBlock
 from tfattn.models.task_models import WEIGHTS_PREFIX, read_weights
-from tfattn.models.translation import CONFIG_FILE, EOS_ID, PAD_ID, SubwordVocabulary, write_model_folder
+from tfattn.models.translation import BOS_ID, CONFIG_FILE, EOS_ID, PAD_ID, UNK_ID, SubwordVocabulary, write_model_folder
 
 __all__ = [
     "GPT",
@@ -161,7 +161,7 @@ class GPT(keras.Model):
     pad_id, eos_id = PAD_ID, END_OF_TEXT
     # Padding is masked out of attention, and unknown and start ids never occur in the lossless
     # vocabulary's output: none of them is a token to generate.
-    never_generated = (PAD_ID, 1, 2)
+    never_generated = (PAD_ID, UNK_ID, BOS_ID)
 
     def __init__(
         self,
