@@ -88,23 +88,46 @@ def test_beam_search_and_seeded_sampling(model):
     first, again = generate(model, PROMPTS, seed=1, **options), generate(model, PROMPTS, seed=1, **options)
     assert first == again
     assert generate(model, PROMPTS, seed=2, **options) != first
+    # Sampling inside beams: seeded too.
+    options = {"max_new_tokens": 8, "beam_width": 3, "sample": True, "temperature": 1.5}
+    first = generate(model, PROMPTS, seed=1, **options)
+    assert first == generate(model, PROMPTS, seed=1, **options) != generate(model, PROMPTS, seed=2, **options)
+
+
+class _Repetitive:
+    """`model` whose decoding steps favour three tokens by 8 logits: it repeats itself."""
+
+    def __init__(self, model):
+        self.model = model
+        self.bias = tf.constant(np.isin(np.arange(model.preprocessor.vocab_size), [40, 41, 42]) * 8.0, tf.float32)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def decode_step(self, token_ids, step, state, cache):
+        logits, cache, attention = self.model.decode_step(token_ids, step, state, cache)
+        return logits + self.bias, cache, attention
+
+
+def _bigram_repeats(model, preprocessor, **options):
+    """Per prompt: how many bigrams of prompt + output tokens occur again later."""
+    prompts = preprocessor.tokenize_prompts(PROMPTS)
+    decoded = decode(_Repetitive(model), left_pad(prompts, model.pad_id), DecodingOptions(max_length=16, **options))
+    repeats = []
+    for prompt, row in zip(prompts, decoded.token_ids.numpy().tolist()):
+        tokens = prompt + row[: row.index(END_OF_TEXT) + 1 if END_OF_TEXT in row else None]
+        bigrams = list(zip(tokens, tokens[1:]))
+        repeats.append(len(bigrams) - len(set(bigrams)))
+    return repeats
 
 
 @pytest.mark.slow
-def test_a_prompt_longer_than_the_context_keeps_its_last_tokens(model, preprocessor):
-    long_prompt = "word " * 200
-    with pytest.warns(UserWarning, match=r"only their last 41 tokens are kept"):
-        (text,) = generate(model, [long_prompt], max_new_tokens=8)
-    assert isinstance(text, str)
-    with pytest.raises(ValueError, match="--max-new-tokens 49 leaves no room .* ask for at most 48"):
-        generate(model, ["a"], max_new_tokens=49)
-    with pytest.raises(ValueError, match="--max-new-tokens must be at least 1"):
-        generate(model, ["a"], max_new_tokens=0)
-
-
-@pytest.mark.slow
-def test_save_and_load_give_the_same_logits_and_generations(model, tmp_path):
-    loaded = load_language_model(save_language_model(model, tmp_path / "model"))
-    ids = tf.constant([[END_OF_TEXT, 40, 41, 42]])
-    np.testing.assert_allclose(loaded(ids), model(ids), atol=1e-5)
-    assert generate(loaded, PROMPTS, max_new_tokens=5) == generate(model, PROMPTS, max_new_tokens=5)
+@pytest.mark.parametrize(
+    "strategy",
+    [{}, {"beam_width": 3}, {"sample": True, "seed": 4}, {"beam_width": 2, "sample": True}],
+    ids=["greedy", "beam", "sample", "beam-sample"],
+)
+def test_no_repeat_ngram_size_leaves_no_repeated_ngram(model, preprocessor, strategy):
+    # The prompts repeat no bigram: the repeats are the output's.
+    assert min(_bigram_repeats(model, preprocessor, **strategy)) > 0
+    assert _bigram_repeats(model, preprocessor, no_repeat_ngram_size=2, **strategy) == [0, 0, 0]

@@ -248,3 +248,26 @@ def test_loading_errors_name_the_folder(tmp_path):
 def test_text_needs_a_tokenizer(lm):
     with pytest.raises(ValueError, match="tokenizer"):
         HuggingFaceCausalLM(lm.model).generate(["hi"])
+
+
+@pytest.mark.parametrize(
+    "beams, controls",
+    [
+        (1, {"repetition_penalty": 1.8}),
+        pytest.param(1, {"no_repeat_ngram_size": 2}, marks=pytest.mark.slow),
+        pytest.param(3, {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3}, marks=pytest.mark.slow),
+    ],
+    ids=["greedy-penalty", "greedy-ngram", "beam-both"],
+)
+def test_repetition_controls_match_generate(lm, prompt_ids, controls, beams):
+    # Hugging Face counts a left-padded prompt's padding as tokens, and a beam search runs until
+    # no row of its batch can improve: each prompt goes alone on both sides.
+    options = DecodingOptions(max_length=MAX_NEW, beam_width=beams, early_stopping=False, **controls)
+    plain = replace(options, repetition_penalty=1.0, no_repeat_ngram_size=0)
+    changed = False
+    for prompt in lm.tokenize_prompts(PROMPTS):
+        ours = _until_end(decode(lm, np.array([prompt]), options).token_ids, lm.eos_id)
+        theirs, _ = _generate(lm, np.array([prompt], np.int32), num_beams=beams, early_stopping=False, **controls)
+        np.testing.assert_array_equal(ours, _until_end(theirs, lm.eos_id), err_msg=str(prompt))
+        changed |= not np.array_equal(ours, _until_end(decode(lm, np.array([prompt]), plain).token_ids, lm.eos_id))
+    assert changed, "the controls changed no output: the comparison would not see them"

@@ -212,7 +212,8 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p():
         ({"beam_width": 0}, "beam_width must be at least 1"),
         ({"top_p": 0}, "top_p must be in (0, 1]"),
         ({"temperature": 0}, "temperature must be above 0"),
-        ({"beam_width": 2, "sample": True}, "not both"),
+        ({"repetition_penalty": 0}, "repetition_penalty must be above 0 (1.0: off), got 0"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size must be 0 (off) or more"),
     ],
 )
 def test_bad_decoding_options_are_named(options, message):

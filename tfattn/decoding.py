@@ -7,6 +7,9 @@ models (`tfattn.models.hf_seq2seq`) and causal language models (`tfattn.models.c
 - `encode(source_ids)` -> `state`, batch-major tensors, with `source_mask` `[batch, source_len]`;
 - `start_tokens(state)` -> the ids `[batch]` fed at step 0 (a translator's start token, a
   language model's last prompt token);
+- `context_ids(state)` -> the ids `[batch, context_len]` the output continues (a translator's
+  start token, a language model's prompt; `pad_id` where a row has none), which the repetition
+  controls count as already generated;
 - `start_cache(state)`, `decode_step` (the next token's logits from a cache of the past keys and
   values, and the step's attention over the source) and `decode_prefix` (the same from the whole
   prefix, no cache);
@@ -24,6 +27,15 @@ Each strategy is one `tf.while_loop` inside a `tf.function`, so a SavedModel can
 - Sampling (`sample=True`): each token drawn from the softmax of `logits / temperature`,
   keeping only the `top_k` most likely tokens and the smallest set whose probability reaches
   `top_p`; draws are seeded per step (`seed`), so a sampled translation is reproducible.
+- Sampling inside beams (`sample=True` and `beam_width` > 1): beam search whose 2 x width
+  candidates per step are drawn without replacement (the Gumbel top-k trick) from the
+  temperature-, top-k- and top-p-shaped step distribution plus each beam's score, instead of
+  taken best first; scores sum the shaped log probabilities (Hugging Face's beam sampling).
+- Repetition controls, for every strategy: `repetition_penalty` divides the positive and
+  multiplies the negative scores of every token already in the context or the output (CTRL's
+  penalty: greedy and sampling penalize the logits, beam search the log probabilities, as
+  Hugging Face does), and `no_repeat_ngram_size` n forbids any token that would repeat an
+  n-gram of the context and output.
 
 Example:
 >>> from tfattn.models.translation import TranslationPreprocessor, TransformerTranslator
@@ -65,6 +77,8 @@ class DecodingOptions:
         top_p: sampling keeps the smallest set of most likely tokens whose probability reaches
             `top_p` (nucleus sampling; 1.0: all).
         seed: seed of the sampling draws.
+        repetition_penalty: above 1 discourages tokens already in the context or output (1.0: off).
+        no_repeat_ngram_size: no n-gram of this size occurs twice in the context and output (0: off).
         use_cache: decode each step from the cache of past keys and values (False re-runs
             the decoder over the whole prefix at every step: the same output, for comparison).
         return_attention: also return each step's attention over the source.
@@ -80,6 +94,8 @@ class DecodingOptions:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
     use_cache: bool = True
     return_attention: bool = False
 
@@ -94,16 +110,18 @@ class DecodingOptions:
             ("temperature", float(self.temperature) > 0, "above 0"),
             ("top_k", int(self.top_k) >= 0, "0 (all tokens) or more"),
             ("top_p", 0 < float(self.top_p) <= 1, "in (0, 1]"),
+            ("repetition_penalty", float(self.repetition_penalty) > 0, "above 0 (1.0: off)"),
+            ("no_repeat_ngram_size", int(self.no_repeat_ngram_size) >= 0, "0 (off) or more"),
         )
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-        if self.sample and int(self.beam_width) > 1:
-            raise ValueError("choose beam search (beam_width > 1) or sampling (sample=True), not both")
 
     @property
     def strategy(self):
-        return "beam" if self.beam_width > 1 else "sample" if self.sample else "greedy"
+        if self.beam_width > 1:
+            return "beam sample" if self.sample else "beam"
+        return "sample" if self.sample else "greedy"
 
 
 @dataclass
@@ -204,25 +222,90 @@ def _relaxed(structure):
     )
 
 
-def _next_log_probs(model, tokens, step, state, cache, generated, options):
+def _next_log_probs(model, tokens, step, state, cache, generated, options, beams=False):
     """One decoder step after `tokens` `[n]` at position `step` (`generated` `[n, max_length]`
-    holds the tokens so far): `(log_probs [n, vocab] float32, cache, attention [n, layers, heads, src])`.
-    Tokens a step may not choose (the model's `never_generated`, the end token before
-    `min_length`) get -inf; the others keep their log probability under the model, so a score is
-    the model's log probability of the tokens chosen, as Hugging Face scores them."""
+    holds the tokens so far): `(ranked, log_probs, cache, attention [n, layers, heads, src])`.
+
+    `log_probs` `[n, vocab]` float32 are the model's, so a greedy or sampled score is the model's
+    log probability of the tokens chosen, as Hugging Face scores them; `ranked` are what the
+    strategy chooses from: the same, or under `repetition_penalty` the penalized logits' (the
+    penalized log probabilities for `beams`). In both, tokens a step may not choose (the model's
+    `never_generated`, the end token before `min_length`, a repeated n-gram's end) are -inf."""
     if options.use_cache:
         logits, cache, attention = model.decode_step(tokens, step, state, cache)
     else:
         begin = model.start_tokens(state)[:, None]
         logits, attention = model.decode_prefix(tf.concat([begin, generated[:, :step]], axis=1), state)
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-    vocabulary = tf.range(tf.shape(log_probs)[-1])
-    excluded = tf.zeros_like(vocabulary, tf.bool)
+    logits = tf.cast(logits, tf.float32)
+    log_probs = tf.nn.log_softmax(logits)
+    vocab_size = tf.shape(log_probs)[-1]
+    vocabulary = tf.range(vocab_size)
+    excluded = tf.zeros_like(vocabulary, tf.bool)[None, :]
     for token in model.never_generated:
         excluded = tf.logical_or(excluded, tf.equal(vocabulary, token))
     if options.min_length:
         excluded = tf.logical_or(excluded, tf.logical_and(step < options.min_length - 1, vocabulary == model.eos_id))
-    return tf.where(excluded[None, :], float("-inf"), log_probs), cache, attention
+    ranked = log_probs
+    if options.repetition_penalty != 1.0 or options.no_repeat_ngram_size:
+        sequence, valid, length = _sequence_so_far(model, state, generated, step)
+        if options.repetition_penalty != 1.0:
+            seen = _token_set(sequence, valid, vocab_size)
+            if beams:
+                ranked = _penalized(log_probs, seen, options.repetition_penalty)
+            else:
+                ranked = tf.nn.log_softmax(_penalized(logits, seen, options.repetition_penalty))
+        if options.no_repeat_ngram_size:
+            excluded = tf.logical_or(excluded, _repeated_ngram_ends(sequence, valid, length, options.no_repeat_ngram_size, vocab_size))
+    never = float("-inf")
+    return tf.where(excluded, never, ranked), tf.where(excluded, never, log_probs), cache, attention
+
+
+def _sequence_so_far(model, state, generated, step):
+    """The context and the tokens generated before `step`, `[n, context_len + max_length]`;
+    which of its places hold a token (not padding, not after `step`); and its length so far,
+    `context_len + step` (prompts are left-padded: every row's tokens end there)."""
+    context = tf.cast(model.context_ids(state), tf.int32)
+    sequence = tf.concat([context, generated], axis=1)
+    so_far = tf.range(tf.shape(generated)[1])[None, :] < step
+    valid = tf.not_equal(sequence, model.pad_id) & tf.concat([tf.ones_like(context, tf.bool), tf.broadcast_to(so_far, tf.shape(generated))], axis=1)
+    return sequence, valid, tf.shape(context)[1] + step
+
+
+def _token_set(tokens, counted, vocab_size):
+    """`[n, vocab_size]` bool: which ids occur in row n of `tokens` at the places `counted`."""
+    rows, places = tf.shape(tokens)[0], tf.shape(tokens)[1]
+    row_index = tf.broadcast_to(tf.range(rows)[:, None], [rows, places])
+    # Uncounted places (padding may lie outside the vocabulary) scatter a 0 onto id 0.
+    indices = tf.stack([row_index, tf.where(counted, tokens, 0)], axis=-1)
+    updates = tf.cast(counted, tf.int32)
+    return tf.tensor_scatter_nd_max(tf.zeros([rows, vocab_size], tf.int32), tf.reshape(indices, [-1, 2]), tf.reshape(updates, [-1])) > 0
+
+
+def _penalized(scores, seen, penalty):
+    """CTRL's repetition penalty: seen tokens' positive scores divided by `penalty`, negative
+    ones multiplied by it."""
+    penalized = tf.where(scores > 0, scores / penalty, scores * penalty)
+    return tf.where(seen, penalized, scores)
+
+
+def _repeated_ngram_ends(sequence, valid, length, size, vocab_size):
+    """`[n, vocab_size]` bool: the tokens that would end an n-gram of `size` tokens already in
+    the valid places of `sequence[:, :length]` (those that follow an earlier occurrence of its
+    last `size - 1` tokens)."""
+    before = size - 1
+    # `before` empty places on the left: the last `before` tokens always have a place.
+    sequence = tf.pad(sequence, [[0, 0], [before, 0]])
+    valid = tf.pad(valid, [[0, 0], [before, 0]])
+    end = length + before
+    suffix = sequence[:, end - before : end]
+    suffix_whole = tf.reduce_all(valid[:, end - before : end], axis=1, keepdims=True)
+    starts = tf.shape(sequence)[1] - before
+    matches = suffix_whole
+    for offset in range(size):
+        matches = tf.logical_and(matches, valid[:, offset : offset + starts])
+        if offset < before:
+            matches = tf.logical_and(matches, tf.equal(sequence[:, offset : offset + starts], suffix[:, offset : offset + 1]))
+    return _token_set(sequence[:, before : before + starts], matches, vocab_size)
 
 
 def _write_column(buffer, step, column, axis=1):
@@ -264,14 +347,16 @@ def _greedy_or_sample(model, source_ids, options):
     attention = _empty_attention(model, state, batch, options)
 
     def body(step, tokens, cache, generated, scores, finished, attention):
-        log_probs, cache, step_attention = _next_log_probs(model, tokens, step, state, cache, generated, options)
+        ranked, log_probs, cache, step_attention = _next_log_probs(
+            model, tokens, step, state, cache, generated, options
+        )
         if options.sample:
             # Log probabilities are the logits less a constant per row: the same distribution.
-            filtered = filter_logits(log_probs / options.temperature, options.top_k, options.top_p)
+            filtered = filter_logits(ranked / options.temperature, options.top_k, options.top_p)
             drawn = tf.random.stateless_categorical(filtered, 1, seed=[options.seed, step], dtype=tf.int32)
             next_tokens = drawn[:, 0]
         else:
-            next_tokens = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+            next_tokens = tf.argmax(ranked, axis=-1, output_type=tf.int32)
         token_log_probs = tf.gather(log_probs, next_tokens, batch_dims=1)
         scores += tf.where(finished, 0.0, token_log_probs)
         # After its end a row holds padding (`pad_id` need not be an id of the vocabulary).
@@ -375,13 +460,24 @@ def _beam_search(model, source_ids, options):
     ended_attention = tf.zeros_like(attention) if options.return_attention else ()
 
     def body(step, tokens, cache, running, running_scores, ended, ended_scores, ended_any, attention, ended_attention):
-        step_log_probs, cache, step_attention = _next_log_probs(
-            model, tokens, step, state, cache, tf.reshape(running, [rows, length]), options
+        step_log_probs, _, cache, step_attention = _next_log_probs(
+            model, tokens, step, state, cache, tf.reshape(running, [rows, length]), options, beams=True
         )
         vocab = tf.shape(step_log_probs)[-1]
+        if options.sample:
+            # Scores sum the shaped distribution's log probabilities (the step's own row softmax).
+            shaped = filter_logits(step_log_probs / options.temperature, options.top_k, options.top_p)
+            step_log_probs = tf.nn.log_softmax(shaped)
         log_probs = tf.reshape(step_log_probs, [batch, width, vocab]) + running_scores[:, :, None]
-        # The 2 x width best continuations: even if `width` of them end here, `width` go on.
-        top_scores, top_indices = tf.math.top_k(tf.reshape(log_probs, [batch, width * vocab]), k=2 * width)
+        log_probs = tf.reshape(log_probs, [batch, width * vocab])
+        # 2 x width continuations, so that even if `width` of them end here, `width` go on: the
+        # best ones, or drawn without replacement (Gumbel top-k) in the order drawn.
+        if options.sample:
+            uniform = tf.random.stateless_uniform(tf.shape(log_probs), seed=[options.seed, step], minval=1e-20, maxval=1.0)
+            _, top_indices = tf.math.top_k(log_probs - tf.math.log(-tf.math.log(uniform)), k=2 * width)
+            top_scores = tf.gather(log_probs, top_indices, batch_dims=1)
+        else:
+            top_scores, top_indices = tf.math.top_k(log_probs, k=2 * width)
         origin = top_indices // vocab  # the beam each continues, [batch, 2 * width]
         new_tokens = top_indices % vocab
         candidates = _write_column(tf.gather(running, origin, batch_dims=1), step, new_tokens, axis=2)

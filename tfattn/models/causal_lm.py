@@ -250,6 +250,9 @@ class GPT(keras.Model):
     def start_tokens(self, state):
         return state["prompt_ids"][:, -1]
 
+    def context_ids(self, state):
+        return state["prompt_ids"]
+
     def start_cache(self, state):
         return state["prefill"]
 

@@ -132,6 +132,10 @@ class HuggingFaceCausalLM:
         """Each row's last prompt token `[batch]`, fed at step 0."""
         return state["last_tokens"]
 
+    def context_ids(self, state):
+        """The left-padded prompts: what the repetition controls count before the output."""
+        return state["prompt_ids"]
+
     def start_cache(self, state):
         """The prefilled cache of `encode`: per layer `(key, value)`, each `[batch, heads, P - 1,
         head_dim]` (batch-major: beam search repeats and gathers it along axis 0). The attention

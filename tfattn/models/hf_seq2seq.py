@@ -106,6 +106,10 @@ class HuggingFaceSeq2Seq:
         """The decoder start token of every row, fed at step 0."""
         return tf.fill([tf.shape(state["source_mask"])[0]], self.bos_id)
 
+    def context_ids(self, state):
+        """What the output continues: the start token (the source is another text)."""
+        return self.start_tokens(state)[:, None]
+
     def decode_step(self, token_ids, step, state, cache):
         """Next-token logits `[batch, vocab]` after `token_ids` `[batch]` (at position `step`, the
         cache holding the positions before), the cache with it, and its cross-attention

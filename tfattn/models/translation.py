@@ -403,6 +403,10 @@ class Translator(keras.Model):
     def start_tokens(self, state):
         return tf.fill([tf.shape(state["source_mask"])[0]], BOS_ID)
 
+    def context_ids(self, state):
+        # The output continues the start token only: the source is in another vocabulary.
+        return self.start_tokens(state)[:, None]
+
     def decode_prefix(self, prefix_ids, state):
         outputs = self.forward({"state": state, "target_ids": prefix_ids}, training=False)
         return outputs["logits"][:, -1], outputs["cross_attention"][:, :, :, -1]

@@ -4,7 +4,7 @@ and `evaluate` and `export` of their runs): one table of flags, read into
 
 import argparse
 
-from tfattn.tasks.config import FINITE_FLOAT, POSITIVE_INT, checked_option
+from tfattn.tasks.config import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, checked_option
 
 __all__ = ["DECODING_FLAGS", "add_decoding_arguments", "decoding_options"]
 
@@ -29,6 +29,16 @@ DECODING_FLAGS = {
         "help": "sampling: only the most likely tokens whose probability reaches p, in (0, 1] (nucleus)",
     },
     "--seed": {"type": int, "default": 0, "help": "sampling seed (default 0: the same draws every run)"},
+    "--repetition-penalty": {
+        "type": checked_option("repetition_penalty", POSITIVE_FLOAT),
+        "default": 1.0,
+        "help": "above 1 discourages tokens already in the prompt or output (default 1.0: off)",
+    },
+    "--no-repeat-ngram-size": {
+        "type": checked_option("no_repeat_ngram_size", NON_NEGATIVE_INT),
+        "default": 0,
+        "help": "no n-gram of this many tokens occurs twice in the prompt and output (default 0: off)",
+    },
 }
 
 
@@ -53,9 +63,8 @@ def decoding_options(args, length="max_length"):
         )
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ValueError(f"--top-p must be in (0, 1], got {args.top_p:g} (1 keeps every token; 0 would keep none)")
+    # With --beam, sampling draws the beams' candidates (sampling inside beams).
     sample = args.sample or any(value is not None for value in (args.temperature, args.top_k, args.top_p))
-    if sample and args.beam > 1:
-        raise ValueError("choose --beam or sampling (--sample, --temperature, --top-k, --top-p), not both")
     options = {
         "beam_width": args.beam,
         "length_penalty": args.length_penalty,
@@ -63,6 +72,8 @@ def decoding_options(args, length="max_length"):
         "max_length": getattr(args, length),
         "sample": sample,
         "seed": args.seed,
+        "repetition_penalty": args.repetition_penalty,
+        "no_repeat_ngram_size": args.no_repeat_ngram_size,
     }
     for name in ("temperature", "top_k", "top_p"):
         if getattr(args, name) is not None:
