@@ -131,3 +131,23 @@ def test_no_repeat_ngram_size_leaves_no_repeated_ngram(model, preprocessor, stra
     # The prompts repeat no bigram: the repeats are the output's.
     assert min(_bigram_repeats(model, preprocessor, **strategy)) > 0
     assert _bigram_repeats(model, preprocessor, no_repeat_ngram_size=2, **strategy) == [0, 0, 0]
+
+
+@pytest.mark.slow
+def test_a_prompt_longer_than_the_context_keeps_its_last_tokens(model, preprocessor):
+    long_prompt = "word " * 200
+    with pytest.warns(UserWarning, match=r"only their last 41 tokens are kept"):
+        (text,) = generate(model, [long_prompt], max_new_tokens=8)
+    assert isinstance(text, str)
+    with pytest.raises(ValueError, match="--max-new-tokens 49 leaves no room .* ask for at most 48"):
+        generate(model, ["a"], max_new_tokens=49)
+    with pytest.raises(ValueError, match="--max-new-tokens must be at least 1"):
+        generate(model, ["a"], max_new_tokens=0)
+
+
+@pytest.mark.slow
+def test_save_and_load_give_the_same_logits_and_generations(model, tmp_path):
+    loaded = load_language_model(save_language_model(model, tmp_path / "model"))
+    ids = tf.constant([[END_OF_TEXT, 40, 41, 42]])
+    np.testing.assert_allclose(loaded(ids), model(ids), atol=1e-5)
+    assert generate(loaded, PROMPTS, max_new_tokens=5) == generate(model, PROMPTS, max_new_tokens=5)

@@ -28,6 +28,11 @@ NER_TOKENS = ["[CLS]", "angela", "merkel", "visited", "berlin", "today", "[SEP]"
 NEAR_UNIFORM = np.tile(np.where(np.arange(len(TOKENS)) % 2 == 0, 1.02, 0.98), (len(TOKENS), 1))
 NEAR_UNIFORM /= NEAR_UNIFORM.sum(axis=-1, keepdims=True)
 NEAR_UNIFORM_RUN = np.stack([NEAR_UNIFORM, np.eye(len(TOKENS))])[None]  # [1 layer, 2 heads, 7, 7]
+# A language model's page: 4 prompt tokens, 3 generated, causal attention.
+GPT_TOKENS = ["</s>", "ROM", "EO", ":", "\n", "O", ","]
+GENERATION = {"type": "generation", "prompt_tokens": 4, "strategy": "greedy"}
+CAUSAL_RUN = np.tril(np.ones((len(GPT_TOKENS), len(GPT_TOKENS))))
+CAUSAL_RUN = np.broadcast_to(CAUSAL_RUN / CAUSAL_RUN.sum(axis=-1, keepdims=True), (2, 3, 7, 7))
 # JavaScript adds float32 values, Python float64: they agree far below the 3 decimals shown.
 UNIFORMITY_TOLERANCE = 1e-5
 
@@ -57,6 +62,9 @@ def pages(tmp_path_factory):
             synthetic_run("words", 1), synthetic_run("wordpiece", 2, query_tokens=[*TOKENS[:3], "##s", *TOKENS[3:]])
         ),
         "cross": synthetic_payload(synthetic_run("translation", query_tokens=TOKENS[:4], key_tokens=long_tokens)),
+        "generation": synthetic_payload(
+            synthetic_run("gpt", query_tokens=GPT_TOKENS, prediction=GENERATION, attention=CAUSAL_RUN)
+        ),
         "near-uniform": synthetic_payload(
             synthetic_run("near-uniform", layers=(0,), heads=2, attention=NEAR_UNIFORM_RUN)
         ),
@@ -179,6 +187,17 @@ def test_ner_page_colours_tokens_by_tag(driver, pages):
     assert colours[3] == colours[0]  # O and special tokens stay uncoloured
     assert element(driver, "tag-legend").text.split() == ["PER", "LOC"]
     assert_offline_and_clean(driver, pages["ner"])
+
+
+def test_generation_page_marks_the_generated_tokens(driver, pages):
+    open_page(driver, pages["generation"])
+    tokens = by_testid(driver, "generated-token")
+    assert [token.text for token in tokens] == [token.replace("\n", "↵") for token in GPT_TOKENS]  # drawn
+    assert [token.get_attribute("data-generated") for token in tokens] == ["false"] * 4 + ["true"] * 3
+    assert element(driver, "generation-caption").text == "4 prompt tokens, then 3 generated (greedy)"
+    # The causal triangle: no cell above the diagonal has weight.
+    assert all(value == 0 for query, key, value in heatmap_cells(driver) if key > query)
+    assert_offline_and_clean(driver, pages["generation"])
 
 
 def test_compare_page_draws_both_runs_and_their_difference(driver, pages):

@@ -4,11 +4,17 @@ Shakespeare, then `generate`, `evaluate` and `attention` on the run, and bad inp
 import csv
 import json
 import math
+import re
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 from conftest import shared_data_dir
 
 from tfattn.cli import main
+from tfattn.explorer import explore
+from tfattn.explorer.page import decode_view
 
 TINY = ["--vocab-size", "400", "--block-size", "32", "--embed-dim", "16", "--num-heads", "2", "--ff-dim", "32"]
 TINY += ["--num-blocks", "1", "--batch-size", "16", "--epochs", "2"]
@@ -57,6 +63,10 @@ def test_generate_evaluate_and_attention_on_a_run(lm_run, text_file, tmp_path, c
     assert capsys.readouterr().out == first  # a seeded sample is reproducible
     assert main(["generate", "--run", str(lm_run), "ROMEO:", "--beam", "3", "--max-new-tokens", "6"]) == 0
     capsys.readouterr()
+    # Sampling inside beams, with both repetition controls.
+    controls = ["--repetition-penalty", "1.3", "--no-repeat-ngram-size", "2", "--beam", "2", "--temperature", "0.9"]
+    assert main(["generate", "--run", str(lm_run), "ROMEO:", "--max-new-tokens", "6", *controls]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
 
     rows = tmp_path / "lines.jsonl"
     rows.write_text("".join(json.dumps({"text": line}) + "\n" for line in ["To be, or not to be", "ROMEO:\nAy."]))
@@ -70,6 +80,24 @@ def test_generate_evaluate_and_attention_on_a_run(lm_run, text_file, tmp_path, c
     png = tmp_path / "attention.png"
     assert main(["attention", "--run", str(lm_run), "ROMEO:", "--out", str(png), "--max-new-tokens", "5"]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and (tmp_path / "attention_prompt.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The explorer page: the causal map of prompt + continuation, the prompt's tokens marked.
+    page = tmp_path / "romeo.html"
+    assert main(["attention", "--run", str(lm_run), "ROMEO:", "--html", str(page), "--max-new-tokens", "5"]) == 0
+    embedded = re.search(r'id="tfattn-explorer-data">(.*?)</script>', page.read_text(encoding="utf-8"), re.S)
+    (run,) = json.loads(embedded.group(1))["runs"]
+    prompt_tokens = run["prediction"]["prompt_tokens"]
+    assert run["prediction"] == {"type": "generation", "prompt_tokens": prompt_tokens, "strategy": "greedy"}
+    assert run["query_tokens"][0] == "</s>" and "".join(run["query_tokens"][1:prompt_tokens]) == "ROMEO:"
+    assert 1 <= len(run["query_tokens"]) - prompt_tokens <= 5  # the continuation, its end token included
+    raw = decode_view(run["views"]["raw"], len(run["key_tokens"]))
+    assert np.abs(np.triu(raw, k=1)).max() == 0  # causal: no token attends to a later one
+    np.testing.assert_allclose(raw.sum(axis=-1), 1.0, atol=0.02)  # rows are distributions (bytes round them)
+    assert sorted(run["views"]) == ["mean", "raw", "rollout"] and "gradient" in run["unavailable"]
+    assert (
+        explore(lm_run, "ROMEO:").payload["runs"][0]["query_tokens"][:prompt_tokens]
+        == run["query_tokens"][:prompt_tokens]
+    )
 
 
 @pytest.mark.slow
@@ -131,9 +159,6 @@ print(json.dumps({
 
 @pytest.mark.slow
 def test_the_export_generates_in_a_fresh_interpreter_without_tfattn(lm_run, tmp_path, capsys):
-    import subprocess
-    import sys
-
     export = tmp_path / "export"
     assert main(["export", "--run", str(lm_run), "--out", str(export), "--max-new-tokens", "10"]) == 0
     # Shortest first: `generate` batches prompts by length, and a row's draws depend on its place.
@@ -155,6 +180,23 @@ def test_the_export_generates_in_a_fresh_interpreter_without_tfattn(lm_run, tmp_
         printed = capsys.readouterr().out
         assert printed == "".join(prompt + text + "\n" for prompt, text in zip(prompts, result[key])), key
     assert result["empty"][0] == 0
+
+
+_SERVE_IDS_SCRIPT = """
+import json, sys
+import tensorflow as tf
+from transformers import AutoTokenizer
+folder, tokenizer_folder = sys.argv[1], sys.argv[2]
+tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+tokenizer.pad_token = tokenizer.eos_token
+inputs = tokenizer(["The tide", "And the tide rises, the"], padding=True, return_tensors="tf")  # padded on the right
+served = tf.saved_model.load(folder).signatures["serving_default"](
+    input_ids=tf.cast(inputs["input_ids"], tf.int32), attention_mask=tf.cast(inputs["attention_mask"], tf.int32)
+)
+imported = sorted(name for name in sys.modules if name.split(".")[0] == "tfattn")
+assert not imported, f"serving the export imported {imported}"
+print(json.dumps(served["token_ids"].numpy().tolist()))
+"""
 
 
 POEM = """The tide rises, the tide falls,
@@ -187,8 +229,26 @@ def test_fine_tuning_a_hugging_face_gpt2_on_a_poem(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("The tide")
     assert main(["evaluate", "--run", str(run_dir), "--data", str(poem)]) == 0
     assert json.loads((run_dir / "test_scores.json").read_text())["characters"] == len(POEM) * 3
-    assert main(["export", "--run", str(run_dir), "--out", str(tmp_path / "export")]) == 2
-    assert "export is not available yet for a run fine-tuned from a Hugging Face model" in capsys.readouterr().err
+    # Attention and export work as for tfattn's GPT (the export: token ids in and out).
+    page = tmp_path / "tide.html"
+    assert main(["attention", "--run", str(run_dir), "The tide", "--html", str(page), "--max-new-tokens", "4"]) == 0
+    assert page.is_file() and "Hugging Face causal LM" in page.read_text(encoding="utf-8")
+    export = tmp_path / "export"
+    assert main(["export", "--run", str(run_dir), "--out", str(export), "--max-new-tokens", "6"]) == 0
+    assert "input_ids, attention_mask -> token_ids" in capsys.readouterr().out
+    served = subprocess.run(
+        [sys.executable, "-c", _SERVE_IDS_SCRIPT, str(export), str(backbone)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert served.returncode == 0, served.stderr[-3000:]
+    from tfattn.models.hf_causal_lm import HuggingFaceCausalLM
+
+    model = HuggingFaceCausalLM.from_pretrained(run_dir / "model")
+    prompts = ["The tide", "And the tide rises, the"]
+    tokens = [row.tolist() for row in model.generate(prompts, max_new_tokens=6, return_ids=True)[1]]
+    assert json.loads(served.stdout.strip().splitlines()[-1]) == tokens
     too_long = [*argv[:-8], "--block-size", "64", "--run-dir", str(tmp_path / "other")]
     assert main(too_long) == 2
     assert "--block-size 64 is above the 32 positions of --backbone" in capsys.readouterr().err

@@ -224,7 +224,7 @@ def _cmd_attention(args):
 def _cmd_export(args):
     task, model = _open_run(args)
     path, outputs = task.export(model, args)
-    print(f"exported SavedModel to {path} (signature serving_default: texts -> {outputs})")
+    print(f"exported SavedModel to {path} (signature serving_default: {outputs})")
 
 
 def _cmd_export_hub(args):

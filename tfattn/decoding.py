@@ -255,7 +255,9 @@ def _next_log_probs(model, tokens, step, state, cache, generated, options, beams
             else:
                 ranked = tf.nn.log_softmax(_penalized(logits, seen, options.repetition_penalty))
         if options.no_repeat_ngram_size:
-            excluded = tf.logical_or(excluded, _repeated_ngram_ends(sequence, valid, length, options.no_repeat_ngram_size, vocab_size))
+            excluded = tf.logical_or(
+                excluded, _repeated_ngram_ends(sequence, valid, length, options.no_repeat_ngram_size, vocab_size)
+            )
     never = float("-inf")
     return tf.where(excluded, never, ranked), tf.where(excluded, never, log_probs), cache, attention
 
@@ -267,7 +269,9 @@ def _sequence_so_far(model, state, generated, step):
     context = tf.cast(model.context_ids(state), tf.int32)
     sequence = tf.concat([context, generated], axis=1)
     so_far = tf.range(tf.shape(generated)[1])[None, :] < step
-    valid = tf.not_equal(sequence, model.pad_id) & tf.concat([tf.ones_like(context, tf.bool), tf.broadcast_to(so_far, tf.shape(generated))], axis=1)
+    valid = tf.not_equal(sequence, model.pad_id) & tf.concat(
+        [tf.ones_like(context, tf.bool), tf.broadcast_to(so_far, tf.shape(generated))], axis=1
+    )
     return sequence, valid, tf.shape(context)[1] + step
 
 
@@ -278,7 +282,12 @@ def _token_set(tokens, counted, vocab_size):
     # Uncounted places (padding may lie outside the vocabulary) scatter a 0 onto id 0.
     indices = tf.stack([row_index, tf.where(counted, tokens, 0)], axis=-1)
     updates = tf.cast(counted, tf.int32)
-    return tf.tensor_scatter_nd_max(tf.zeros([rows, vocab_size], tf.int32), tf.reshape(indices, [-1, 2]), tf.reshape(updates, [-1])) > 0
+    return (
+        tf.tensor_scatter_nd_max(
+            tf.zeros([rows, vocab_size], tf.int32), tf.reshape(indices, [-1, 2]), tf.reshape(updates, [-1])
+        )
+        > 0
+    )
 
 
 def _penalized(scores, seen, penalty):
@@ -304,7 +313,9 @@ def _repeated_ngram_ends(sequence, valid, length, size, vocab_size):
     for offset in range(size):
         matches = tf.logical_and(matches, valid[:, offset : offset + starts])
         if offset < before:
-            matches = tf.logical_and(matches, tf.equal(sequence[:, offset : offset + starts], suffix[:, offset : offset + 1]))
+            matches = tf.logical_and(
+                matches, tf.equal(sequence[:, offset : offset + starts], suffix[:, offset : offset + 1])
+            )
     return _token_set(sequence[:, before : before + starts], matches, vocab_size)
 
 
@@ -473,7 +484,9 @@ def _beam_search(model, source_ids, options):
         # 2 x width continuations, so that even if `width` of them end here, `width` go on: the
         # best ones, or drawn without replacement (Gumbel top-k) in the order drawn.
         if options.sample:
-            uniform = tf.random.stateless_uniform(tf.shape(log_probs), seed=[options.seed, step], minval=1e-20, maxval=1.0)
+            uniform = tf.random.stateless_uniform(
+                tf.shape(log_probs), seed=[options.seed, step], minval=1e-20, maxval=1.0
+            )
             _, top_indices = tf.math.top_k(log_probs - tf.math.log(-tf.math.log(uniform)), k=2 * width)
             top_scores = tf.gather(log_probs, top_indices, batch_dims=1)
         else:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfattn.explorer.explain import VIEW_LABELS, Explanation, explain, family_name
+from tfattn.explorer.explain import VIEW_LABELS, Explanation, explain, explain_generation, family_name
 from tfattn.explorer.page import PAYLOAD_FORMAT, render_page, write_page
 from tfattn.models.task_models import TaskModel
 
@@ -33,6 +33,7 @@ __all__ = [
     "Explanation",
     "ExplorerPage",
     "explain",
+    "explain_generation",
     "explore",
     "explorer_page",
     "faithfulness_legend",
@@ -102,7 +103,8 @@ def explore(
     second one (`compare`): e.g. a frozen and a fine-tuned backbone, or two seeds.
 
     Args:
-        run, compare: run folders written by `tfattn train`, or task models.
+        run, compare: run folders written by `tfattn train`, or task models (a language model's
+            run: the page of its greedy continuation of `text`, see `explain_generation`).
         text, text_pair: the text (and a second one, for a BERT sentence pair).
         layers: layer indices to include (default all; fewer layers make a smaller file).
         max_tokens: show at most this many tokens; the page says what was cropped.
@@ -131,7 +133,8 @@ def explorer_page(explanations: Sequence[Explanation], title: str | None = None)
         {
             "format": PAYLOAD_FORMAT,
             "title": title,
-            "legend": faithfulness_legend(main.family),
+            # The figures are AG News classifiers': a language model's page has no legend.
+            "legend": None if main.prediction["type"] == "generation" else faithfulness_legend(main.family),
             "runs": [explanation.to_payload() for explanation in explanations],
             "difference": len(explanations) == 2 and same_grid,
         }
@@ -146,4 +149,5 @@ def _explain_one(source, text, text_pair, layers, max_tokens, label_names) -> Ex
     task, model = open_run(source, "tfattn attention")
     if not task.explorable:
         raise wrong_command(source, type(task), "tfattn attention --html")
-    return explain(model, text, task.label_names, text_pair, layers, max_tokens, name=Path(source).name)
+    explanation = task.explain(model, text, Path(source).name, text_pair, max_tokens)
+    return explanation if layers is None else explanation.with_layers(layers)

@@ -33,7 +33,7 @@ from tfattn.models.preprocessors import tokens_of
 from tfattn.models.task_models import TaskModel, TextClassifier
 from tfattn.models.wordpiece import BertPreprocessor
 
-__all__ = ["VIEW_LABELS", "Explanation", "explain", "family_name"]
+__all__ = ["VIEW_LABELS", "Explanation", "explain", "explain_generation", "family_name"]
 
 # The views in display order, with the names the page shows.
 VIEW_LABELS = {
@@ -215,3 +215,68 @@ def _prediction(model, logits, label_names, special):
         "tags": [int(tag) for tag in tags],
         "scores": [round(float(score), 6) for score in probabilities.max(axis=-1)],
     }
+
+
+def explain_generation(
+    model,
+    prompt: str,
+    name: str = "",
+    max_new_tokens: int = 20,
+    max_tokens: int = 64,
+    layers: Sequence[int] | None = None,
+    **decoding_options,
+) -> Explanation:
+    """The explorer's view of a language model continuing `prompt`: the continuation decoded
+    (greedy unless `decoding_options`, `tfattn.decoding.DecodingOptions` fields, say otherwise),
+    then one forward pass over prompt + continuation for the causal self-attention of every
+    layer and head (`raw`, `mean`, `rollout`; no gradient view: a generated text has no single
+    predicted logit). Row i of a map is what token i attended to while predicting token i + 1:
+    the first generated token comes from the last prompt token's row.
+
+    Args:
+        model: a language model with the step interface and `self_attention(ids)`, `pieces(ids)`
+            (`tfattn.models.causal_lm.GPT`, `tfattn.models.hf_causal_lm.HuggingFaceCausalLM`).
+        max_tokens: show at most this many tokens, the last ones (the continuation stays).
+    """
+    from tfattn.decoding import DecodingOptions, decode
+    from tfattn.models.causal_lm import fit_prompts
+
+    options = DecodingOptions(max_length=int(max_new_tokens), **decoding_options)
+    (prompt_ids,) = fit_prompts(model.tokenize_prompts([prompt]), model.context_length, options.max_length)
+    generated = decode(model, np.array([prompt_ids], np.int32), options).token_ids[0].numpy().tolist()
+    if model.eos_id in generated:
+        generated = generated[: generated.index(model.eos_id) + 1]
+    ids = list(prompt_ids) + generated
+    attention = np.asarray(model.self_attention(np.array([ids], np.int32))[0], np.float32)  # [layers, heads, T, T]
+    views = {
+        "raw": attention,
+        "mean": mean_over_heads(attention)[:, None],
+        "rollout": attention_rollout(attention)[:, None],
+    }
+    notes = []
+    shown = min(len(ids), int(max_tokens))
+    if shown < len(ids):
+        notes.append(
+            f"cropped to the last {shown} of {len(ids)} tokens (--max-tokens); attention to the rest is not shown"
+        )
+        views = {view: array[:, :, -shown:, -shown:] for view, array in views.items()}
+    tokens = model.pieces(ids)[-shown:]
+    continuation = model.detokenize(np.array([generated], np.int32))[0] if generated else ""
+    explanation = Explanation(
+        name=name,
+        family=model.family_name,
+        text=prompt + continuation,
+        tokens=tokens,
+        special=np.array([token_id == model.eos_id for token_id in ids[-shown:]]),
+        layers=list(range(attention.shape[0])),
+        num_heads=int(attention.shape[1]),
+        prediction={
+            "type": "generation",
+            "prompt_tokens": max(0, len(prompt_ids) - (len(ids) - shown)),
+            "strategy": options.strategy,
+        },
+        views={view: np.asarray(array, np.float32) for view, array in views.items()},
+        unavailable={"gradient": "a generated text has no single predicted logit to take the gradient of"},
+        notes=notes,
+    )
+    return explanation if layers is None else explanation.with_layers(layers)

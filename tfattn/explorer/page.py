@@ -35,7 +35,9 @@ The payload, format "tfattn-attention-explorer/1":
       "num_heads": int,              # H
       "prediction": {"type": "label", "labels": [str], "probabilities": [float], "predicted": int}
                   | {"type": "tags", "labels": [str], "tags": [int] (Tq, label index, -1 = none),
-                     "scores": [float] (Tq)},
+                     "scores": [float] (Tq)}
+                  | {"type": "generation", "prompt_tokens": int (the first ones of the Tq tokens;
+                     the rest were generated), "strategy": str (e.g. "greedy")},
       "views": {NAME: VIEW},         # in display order: "raw", "mean", "rollout", "gradient"
       "unavailable": {NAME: str}     # views that could not be computed, with the reason
     }
@@ -240,8 +242,13 @@ def _check_run(run, where):
     elif kind == "tags":
         if len(prediction["tags"]) != num_queries or len(prediction["scores"]) != num_queries:
             raise ValueError(f"{where}.prediction: one tag and one score per query token expected")
+    elif kind == "generation":
+        if not 0 <= prediction["prompt_tokens"] <= num_queries:
+            raise ValueError(
+                f"{where}.prediction: prompt_tokens {prediction['prompt_tokens']} is not in [0, {num_queries}]"
+            )
     else:
-        raise ValueError(f"{where}.prediction type is {kind!r}, expected 'label' or 'tags'")
+        raise ValueError(f"{where}.prediction type is {kind!r}, expected 'label', 'tags' or 'generation'")
     if not run["views"] and not run["unavailable"]:
         raise ValueError(f"{where} has no views, and no unavailable views saying why")
     for name, view in run["views"].items():

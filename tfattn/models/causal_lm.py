@@ -158,6 +158,7 @@ class GPT(keras.Model):
     """
 
     kind = "gpt"
+    family_name = "GPT (from scratch)"  # as the attention explorer names it
     pad_id, eos_id = PAD_ID, END_OF_TEXT
     # Padding is masked out of attention, and unknown and start ids never occur in the lossless
     # vocabulary's output: none of them is a token to generate.
@@ -224,6 +225,14 @@ class GPT(keras.Model):
             x, scores, _ = block(x, padding_mask=padding_mask, training=training, return_attention_scores=True)
             attention.append(scores)
         return self.output_layer(x), tf.stack(attention, axis=1)
+
+    def self_attention(self, token_ids):
+        """The causal self-attention `[batch, layers, heads, length, length]` over unpadded ids."""
+        return self.forward(token_ids, training=False)[1]
+
+    def pieces(self, token_ids):
+        """Each id's piece, as text (`▁` marks a space)."""
+        return self.preprocessor.pieces(token_ids)
 
     # --- the decoding step interface (`tfattn.decoding`); the prompt plays the source
     @property

@@ -18,7 +18,8 @@ GPT-2 has no padding token, and its end token `<|endoftext|>` may be part of a p
 prompt is fed as just that token), so the padding id is `vocab_size`, an id outside the
 vocabulary: the mask is `prompt_ids != pad_id`, and ids from `vocab_size` on are fed to the model
 as the end token (their outputs are masked out or ignored). Of the generation config only the
-end token is applied; its logits processors (repetition penalties, `bad_words_ids`...) are not.
+end token is applied; its logits processors (`bad_words_ids`...) are not (tfattn's own
+`DecodingOptions` give the repetition controls).
 
 Example:
 >>> model = HuggingFaceCausalLM.from_pretrained("openai-community/gpt2")  # doctest: +SKIP
@@ -48,6 +49,8 @@ class HuggingFaceCausalLM:
         max_output_length: most new tokens generated per prompt by default (the end token
             included).
     """
+
+    family_name = "Hugging Face causal LM"  # as the attention explorer names it
 
     def __init__(self, model, tokenizer=None, max_output_length=50):
         if int(max_output_length) < 1:
@@ -102,6 +105,16 @@ class HuggingFaceCausalLM:
         layers = config_int(config, ("n_layer", "num_hidden_layers", "num_layers"))
         heads = config_int(config, ("n_head", "num_attention_heads", "num_heads"))
         return layers, heads
+
+    def self_attention(self, token_ids):
+        """The causal self-attention `[batch, layers, heads, length, length]` over unpadded ids."""
+        token_ids = tf.convert_to_tensor(token_ids, tf.int32)
+        outputs = self._forward(token_ids, tf.ones_like(token_ids), attentions=True)
+        return tf.stack(outputs.attentions, axis=1)
+
+    def pieces(self, token_ids):
+        """Each id's token, as the tokenizer spells it (GPT-2's `Ġ` marks a space)."""
+        return self._needs_tokenizer("pieces").convert_ids_to_tokens([int(i) for i in token_ids])
 
     # The step interface.
 

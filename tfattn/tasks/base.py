@@ -29,7 +29,7 @@ class Task:
         serve_command: the command that runs the task's model on texts (`tfattn predict`, ...).
         serve_help: that command's one-line help.
         monitor: the epoch metric that picks the best epoch and stops training early.
-        explorable: whether the attention explorer draws its runs (a model and `label_names`).
+        explorable: whether the attention explorer draws its runs (the task's `explain`).
     """
 
     name = ""
@@ -43,6 +43,11 @@ class Task:
 
     def __init__(self, config):
         self.config = config
+
+    def explain(self, model, text: str, name: str, text_pair: str | None = None, max_tokens: int = 64):
+        """The attention explorer's `tfattn.explorer.Explanation` of `model` (this task's run,
+        named `name` on the page) on `text`; only explorable tasks have one."""
+        raise NotImplementedError(f"the attention explorer does not draw runs of task {self.name!r}")
 
     # --- the command line
     @classmethod
@@ -101,7 +106,8 @@ class Task:
         raise NotImplementedError
 
     def export(self, model, args) -> tuple[Path, str]:
-        """Write a SavedModel serving raw strings at `args.out`; returns it and its outputs in words."""
+        """Write a SavedModel serving raw strings at `args.out`; returns it and its signature in
+        words ("texts -> label, probabilities")."""
         raise NotImplementedError
 
 

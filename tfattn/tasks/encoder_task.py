@@ -116,7 +116,12 @@ class EncoderTask(Task):
             dtype=args.dtype,
             protected=(self.run_dir,),
         )
-        return path, self.export_outputs
+        return path, f"texts -> {self.export_outputs}"
+
+    def explain(self, model, text, name, text_pair=None, max_tokens=64):
+        from tfattn.explorer import explain
+
+        return explain(model, text, self.label_names, text_pair, max_tokens=max_tokens, name=name)
 
     def attention(self, model, texts, args):
         """The explorer page (`--html`) and/or a PNG per text, beside `--compare`'s run if given."""
@@ -147,8 +152,9 @@ class EncoderTask(Task):
         return written
 
 
-def add_explorer_arguments(parser):
-    """`tfattn attention`'s options for encoder runs: the page, the PNG and what they draw."""
+def add_page_arguments(parser):
+    """`tfattn attention`'s options of every run the explorer page draws: the page, its layers and
+    how many tokens it shows."""
     parser.add_argument(
         "--html",
         metavar="PATH",
@@ -157,6 +163,17 @@ def add_explorer_arguments(parser):
     parser.add_argument(
         "--layers", type=int, nargs="+", help="layer indices (default: layer 0 in the PNG, every layer on the page)"
     )
+    parser.add_argument(
+        "--max-tokens",
+        type=checked_option("max_tokens", POSITIVE_INT),
+        default=64,
+        help="show at most this many tokens (default 64); the page says what was cropped",
+    )
+
+
+def add_explorer_arguments(parser):
+    """`tfattn attention`'s options for encoder runs: the page, the PNG and what they draw."""
+    add_page_arguments(parser)
     parser.add_argument("--heads", type=int, nargs="+", default=None, help="PNG: head indices (default all)")
     parser.add_argument(
         "--view",
@@ -172,12 +189,6 @@ def add_explorer_arguments(parser):
         "gradient) or stretched (the drawn maps' min to max: small differences look large) (default absolute)",
     )
     parser.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair (BERT-family runs)")
-    parser.add_argument(
-        "--max-tokens",
-        type=checked_option("max_tokens", POSITIVE_INT),
-        default=64,
-        help="show at most this many tokens (default 64); the page says what was cropped",
-    )
     parser.add_argument(
         "--compare",
         metavar="RUN",

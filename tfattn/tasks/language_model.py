@@ -13,14 +13,13 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from tfattn.data.examples import DataError
 from tfattn.data.text import TextCorpus, read_text_corpus, split_validation
 from tfattn.runs.folders import MODEL_DIR
 from tfattn.tasks.base import Task, numbered_path
-from tfattn.tasks.config import FIELD_HELP, RunConfig, check_numeric_options
+from tfattn.tasks.config import FIELD_HELP, POSITIVE_INT, RunConfig, check_numeric_options, checked_option
 from tfattn.tasks.generation import add_decoding_arguments, decoding_options
 
 __all__ = ["LanguageModelConfig", "LanguageModelTask", "score_text"]
@@ -208,6 +207,7 @@ class LanguageModelTask(Task):
     )
     config_class = LanguageModelConfig
     serve_command = "generate"
+    explorable = True
     serve_help = "continue prompts with a language-model run (greedy, beam search or sampling)"
 
     @classmethod
@@ -218,8 +218,15 @@ class LanguageModelTask(Task):
             group = parser.add_argument_group("language-model runs: the decoding serving_default does")
             add_decoding_arguments(group, "--max-new-tokens", "most tokens generated per prompt, fixed in the export")
         elif command == "attention":
+            from tfattn.tasks.encoder_task import add_page_arguments
+
+            add_page_arguments(parser)
             group = parser.add_argument_group("language-model runs")
-            group.add_argument("--max-new-tokens", type=int, help="tokens generated after each prompt (default 20)")
+            group.add_argument(
+                "--max-new-tokens",
+                type=checked_option("max_new_tokens", POSITIVE_INT),
+                help="tokens generated after each prompt (default 20)",
+            )
         elif command == "evaluate":
             group = parser.add_argument_group("language-model runs")
             group.add_argument("--batch-size", type=int, default=32, help="blocks scored at once (default 32)")
@@ -371,13 +378,6 @@ class LanguageModelTask(Task):
             return self._pretrained(self.run_dir / MODEL_DIR)
         return load_language_model(self.run_dir / MODEL_DIR)
 
-    def _tfattn_gpt_only(self, what):
-        if self.config.backbone:
-            raise ValueError(
-                f"{what} is not available yet for a run fine-tuned from a Hugging Face model ({self.config.backbone}); "
-                "it works on runs of tfattn's GPT"
-            )
-
     def serve(self, model, texts, args):
         """Each prompt followed by its continuation."""
         options = decoding_options(args, length="max_new_tokens")
@@ -400,7 +400,6 @@ class LanguageModelTask(Task):
         return text, write
 
     def export(self, model, args):
-        self._tfattn_gpt_only("export")
         from tfattn.decoding import DecodingOptions
         from tfattn.serving.language_models import export_language_model
 
@@ -414,41 +413,58 @@ class LanguageModelTask(Task):
             overwrite=args.overwrite,
             protected=(self.run_dir,),
         )
-        return path, "continuations, token_ids, scores, prompt_ids (and signature sample)"
+        if self.config.backbone:
+            return path, "input_ids, attention_mask -> token_ids, scores, prompt_ids (and signature sample)"
+        return path, "prompts -> continuations, token_ids, scores, prompt_ids (and signature sample)"
+
+    def explain(self, model, text, name, text_pair=None, max_tokens=64):
+        """The explorer's view of `text` continued greedily by 20 tokens."""
+        from tfattn.explorer import explain_generation
+
+        if text_pair is not None:
+            raise ValueError("text_pair: a language model continues one prompt, not a sentence pair")
+        return explain_generation(model, text, name=name, max_tokens=max_tokens)
 
     def attention(self, model, texts, args):
-        """For each prompt, the greedy continuation, then two PNGs: the causal self-attention
-        of prompt + continuation (per layer and head), and each generated token's attention
-        over the prompt (per layer, mean of heads)."""
-        from tfattn.decoding import DecodingOptions, decode
-        from tfattn.models.causal_lm import left_pad
-        from tfattn.plotting import plot_alignment, plot_attention
+        """For each prompt, the greedy continuation, then the explorer page (`--html`) and/or two
+        PNGs: the causal self-attention of prompt + continuation (per layer and head), and each
+        generated token's attention over the prompt (per layer, mean of heads)."""
+        from tfattn.explorer import explain_generation, explorer_page
 
-        self._tfattn_gpt_only("attention")
-        out = args.out or "attention.png"
-        new_tokens = args.max_new_tokens or 20
+        png = args.out or (None if args.html else "attention.png")  # the page alone when only --html is given
         written = []
         for index, text in enumerate(texts):
-            prompt_ids = model.tokenize_prompts([text])
-            options = DecodingOptions(max_length=new_tokens, return_attention=True)
-            decoded = decode(model, left_pad(prompt_ids, model.pad_id), options)
-            generated = decoded.token_ids[0].numpy()
-            ended = np.flatnonzero(generated == model.eos_id)
-            generated = generated[: ended[0] + 1] if ended.size else generated
-            steps = len(generated)
-            full = np.array(prompt_ids[0] + generated.tolist())
-            _, attention = model.forward(full[None], training=False)
-            tokens = model.preprocessor.pieces(full)
-            continuation = model.detokenize(generated[None])[0]
-            title = f"{text!r} -> {continuation!r}"
-            path = Path(numbered_path(out, index, len(texts)))
-            written.append(
-                plot_attention(attention[0].numpy(), tokens, path, layers=tuple(range(model.num_blocks)), title=title)
+            explanation = explain_generation(
+                model,
+                text,
+                name=self.run_dir.name,
+                max_new_tokens=args.max_new_tokens or 20,
+                max_tokens=args.max_tokens,
+                layers=args.layers,
             )
-            over_prompt = decoded.cross_attention[0, :steps].numpy().transpose(1, 2, 0, 3)  # [layers, heads, steps, P]
-            prompt_tokens = model.preprocessor.pieces(prompt_ids[0])
-            generated_tokens = model.preprocessor.pieces(generated)
-            prompt_path = path.with_name(f"{path.stem}_prompt{path.suffix}")
-            written.append(plot_alignment(over_prompt, prompt_tokens, generated_tokens, prompt_path, title=title))
-            print(text + continuation)
+            if args.html:
+                written.append(explorer_page([explanation]).save(numbered_path(args.html, index, len(texts))))
+            if png:
+                written += _attention_pngs(explanation, Path(numbered_path(png, index, len(texts))), text)
+            print(explanation.text)
         return written
+
+
+def _attention_pngs(explanation, path, prompt):
+    """The PNGs of a generation's explanation: the causal map at `path`, and beside it
+    (`*_prompt.png`) each generated token's attention over the prompt: the row of the token fed
+    just before it."""
+    from tfattn.plotting import plot_alignment, plot_attention
+
+    attention, tokens = explanation.views["raw"], explanation.tokens
+    prompt_length = explanation.prediction["prompt_tokens"]
+    title = f"{prompt!r} -> {explanation.text[len(prompt) :]!r}"
+    layers = tuple(range(len(explanation.layers)))
+    written = [plot_attention(attention, tokens, path, layers=layers, title=title, max_tokens=len(tokens))]
+    if 0 < prompt_length < len(tokens):
+        over_prompt = attention[:, :, prompt_length - 1 : len(tokens) - 1, :prompt_length]
+        prompt_path = path.with_name(f"{path.stem}_prompt{path.suffix}")
+        written.append(
+            plot_alignment(over_prompt, tokens[:prompt_length], tokens[prompt_length:], prompt_path, title=title)
+        )
+    return written

@@ -383,7 +383,7 @@ class TranslationTask(Task):
 
         options = DecodingOptions(**decoding_options(args))
         path = export_translator(model, args.out, options=options, overwrite=args.overwrite, protected=(self.run_dir,))
-        return path, "translations, cross_attention"
+        return path, "texts -> translations, cross_attention"
 
 
 def train_translation(config: TranslationConfig, overwrite=False, callbacks=()):

@@ -742,7 +742,8 @@ function drawHeatmap(svg, run, matrix, colorOf, formatValue = format) {
 
 /** A run's card in the header: name, family, text, prediction, notes. */
 function runSummary(run) {
-  const prediction = run.prediction.type === "tags" ? tagPrediction(run) : labelPrediction(run.prediction);
+  const kinds = { tags: tagPrediction, generation: generationPrediction };
+  const prediction = (kinds[run.prediction.type] ?? ((each) => labelPrediction(each.prediction)))(run);
   return el(
     "article",
     { class: "run-summary", "data-testid": "run-summary" },
@@ -803,6 +804,32 @@ function tagPrediction(run) {
   return el("div", { class: "prediction", "data-testid": "prediction" }, tagged, legend);
 }
 
+/** A language model's output: the prompt tokens, then the generated ones highlighted (rows
+ * after the prompt in every map are the generated tokens, attending to the prompt and to what
+ * came before them). */
+function generationPrediction(run) {
+  const { prompt_tokens: promptTokens, strategy } = run.prediction;
+  const tokens = run.query_tokens.map((text, index) =>
+    el(
+      "span",
+      {
+        class: index < promptTokens ? "tagged untagged" : "tagged generated",
+        "data-testid": "generated-token",
+        "data-generated": index < promptTokens ? "false" : "true",
+      },
+      visible(text),
+    ),
+  );
+  const count = run.query_tokens.length - promptTokens;
+  const caption = el(
+    "p",
+    { class: "generation-caption", "data-testid": "generation-caption" },
+    `${promptTokens} prompt tokens, then ${count} generated (${strategy})`,
+  );
+  const tagged = el("p", { class: "tagged-tokens" }, ...tokens);
+  return el("div", { class: "prediction", "data-testid": "prediction" }, tagged, caption);
+}
+
 /** "PER" for "B-PER" or "I-PER"; null for "O" (outside any entity). */
 function entityType(label) {
   return label === "O" ? null : label.replace(/^[BIES]-/, "");
@@ -843,7 +870,13 @@ function labelWidth(tokens) {
 }
 
 function shortLabel(token) {
+  token = visible(token);
   return token.length > MAX_LABEL_CHARS ? `${token.slice(0, MAX_LABEL_CHARS - 1)}…` : token;
+}
+
+/** A token with its newlines, carriage returns and tabs drawn (a language model's pieces hold them). */
+function visible(token) {
+  return token.replace(/\n/g, "↵").replace(/\r/g, "␍").replace(/\t/g, "⇥");
 }
 
 function format(value) {
