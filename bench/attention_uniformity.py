@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from attention_faithfulness import ROOT, classifier_and_validation_texts
+from machine import cpu_model
 from result_file import write_result
 
 from tfattn.attention import (
@@ -131,15 +132,6 @@ def reference_maps(n):
         "tokens": n,
         **{name: round(float(attention_uniformity(np.tile(row, (n, 1)))), 6) for name, row in rows.items()},
     }
-
-
-def cpu_model():
-    """The CPU's model name as /proc/cpuinfo gives it (None where there is no such file)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return None
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
 def _mean(values):

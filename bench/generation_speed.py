@@ -3,7 +3,9 @@ beam search, nucleus sampling; with and without the key/value cache) against Hug
 `TFGPT2LMHeadModel.generate`, eager and XLA-compiled, on the same random GPT-2 weights.
 
 tfattn decodes the Hugging Face model through `tfattn.models.hf_causal_lm.HuggingFaceCausalLM`,
-so both sides run the very same network and only the generation loops differ. Every run makes
+so both sides run the very same network and only the generation loops differ: tfattn's graph loop
+(from its cache, or without one) and the same loop XLA-compiled from a fixed-size cache
+(`DecodingOptions(jit_compile=True)`). Every run makes
 exactly `--new-tokens` tokens (the end token is held back until then: tfattn's `min_length`,
 Hugging Face's `min_new_tokens`), from prompts of `--prompt-tokens` random ids. Each figure is the
 median of `--repeats` timed calls after one untimed call (tracing, XLA compilation).
@@ -15,7 +17,6 @@ median of `--repeats` timed calls after one untimed call (tracing, XLA compilati
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,18 +26,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_model  # noqa: E402
+
 METHODS = {
     "greedy": {},
     "beam 4": {"beam_width": 4},
     "top-p 0.9": {"sample": True, "top_p": 0.9, "seed": 1},
 }
-
-
-def cpu_model():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def random_gpt2(layers, width, heads, vocab, positions):
@@ -84,9 +80,9 @@ def measure(model, wrapped, xla_generate, prompts, new, options, repeats):
         hf_options.update(do_sample=False)
     ids, mask = tf.constant(prompts), tf.ones_like(tf.constant(prompts))
     runs = {}
-    for cache in (True, False):
-        decoding = DecodingOptions(max_length=new, min_length=new, use_cache=cache, **options)
-        name = "tfattn" + ("" if cache else " (no cache)")
+    variants = {"tfattn, XLA": {"jit_compile": True}, "tfattn": {}, "tfattn (no cache)": {"use_cache": False}}
+    for name, variant in variants.items():
+        decoding = DecodingOptions(max_length=new, min_length=new, **variant, **options)
         runs[name] = timed(lambda decoding=decoding: decode(wrapped, prompts, decoding).token_ids.numpy(), repeats)
     runs["HF generate, eager"] = timed(lambda: model.generate(ids, attention_mask=mask, **hf_options), repeats)
     runs["HF generate, XLA"] = timed(lambda: xla_generate(ids, attention_mask=mask, **hf_options), repeats)

@@ -39,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import cpu_model
 from tfattn.data.examples import DataError
 from tfattn.data.text import read_text_corpus, split_validation
 from tfattn.data.translation import read_translation_pairs
@@ -206,15 +207,6 @@ def write_tatoeba_english(out_dir) -> tuple[Path, Path]:
         path.write_text("".join(sentence + "\n" for sentence in pairs.targets), encoding="utf-8")
         paths.append(path)
     return paths[0], paths[1]
-
-
-def cpu_model() -> str | None:
-    """The CPU's model name as /proc/cpuinfo gives it (None where there is no such file)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return None
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -271,3 +271,34 @@ def test_repetition_controls_match_generate(lm, prompt_ids, controls, beams):
         np.testing.assert_array_equal(ours, _until_end(theirs, lm.eos_id), err_msg=str(prompt))
         changed |= not np.array_equal(ours, _until_end(decode(lm, np.array([prompt]), plain).token_ids, lm.eos_id))
     assert changed, "the controls changed no output: the comparison would not see them"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [{"return_attention": True}, {"beam_width": 3}], ids=["greedy", "beam"])
+def test_xla_decoding_from_a_fixed_size_cache_gives_the_same_tokens(lm, prompt_ids, options):
+    graph = decode(lm, prompt_ids, DecodingOptions(max_length=MAX_NEW, **options))
+    xla = decode(lm, prompt_ids, DecodingOptions(max_length=MAX_NEW, jit_compile=True, **options))
+    np.testing.assert_array_equal(xla.token_ids.numpy(), graph.token_ids.numpy())
+    np.testing.assert_allclose(xla.scores.numpy(), graph.scores.numpy(), atol=1e-4)
+    if options.get("return_attention"):
+        np.testing.assert_allclose(xla.cross_attention.numpy(), graph.cross_attention.numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_xla_sampling_is_seeded(lm, prompt_ids):
+    # XLA draws other random numbers than TensorFlow's kernels: reproducible, not the same draws.
+    options = DecodingOptions(max_length=MAX_NEW, sample=True, top_p=0.9, top_k=50, jit_compile=True, seed=3)
+    first, again = (decode(lm, prompt_ids, options).token_ids.numpy() for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, decode(lm, prompt_ids, replace(options, seed=4)).token_ids.numpy())
+
+
+def test_xla_decoding_needs_a_fixed_size_cache(lm, prompt_ids):
+    from tfattn.models.causal_lm import GPT, LanguageModelPreprocessor
+
+    preprocessor = LanguageModelPreprocessor.learn(["to be or not to be\n"] * 50, vocab_size=300, context_length=16)
+    gpt = GPT(preprocessor, embed_dim=8, num_heads=2, ff_dim=16, num_blocks=1)
+    with pytest.raises(ValueError, match="jit_compile needs a model with a fixed-size cache; GPT has none"):
+        decode(gpt, prompt_ids[:, -2:] % 300, DecodingOptions(max_length=2, jit_compile=True))
+    with pytest.raises(ValueError, match="jit_compile decodes from the cache: use_cache must be True"):
+        decode(lm, prompt_ids, DecodingOptions(max_length=2, jit_compile=True, use_cache=False))

@@ -261,9 +261,14 @@ def test_cli_trains_translates_evaluates_plots_and_exports(translation_run, tmp_
 
 
 @pytest.mark.slow
-def test_cli_refuses_sampling_with_beam_and_names_a_bad_tsv_line(translation_run, tmp_path, capsys):
-    assert main(["translate", "--run", str(translation_run), "Hola.", "--beam", "2", "--top-p", "0.9"]) == 2
-    assert "choose --beam or sampling" in capsys.readouterr().err
+def test_cli_samples_inside_beams_with_repetition_controls_and_names_a_bad_tsv_line(translation_run, tmp_path, capsys):
+    controls = ["--beam", "2", "--top-p", "0.9", "--no-repeat-ngram-size", "2", "--repetition-penalty", "1.2"]
+    assert main(["translate", "--run", str(translation_run), "Hola.", *controls]) == 0
+    assert capsys.readouterr().out.strip()
+    with pytest.raises(SystemExit) as refused:  # as the flag is read
+        main(["translate", "--run", str(translation_run), "Hola.", "--repetition-penalty", "0"])
+    assert refused.value.code == 2
+    assert "argument --repetition-penalty: must be a positive number, got '0'" in capsys.readouterr().err
     bad = tmp_path / "bad.tsv"
     bad.write_text("Hi.\tHola.\nno tab here\n", encoding="utf-8")
     assert main(["evaluate", "--run", str(translation_run), "--data", str(bad)]) == 2

@@ -14,7 +14,11 @@ models (`tfattn.models.hf_seq2seq`) and causal language models (`tfattn.models.c
   values, and the step's attention over the source) and `decode_prefix` (the same from the whole
   prefix, no cache);
 - the ids `eos_id` (ends a row), `pad_id` (fills a row after its end) and `never_generated`
-  (tokens no step may choose), and `max_output_length`.
+  (tokens no step may choose), and `max_output_length`;
+- optionally `start_cache(state, max_steps=N)`, a cache of fixed size with room for N steps,
+  written in place (a model that offers it sets `fixed_size_cache = True`): every loop variable
+  then keeps its shape, and `jit_compile=True` compiles the whole decoding with XLA (the same
+  tokens as without; a seeded sample is reproducible, but XLA draws other random numbers).
 Each strategy is one `tf.while_loop` inside a `tf.function`, so a SavedModel can serve it.
 
 - Greedy: the most likely token at every step.
@@ -82,6 +86,8 @@ class DecodingOptions:
         use_cache: decode each step from the cache of past keys and values (False re-runs
             the decoder over the whole prefix at every step: the same output, for comparison).
         return_attention: also return each step's attention over the source.
+        jit_compile: compile the whole decoding with XLA, from a fixed-size cache (models with
+            `fixed_size_cache`; one program per batch shape, so pad prompts to a few lengths).
     """
 
     max_length: int | None = None
@@ -98,6 +104,7 @@ class DecodingOptions:
     no_repeat_ngram_size: int = 0
     use_cache: bool = True
     return_attention: bool = False
+    jit_compile: bool = False
 
     def __post_init__(self):
         # A SavedModel may take the sampling options as inputs: tensors, checked by the caller.
@@ -144,15 +151,33 @@ def decode(model, source_ids, options: DecodingOptions = DecodingOptions()) -> D
     options."""
     if options.max_length is None:
         options = replace(options, max_length=model.max_output_length)
-    compiled = _compiled(model, options)
-    return DecodedBatch(*compiled(tf.convert_to_tensor(source_ids, tf.int32)))
+    token_ids, scores, attention, steps = _compiled(model, options)(tf.convert_to_tensor(source_ids, tf.int32))
+    # Cut to the steps taken outside the compiled graph: XLA programs have fixed output shapes.
+    return DecodedBatch(token_ids[:, :steps], scores, None if attention is None else attention[:, :steps])
 
 
 def decoding_function(model, options: DecodingOptions):
-    """The plain function `decode` compiles: source ids -> `(token_ids, scores, cross_attention
-    or None)`; for a `tf.Module` (a SavedModel export) to wrap in its own `tf.function`."""
+    """A plain function of what `decode` does: source ids -> `(token_ids, scores,
+    cross_attention or None)`; for a `tf.Module` (a SavedModel export) to wrap in its own
+    `tf.function`."""
+    search = _search_function(model, options)
+
+    def decoded(source_ids):
+        token_ids, scores, attention, steps = search(source_ids)
+        return token_ids[:, :steps], scores, None if attention is None else attention[:, :steps]
+
+    return decoded
+
+
+def _search_function(model, options):
+    """source ids -> `(token_ids [batch, max_length], scores, attention [batch, max_length, ...]
+    or None, steps taken)`: the strategy's loop, its buffers at full length."""
     if options.max_length is None:
         options = replace(options, max_length=model.max_output_length)
+    if options.jit_compile and not getattr(model, "fixed_size_cache", False):
+        raise ValueError(f"jit_compile needs a model with a fixed-size cache; {type(model).__name__} has none")
+    if options.jit_compile and not options.use_cache:
+        raise ValueError("jit_compile decodes from the cache: use_cache must be True")
     search = _beam_search if options.beam_width > 1 else _greedy_or_sample
     return lambda source_ids: search(model, source_ids, options)
 
@@ -162,8 +187,17 @@ def _compiled(model, options):
     # rebuild the loop's graph every time.
     functions = model.__dict__.setdefault("_tfattn_decoders", {})
     if options not in functions:
-        functions[options] = tf.function(decoding_function(model, options), reduce_retracing=True)
+        functions[options] = tf.function(
+            _search_function(model, options), reduce_retracing=True, jit_compile=options.jit_compile
+        )
     return functions[options]
+
+
+def _start_cache(model, state, options):
+    """The cache before step 0: none without `use_cache`, of fixed size under `jit_compile`."""
+    if not options.use_cache:
+        return ()
+    return model.start_cache(state, max_steps=options.max_length) if options.jit_compile else model.start_cache(state)
 
 
 def translate(model, texts, batch_size=64, **options):
@@ -337,19 +371,28 @@ def filter_logits(logits, top_k=0, top_p=1.0):
         kth = tf.math.top_k(logits, k=k).values[:, -1:]
         logits = tf.where(logits < kth, float("-inf"), logits)
     if tf.is_tensor(top_p) or top_p < 1.0:
-        sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
-        cumulative = tf.cumsum(tf.nn.softmax(sorted_logits), axis=-1, exclusive=True)
-        # The probability mass before a token is below top_p: it is in the nucleus (the first always is).
-        kept = tf.where(cumulative < top_p, sorted_logits, float("inf"))
-        threshold = tf.reduce_min(kept, axis=-1, keepdims=True)
-        logits = tf.where(logits < threshold, float("-inf"), logits)
+        # The nucleus is every token whose probability reaches the largest threshold t at which
+        # the tokens of probability >= t still hold top_p of the mass: found by bisection (32
+        # halvings, float32's precision) rather than a sort, which XLA compiles slowly on CPUs.
+        probabilities = tf.nn.softmax(logits)
+        low = tf.zeros_like(probabilities[:, :1])
+        high = tf.reduce_max(probabilities, axis=-1, keepdims=True)
+
+        def halve(low, high):
+            middle = (low + high) / 2
+            mass = tf.reduce_sum(tf.where(probabilities >= middle, probabilities, 0.0), axis=-1, keepdims=True)
+            enough = mass >= top_p
+            return tf.where(enough, middle, low), tf.where(enough, high, middle)
+
+        low, _ = tf.while_loop(lambda low, high: True, halve, (low, high), maximum_iterations=32)
+        logits = tf.where(probabilities < low, float("-inf"), logits)
     return logits
 
 
 def _greedy_or_sample(model, source_ids, options):
     batch = tf.shape(source_ids)[0]
     state = model.encode(source_ids)
-    cache = model.start_cache(state) if options.use_cache else ()
+    cache = _start_cache(model, state, options)
     length = options.max_length
     tokens = model.start_tokens(state)
     generated = tf.fill([batch, length], tf.constant(model.pad_id, tf.int32))
@@ -396,7 +439,7 @@ def _greedy_or_sample(model, source_ids, options):
         ),
         max_steps=length,
     )
-    return generated[:, :steps], scores, _shaped_attention(attention, steps, state, model, options)
+    return generated, scores, _shaped_attention(attention, state, model, options), steps
 
 
 def _run_steps(cond, body, tokens, cache, buffers, buffer_shapes, max_steps):
@@ -432,14 +475,14 @@ def _attention_shape(options):
     return tf.TensorShape([None, options.max_length, None]) if options.return_attention else ()
 
 
-def _shaped_attention(attention, steps, state, model, options):
-    """The attention buffer `[batch, max_length, flat]` cut to `steps` and unflattened to
-    `[batch, steps, layers, heads, source_len]`."""
+def _shaped_attention(attention, state, model, options):
+    """The attention buffer `[batch, max_length, flat]` unflattened to `[batch, max_length,
+    layers, heads, source_len]`."""
     if not options.return_attention:
         return None
     layers, heads = model.attention_shape()
     source_len = tf.shape(state["source_mask"])[1]
-    return tf.reshape(attention[:, :steps], [tf.shape(attention)[0], steps, layers, heads, source_len])
+    return tf.reshape(attention, [tf.shape(attention)[0], options.max_length, layers, heads, source_len])
 
 
 def _repeat_beams(structure, width):
@@ -456,7 +499,7 @@ def _beam_search(model, source_ids, options):
     width, length = options.beam_width, options.max_length
     batch = tf.shape(source_ids)[0]
     state = _repeat_beams(model.encode(source_ids), width)
-    cache = model.start_cache(state) if options.use_cache else ()
+    cache = _start_cache(model, state, options)
     rows = batch * width
     penalty = float(options.length_penalty)
 
@@ -582,4 +625,4 @@ def _beam_search(model, source_ids, options):
     if options.return_attention:
         first = tf.range(batch) * width
         attention = tf.where(none_ended[:, None, None], tf.gather(attention, first), tf.gather(ended_attention, first))
-    return best[:, :steps], scores, _shaped_attention(attention, steps, state, model, options)
+    return best, scores, _shaped_attention(attention, state, model, options), steps

@@ -51,6 +51,7 @@ class HuggingFaceCausalLM:
     """
 
     family_name = "Hugging Face causal LM"  # as the attention explorer names it
+    fixed_size_cache = True  # `start_cache(state, max_steps)`: decoding may be XLA-compiled
 
     def __init__(self, model, tokenizer=None, max_output_length=50):
         if int(max_output_length) < 1:
@@ -149,18 +150,27 @@ class HuggingFaceCausalLM:
         """The left-padded prompts: what the repetition controls count before the output."""
         return state["prompt_ids"]
 
-    def start_cache(self, state):
+    def start_cache(self, state, max_steps=None):
         """The prefilled cache of `encode`: per layer `(key, value)`, each `[batch, heads, P - 1,
         head_dim]` (batch-major: beam search repeats and gathers it along axis 0). The attention
         mask over the cache is not kept in it: it is the prompt's mask then ones, rebuilt from
         the state and the step (a mask growing along its last axis would break the decoding
-        loop's shape invariants, which fix every cache tensor's last axis)."""
-        return state["key_values"]
+        loop's shape invariants, which fix every cache tensor's last axis).
+
+        With `max_steps`, a fixed-size cache instead, `{"fixed": layers}`: each key and value
+        `[batch, heads, P - 1 + max_steps, head_dim]`, the prompt's then zeros that step t
+        overwrites at place P - 1 + t (what XLA compiles: no tensor changes shape)."""
+        if max_steps is None:
+            return state["key_values"]
+        room = [[0, 0], [0, 0], [0, max_steps], [0, 0]]
+        return {"fixed": tuple((tf.pad(key, room), tf.pad(value, room)) for key, value in state["key_values"])}
 
     def decode_step(self, token_ids, step, state, cache):
         """Next-token logits `[batch, vocab_size]` float32 after `token_ids` `[batch]` (step 0:
         the last prompt tokens; step t: the t-th generated tokens), the cache with them, and
         their self-attention over the P prompt columns `[batch, layers, heads, P]`."""
+        if isinstance(cache, dict):
+            return self._fixed_decode_step(token_ids, step, state, cache["fixed"])
         mask = self._mask(state, step)
         # Counted from the row's first real token: the step's position is the tokens before it.
         positions = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1, keepdims=True) - 1
@@ -169,6 +179,41 @@ class HuggingFaceCausalLM:
         )
         cache = self._batch_major(outputs.past_key_values)
         return self._logits(outputs), cache, self._prompt_attention(outputs, state)
+
+    def _fixed_decode_step(self, token_ids, step, state, cache):
+        """`decode_step` from a fixed-size cache (`start_cache(state, max_steps)`): the model
+        attends to the prompt's places, the places steps 0..t-1 wrote and the fed token; the
+        fed token's key and value (the model appends them after the cache) are written at
+        place P - 1 + t."""
+        prompt_mask = state["source_mask"]
+        batch, prompt_length = tf.shape(prompt_mask)[0], tf.shape(prompt_mask)[1]
+        places = tf.shape(cache[0][0])[2]
+        written = tf.range(places - (prompt_length - 1))[None, :] < step
+        mask = tf.concat(
+            [
+                prompt_mask[:, :-1],
+                tf.broadcast_to(written, [batch, places - prompt_length + 1]),
+                tf.ones([batch, 1], tf.bool),
+            ],
+            axis=1,
+        )
+        positions = tf.reduce_sum(tf.cast(prompt_mask, tf.int32), axis=1, keepdims=True) - 1 + step
+        outputs = self._forward(
+            token_ids[:, None], mask, positions=positions, past_key_values=self._model_past(cache), use_cache=True
+        )
+        here = tf.equal(tf.range(places), prompt_length - 1 + step)[None, None, :, None]
+        cache = tuple(
+            (tf.where(here, key[:, :, -1:], old_key), tf.where(here, value[:, :, -1:], old_value))
+            for (key, value), (old_key, old_value) in zip(self._batch_major(outputs.past_key_values), cache)
+        )
+        # Over the prompt: its first P - 1 places, then its last token, which is the fed token
+        # itself at step 0 (the last key) and at place P - 1 afterwards.
+        attention = []
+        for layer in outputs.attentions:
+            row = tf.cast(layer[:, :, -1], tf.float32)
+            last = tf.where(step == 0, row[:, :, -1], row[:, :, prompt_length - 1])
+            attention.append(tf.concat([row[:, :, : prompt_length - 1], last[:, :, None]], axis=-1))
+        return self._logits(outputs), {"fixed": cache}, tf.stack(attention, axis=1)
 
     def decode_prefix(self, prefix_ids, state):
         """`decode_step`'s logits and attention from the whole prefix `prefix_ids` `[batch,
