@@ -253,7 +253,7 @@ def test_text_needs_a_tokenizer(lm):
 @pytest.mark.parametrize(
     "beams, controls",
     [
-        (1, {"repetition_penalty": 1.8}),
+        pytest.param(1, {"repetition_penalty": 1.8}, marks=pytest.mark.slow),
         pytest.param(1, {"no_repeat_ngram_size": 2}, marks=pytest.mark.slow),
         pytest.param(3, {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3}, marks=pytest.mark.slow),
     ],
