@@ -34,7 +34,7 @@ Example:
 True
 """
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import tensorflow as tf
@@ -42,7 +42,9 @@ import tensorflow as tf
 from tfattn.decoding import DecodingOptions, decoding_function
 from tfattn.files import check_export_target, write_export
 from tfattn.models.causal_lm import END_OF_TEXT
+from tfattn.models.hf_causal_lm import HuggingFaceCausalLM
 from tfattn.models.translation import PAD_ID
+from tfattn.serving.translators import decoding_record, export_record
 
 __all__ = ["export_language_model"]
 
@@ -197,32 +199,23 @@ def export_language_model(
     from tfattn.models.weights import check_finite_weights
 
     check_export_target(export_dir, overwrite, protected)  # before the slow work
-    pretrained = not hasattr(model, "preprocessor")  # a HuggingFaceCausalLM
+    pretrained = isinstance(model, HuggingFaceCausalLM)
     check_finite_weights(model.model if pretrained else model)
     new_tokens = model.max_output_length if max_new_tokens is None else int(max_new_tokens)
     if not 1 <= new_tokens <= model.context_length:
         raise ValueError(f"--max-new-tokens must be between 1 and the context length {model.context_length}")
     options = replace(options, max_length=new_tokens, return_attention=False)
-    decoding = {"strategy": options.strategy, **asdict(options)}
     if pretrained:
         module = _TokenIdsModule(model, options)
-        config = model.model.config
-        ids = {"eos_id": model.eos_id, "pad_id": model.pad_id, "vocab_size": model.vocab_size}
         info = {
             "kind": "language_model",
-            "model": f"hugging_face/{config.model_type}",
-            "ids": ids,
-            "decoding": decoding,
+            "model": f"hugging_face/{model.model.config.model_type}",
+            "ids": {"eos_id": model.eos_id, "pad_id": model.pad_id, "vocab_size": model.vocab_size},
+            "decoding": decoding_record(options),
         }
     else:
         module = _LanguageModelModule(model, options)
-        info = {
-            "kind": "language_model",
-            "model": model.kind,
-            "config": model.get_config(),
-            "preprocessor": model.preprocessor.get_config(),
-            "decoding": decoding,
-        }
+        info = export_record("language_model", model, options)
     signatures = {"serving_default": module.generate, "sample": module.sample}
     return write_export(
         export_dir,

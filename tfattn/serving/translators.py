@@ -39,7 +39,7 @@ from tfattn.files import EXPORT_MARKER, check_export_target, write_export
 from tfattn.models.translation import PAD_ID
 from tfattn.serving.classifiers import TEXTS_SPEC
 
-__all__ = ["EXPORT_INFO_FILE", "export_translator"]
+__all__ = ["EXPORT_INFO_FILE", "decoding_record", "export_record", "export_translator"]
 
 EXPORT_INFO_FILE = EXPORT_MARKER
 DEFAULT_OPTIONS = DecodingOptions()  # greedy, up to the model's `max_output_length`
@@ -123,13 +123,7 @@ def export_translator(
         options = replace(options, max_length=model.max_output_length)
     options = replace(options, return_attention=True)
     module = _TranslatorModule(model, options)
-    info = {
-        "kind": "translator",
-        "model": model.kind,
-        "config": model.get_config(),
-        "preprocessor": model.preprocessor.get_config(),
-        "decoding": {"strategy": options.strategy, **asdict(options)},
-    }
+    info = export_record("translator", model, options)
     return write_export(
         export_dir,
         lambda staging: tf.saved_model.save(module, str(staging), signatures={"serving_default": module.translate}),
@@ -137,3 +131,20 @@ def export_translator(
         protected,
         info=info,
     )
+
+
+def export_record(kind, model, options):
+    """What the export of a tfattn model that decodes records about it (`write_export`'s info):
+    `kind`, the model's kind and config, its preprocessor's config, and the decoding options."""
+    return {
+        "kind": kind,
+        "model": model.kind,
+        "config": model.get_config(),
+        "preprocessor": model.preprocessor.get_config(),
+        "decoding": decoding_record(options),
+    }
+
+
+def decoding_record(options):
+    """`DecodingOptions` as an export records them: the strategy's name, then every field."""
+    return {"strategy": options.strategy, **asdict(options)}

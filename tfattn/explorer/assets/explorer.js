@@ -742,8 +742,12 @@ function drawHeatmap(svg, run, matrix, colorOf, formatValue = format) {
 
 /** A run's card in the header: name, family, text, prediction, notes. */
 function runSummary(run) {
-  const kinds = { tags: tagPrediction, generation: generationPrediction };
-  const prediction = (kinds[run.prediction.type] ?? ((each) => labelPrediction(each.prediction)))(run);
+  const drawings = {
+    label: (each) => labelPrediction(each.prediction),
+    tags: tagPrediction,
+    generation: generationPrediction,
+  };
+  const prediction = drawings[run.prediction.type](run);
   return el(
     "article",
     { class: "run-summary", "data-testid": "run-summary" },
