@@ -1,4 +1,6 @@
-"""One keras-hub-style test harness for every tfattn layer: layers, preprocessors and encoders.
+"""One keras-hub-style test harness for every tfattn layer: layers, preprocessors and encoders, in
+either Keras: a tf-keras layer (`tfattn.layers`) is tested with tf-keras, a Keras 3 layer
+(`tfattn.keras3.layers`, on the TensorFlow backend) with Keras 3.
 
 `run_layer_test` is the standard battery each layer of the model contract must pass (after
 keras_hub's `TestCase.run_layer_test`); `run_precision_test` is its mixed-precision part, also
@@ -23,17 +25,23 @@ What `run_layer_test` checks, in order:
 5. `run_precision_test` under `mixed_float16` and `mixed_bfloat16` (global policy, restored to
    float32 afterwards): variables stay float32, floating outputs take the compute dtype (but
    those documented as float32), integer outputs keep their dtype (int32 ids), and with the
-   float32 layer's weights the outputs match the float32 ones within rounding.
+   float32 layer's weights the outputs match the float32 ones within rounding;
+6. Keras 3 layers only (tf-keras has no `.keras` format for them): the functional model saved to
+   a `.keras` file loads with `keras.saving.load_model` and gives the eager outputs, and
+   `model.export()` writes a SavedModel that TensorFlow alone loads and serves with them.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import keras as keras3
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
+import tf_keras
 
 __all__ = ["MIXED_POLICIES", "PRECISION_TOLERANCE", "run_layer_test", "run_precision_test"]
 
@@ -58,10 +66,25 @@ def _as_tensors(data: Any) -> Any:
     return tf.convert_to_tensor(data)
 
 
-def _symbolic_inputs(data: Any, name: str | None = None) -> Any:
+def _keras_of(layer_cls: type) -> Any:
+    """The Keras module a layer class belongs to: Keras 3 or tf-keras."""
+    return keras3 if issubclass(layer_cls, keras3.layers.Layer) else tf_keras
+
+
+def _dtype(tensor: Any) -> tf.dtypes.DType:
+    """A tensor's or variable's dtype as a `tf.DType` (Keras 3 gives symbolic ones as strings)."""
+    return tf.as_dtype(tensor.dtype)
+
+
+def _weight_name(weight: Any) -> str:
+    """ "block/query/kernel": a tf-keras variable's name, a Keras 3 variable's path."""
+    return getattr(weight, "path", None) or weight.name
+
+
+def _symbolic_inputs(keras: Any, data: Any, name: str | None = None) -> Any:
     """`keras.Input`s with the shape (batch left out) and dtype of each tensor of `data`."""
     if isinstance(data, Mapping):
-        return {key: _symbolic_inputs(value, key) for key, value in data.items()}
+        return {key: _symbolic_inputs(keras, value, key) for key, value in data.items()}
     return keras.Input(
         shape=tuple(data.shape[1:]), dtype=data.dtype, ragged=isinstance(data, tf.RaggedTensor), name=name
     )
@@ -77,7 +100,7 @@ def _shapes(outputs: Any) -> Any:
         return {name: _shapes(value) for name, value in outputs.items()}
     if isinstance(outputs, (list, tuple)):
         return [_shapes(value) for value in outputs]
-    return tuple(outputs.shape.as_list())
+    return tuple(tf.TensorShape(outputs.shape).as_list())
 
 
 def _normalize_spec(spec: Any) -> Any:
@@ -131,7 +154,7 @@ def _assert_same_outputs(actual: Any, expected: Any, atol: float, what: str) -> 
     assert [path for path, _ in actual_items] == [path for path, _ in expected_items], what
     for (path, got), (_, want) in zip(actual_items, expected_items, strict=True):
         message = f"{what}: output {path or '(single)'} differs"
-        if want.dtype.is_floating:
+        if _dtype(want).is_floating:
             np.testing.assert_allclose(
                 np.asarray(got, np.float32), np.asarray(want, np.float32), atol=atol, rtol=atol, err_msg=message
             )
@@ -147,7 +170,7 @@ def _check_dtypes(outputs: Any, expected: DTypeSpec) -> None:
         expected_items = _flat_with_paths(expected)
     assert [path for path, _ in items] == [path for path, _ in expected_items], "output dtype structure"
     for (path, tensor), (_, dtype) in zip(items, expected_items, strict=True):
-        assert tensor.dtype == tf.as_dtype(dtype), f"output {path or '(single)'}: {tensor.dtype.name} != {dtype}"
+        assert _dtype(tensor) == tf.as_dtype(dtype), f"output {path or '(single)'}: {_dtype(tensor).name} != {dtype}"
 
 
 def _is_listed(path: str, names: Sequence[str]) -> bool:
@@ -155,7 +178,7 @@ def _is_listed(path: str, names: Sequence[str]) -> bool:
 
 
 def run_layer_test(
-    layer_cls: type[keras.layers.Layer],
+    layer_cls: type,
     init_kwargs: Mapping[str, Any],
     input_data: Any,
     expected_output_shape: ShapeSpec,
@@ -171,12 +194,13 @@ def run_layer_test(
     run_precision_check: bool = True,
     atol: float = 1e-6,
     seed: int = 0,
-) -> keras.layers.Layer:
+) -> Any:
     """Runs the standard checks of a tfattn layer (see the module docstring); returns the layer
     (after its training step, if any).
 
     Args:
-        layer_cls: the layer class; it must be registered for Keras deserialization.
+        layer_cls: the layer class (tf-keras or Keras 3); it must be registered for its Keras's
+            deserialization.
         init_kwargs: constructor arguments (the precision check builds new layers from them).
         input_data: the call's input: an array or tensor (ragged allowed), strings `[batch]`
             for preprocessors, or a dict of them (the encoders' feature dict).
@@ -200,6 +224,7 @@ def run_layer_test(
         atol: tolerance of float comparisons between clones (and the functional model).
         seed: `keras.utils.set_random_seed` seed, so initial weights and targets are reproducible.
     """
+    keras = _keras_of(layer_cls)
     keras.utils.set_random_seed(seed)
     call_kwargs = dict(call_kwargs or {})
     inputs = _as_tensors(input_data)
@@ -215,8 +240,8 @@ def run_layer_test(
     for path, tensor in _flat_with_paths(outputs):
         if tensor.dtype.is_floating:
             assert tensor.dtype == tf.float32, f"output {path or '(single)'} is {tensor.dtype.name} under float32"
-    trainable = [weight.name for weight in layer.trainable_weights]
-    non_trainable = [weight.name for weight in layer.non_trainable_weights]
+    trainable = [_weight_name(weight) for weight in layer.trainable_weights]
+    non_trainable = [_weight_name(weight) for weight in layer.non_trainable_weights]
     assert len(trainable) == expected_num_trainable_weights, f"trainable weights: {trainable}"
     assert len(non_trainable) == expected_num_non_trainable_weights, f"non-trainable weights: {non_trainable}"
 
@@ -236,7 +261,7 @@ def run_layer_test(
     _assert_same_outputs(clone_outputs, outputs, atol, "clone with the same weights")
 
     # 3. Symbolic call: the functional model around the layer computes the eager outputs.
-    symbolic_inputs = _symbolic_inputs(inputs)
+    symbolic_inputs = _symbolic_inputs(keras, inputs)
     symbolic_outputs = layer(symbolic_inputs, **call_kwargs)
     _assert_compatible_shapes(_shapes(symbolic_outputs), _normalize_spec(expected_output_shape))
     model = keras.Model(symbolic_inputs, symbolic_outputs)
@@ -244,7 +269,7 @@ def run_layer_test(
 
     # 4. One jit-compiled training step moves every trainable weight.
     if run_training_check and trainable and not _has_string_input(inputs):
-        _check_training_step(layer, inputs, symbolic_inputs, symbolic_outputs, weights_without_gradient)
+        _check_training_step(keras, layer, inputs, symbolic_inputs, symbolic_outputs, weights_without_gradient)
 
     # 5. Mixed precision.
     if run_precision_check:
@@ -256,59 +281,84 @@ def run_layer_test(
             float32_outputs=float32_outputs,
             reference_layer=layer,
         )
+
+    # 6. Keras 3: the .keras file and the exported SavedModel give the same outputs.
+    if keras is keras3:
+        _check_keras3_files(model, inputs, atol)
     return layer
 
 
-class _FlatFloatOutputs(keras.layers.Layer):
+def _check_keras3_files(model: Any, inputs: Any, atol: float) -> None:
+    outputs = model(inputs, training=False)  # (the training step has moved the weights)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        _assert_same_outputs(keras3.saving.load_model(path)(inputs, training=False), outputs, atol, ".keras reload")
+        model.export(Path(folder) / "export", verbose=False)
+        exported = tf.saved_model.load(str(Path(folder) / "export"))  # (kept: its variables live with it)
+        served = exported.serve(inputs)
+        _assert_same_outputs(served, outputs, atol, "exported SavedModel")
+
+
+def _flat_float_outputs(keras: Any, tensors: list[Any]) -> Any:
     """Every floating output as one float32 `[batch, n]` tensor (masks dropped), so one MSE loss
     reaches all of them (one loss instead of one per output also compiles faster)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.supports_masking = True
+    class FlatFloatOutputs(keras.layers.Layer):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.supports_masking = True
 
-    def call(self, tensors: list[tf.Tensor]) -> tf.Tensor:
-        return tf.concat([tf.reshape(tf.cast(t, tf.float32), [tf.shape(t)[0], -1]) for t in tensors], axis=1)
+        def call(self, tensors: list[tf.Tensor]) -> tf.Tensor:
+            return tf.concat([tf.reshape(tf.cast(t, tf.float32), [tf.shape(t)[0], -1]) for t in tensors], axis=1)
 
-    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
-        return None
+        def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+            return None
+
+        def compute_output_spec(self, tensors: list[Any]) -> Any:  # (Keras 3 only)
+            width = sum(int(np.prod(t.shape[1:])) for t in tensors)
+            return keras.KerasTensor((tensors[0].shape[0], width), dtype="float32")
+
+    return FlatFloatOutputs()(tensors)
 
 
 def _check_training_step(
-    layer: keras.layers.Layer,
+    keras: Any,
+    layer: Any,
     inputs: Any,
     symbolic_inputs: Any,
     symbolic_outputs: Any,
     weights_without_gradient: Sequence[str],
 ) -> None:
     """One SGD `fit` step, jit-compiled, on MSE to random targets of every floating output."""
-    trained_outputs = [tensor for tensor in tf.nest.flatten(symbolic_outputs) if tensor.dtype.is_floating]
+    trained_outputs = [tensor for tensor in tf.nest.flatten(symbolic_outputs) if _dtype(tensor).is_floating]
     assert trained_outputs, "a layer with trainable weights but no floating output cannot be trained"
-    model = keras.Model(symbolic_inputs, _FlatFloatOutputs()(trained_outputs))
+    model = keras.Model(symbolic_inputs, _flat_float_outputs(keras, trained_outputs))
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse", jit_compile=True)
     assert model.jit_compile
     batch = int(tf.nest.flatten(inputs)[0].shape[0])
     width = int(model(inputs, training=False).shape[1])
     targets = np.random.default_rng(0).normal(size=(batch, width)).astype("float32")
-    before = [weight.numpy().copy() for weight in layer.trainable_weights]
+    before = [np.array(weight.numpy()) for weight in layer.trainable_weights]
     history = model.fit(inputs, targets, batch_size=batch, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0]), "non-finite loss in the training step"
     unchanged = [
-        weight.name
+        _weight_name(weight)
         for weight, old in zip(layer.trainable_weights, before, strict=True)
-        if not any(name in weight.name for name in weights_without_gradient) and np.allclose(weight.numpy(), old)
+        if not any(name in _weight_name(weight) for name in weights_without_gradient)
+        and np.allclose(weight.numpy(), old)
     ]
     assert not unchanged, f"trainable weights unchanged by a training step: {unchanged}"
 
 
 def run_precision_test(
-    layer_cls: type[keras.layers.Layer],
+    layer_cls: type,
     init_kwargs: Mapping[str, Any],
     input_data: Any,
     *,
     call_kwargs: Mapping[str, Any] | None = None,
     float32_outputs: Sequence[str] = (),
-    reference_layer: keras.layers.Layer | None = None,
+    reference_layer: Any = None,
     policies: Sequence[str] = MIXED_POLICIES,
     tolerance: Mapping[str, float] | None = None,
 ) -> None:
@@ -321,6 +371,7 @@ def run_precision_test(
     a new one) and its outputs must match the reference's within `tolerance[policy]` (rtol
     and atol): mixed precision may round, not change what the layer computes.
     """
+    keras = _keras_of(layer_cls)
     call_kwargs = dict(call_kwargs or {})
     tolerance = {**PRECISION_TOLERANCE, **(tolerance or {})}
     inputs = _as_tensors(input_data)
@@ -341,9 +392,9 @@ def run_precision_test(
                 layer.set_weights(reference_weights)
                 outputs = layer(inputs, training=False, **call_kwargs)
             for weight in layer.weights:
-                if weight.dtype.is_floating:
-                    assert weight.dtype == policy.variable_dtype, (
-                        f"{policy_name}: variable {weight.name} is {weight.dtype.name}"
+                if _dtype(weight).is_floating:
+                    assert _dtype(weight) == tf.as_dtype(policy.variable_dtype), (
+                        f"{policy_name}: variable {_weight_name(weight)} is {_dtype(weight).name}"
                     )
             items = _flat_with_paths(outputs)
             assert [path for path, _ in items] == [path for path, _ in reference], f"{policy_name}: output structure"

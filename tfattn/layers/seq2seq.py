@@ -4,12 +4,12 @@ decoder block, both able to decode one step at a time from a cache."""
 import tensorflow as tf
 import tf_keras as keras
 
+from tfattn.attention_math import causal_mask, masked_softmax
+from tfattn.layer_arguments import additive_arguments, config_of, keep_arguments
+from tfattn.layers.tf_ops import TF_OPS
 from tfattn.layers.transformer import TransformerBlock, scaled_dot_product_attention
 
 __all__ = ["AdditiveAttention", "BahdanauAttention", "TransformerDecoderBlock"]
-
-# Logit given to masked keys: exp() of it is 0 in float32, with no inf - inf = NaN.
-_MASKED_LOGIT = -1e9
 
 
 @keras.saving.register_keras_serializable(package="tfattn")
@@ -47,9 +47,7 @@ class AdditiveAttention(keras.layers.Layer):
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
-        if int(units) < 1:
-            raise ValueError(f"units must be at least 1, got {units!r}")
-        self.units = int(units)
+        keep_arguments(self, additive_arguments(units))
 
     def build(self, query_shape):
         # One bias, on the query side: a bias in W2 would add the same vector to every key's
@@ -80,10 +78,8 @@ class AdditiveAttention(keras.layers.Layer):
             projected_keys = self.key_dense(keys)
         # [batch, queries, 1, units] + [batch, 1, keys, units] -> scores [batch, queries, keys]
         hidden = tf.tanh(self.query_dense(query)[:, :, None, :] + projected_keys[:, None, :, :])
-        logits = tf.cast(tf.squeeze(self.score_dense(hidden), -1), tf.float32)
-        if key_mask is not None:
-            logits = tf.where(tf.cast(key_mask, tf.bool)[:, None, :], logits, _MASKED_LOGIT)
-        weights = tf.nn.softmax(logits, axis=-1)
+        logits = tf.squeeze(self.score_dense(hidden), -1)
+        weights = masked_softmax(TF_OPS, logits, None if key_mask is None else tf.cast(key_mask, tf.bool)[:, None, :])
         values = tf.cast(keys if values is None else values, self.compute_dtype)
         context = tf.matmul(tf.cast(weights, values.dtype), values)
         if single_query:
@@ -91,7 +87,7 @@ class AdditiveAttention(keras.layers.Layer):
         return context, weights
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units}
+        return {**super().get_config(), **config_of(self)}
 
 
 # The name the course and the literature use.
@@ -217,8 +213,7 @@ class TransformerDecoderBlock(TransformerBlock):
         if padding_mask is None:
             padding_mask = mask
         length = tf.shape(inputs)[1]
-        # [query, key]: True where key <= query.
-        causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)[None, None]
+        causal = causal_mask(TF_OPS, length, length)[None, None]
         self_mask = causal if padding_mask is None else tf.logical_and(causal, self._key_mask(padding_mask))
         outputs, self_scores, cross_scores = self._sublayers(
             inputs,
@@ -261,9 +256,7 @@ class TransformerDecoderBlock(TransformerBlock):
         """
         keys = tf.concat([cache["key"], self._split_heads(self.key_dense(inputs))], axis=2)
         values = tf.concat([cache["value"], self._split_heads(self.value_dense(inputs))], axis=2)
-        new, total = tf.shape(inputs)[1], tf.shape(keys)[2]
-        # New query i sits at position total - new + i and sees keys up to there.
-        self_mask = tf.linalg.band_part(tf.ones([new, total], tf.bool), -1, total - new)[None, None]
+        self_mask = causal_mask(TF_OPS, tf.shape(inputs)[1], tf.shape(keys)[2])[None, None]
         if padding_mask is not None:
             self_mask = tf.logical_and(self_mask, self._key_mask(padding_mask))
         outputs, self_scores, cross_scores = self._sublayers(

@@ -4,11 +4,18 @@ Everything here is a plain `tf_keras` layer (the Keras that TF-Hub, transformers
 Garden use), registered for deserialization under the package name "tfattn".
 """
 
-import math
-
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+
+from tfattn.attention_math import attend, bigram_buckets, merge_heads, sinusoidal_position_encoding, split_heads
+from tfattn.layer_arguments import (
+    bigram_arguments,
+    block_arguments,
+    config_of,
+    embedding_arguments,
+    keep_arguments,
+)
+from tfattn.layers.tf_ops import TF_OPS
 
 __all__ = [
     "scaled_dot_product_attention",
@@ -43,32 +50,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
     >>> out.shape, weights.shape
     (TensorShape([2, 7, 16]), TensorShape([2, 7, 7]))
     """
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1])
-    if q.dtype == tf.float16 or k.dtype == tf.float16:
-        # float16 ends at 65504: sharp attention (large query and key vectors) would overflow the
-        # logits to inf, and the softmax to NaN. bfloat16 has float32's range, so its faster
-        # product is kept and only the logits are cast.
-        q, k = tf.cast(q, tf.float32), tf.cast(k, tf.float32)
-    logits = tf.matmul(q, k, transpose_b=True)
-    # Softmax in float32: 8 bits of bfloat16 mantissa would leave rows summing to 1 only within
-    # about 0.4%, and the mask value would overflow float16.
-    logits = tf.cast(logits, tf.float32) * scale
-    if mask is not None:
-        logits = tf.where(tf.cast(mask, tf.bool), logits, tf.constant(-1e9, tf.float32))
-    weights = tf.nn.softmax(logits, axis=-1)
-    return tf.matmul(tf.cast(weights, v.dtype), v), weights
-
-
-def sinusoidal_position_encoding(max_length, depth):
-    """The fixed sine/cosine position table of "Attention Is All You Need", `[max_length, depth]`."""
-    positions = np.arange(max_length)[:, None]
-    rates = 1.0 / np.power(10000.0, (2 * (np.arange(depth) // 2)) / depth)
-    angles = positions * rates[None, :]
-    table = np.zeros((max_length, depth), dtype=np.float32)
-    table[:, 0::2] = np.sin(angles[:, 0::2])
-    table[:, 1::2] = np.cos(angles[:, 1::2])
-    return table
+    return attend(TF_OPS, q, k, v, mask=mask, scale=scale)
 
 
 @keras.saving.register_keras_serializable(package="tfattn")
@@ -156,13 +138,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if positional not in ("learned", "sinusoidal"):
-            raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {positional!r}")
-        self.vocab_size = int(vocab_size)
-        self.max_length = int(max_length)
-        self.embed_dim = int(embed_dim)
-        self.positional = positional
-        self.mask_zero = bool(mask_zero)
+        keep_arguments(self, embedding_arguments(vocab_size, max_length, embed_dim, positional, mask_zero))
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.supports_masking = self.mask_zero
 
@@ -211,18 +187,11 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         return tf.TensorShape(input_shape).concatenate([self.embed_dim])
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "vocab_size": self.vocab_size,
-                "max_length": self.max_length,
-                "embed_dim": self.embed_dim,
-                "positional": self.positional,
-                "mask_zero": self.mask_zero,
-                "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
-            }
-        )
-        return config
+        return {
+            **super().get_config(),
+            **config_of(self),
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfattn")
@@ -250,9 +219,7 @@ class HashedBigramEmbedding(keras.layers.Layer):
 
     def __init__(self, buckets, embed_dim, embeddings_initializer="uniform", **kwargs):
         super().__init__(**kwargs)
-        if int(buckets) < 1:
-            raise ValueError(f"buckets must be at least 1, got {buckets!r}")
-        self.buckets, self.embed_dim = int(buckets), int(embed_dim)
+        keep_arguments(self, bigram_arguments(buckets, embed_dim))
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, input_shape):
@@ -263,11 +230,7 @@ class HashedBigramEmbedding(keras.layers.Layer):
 
     def bucket_ids(self, token_ids):
         """The bucket of each position's (previous, current) pair; -1 where there is none."""
-        token_ids = tf.cast(token_ids, tf.int64)
-        previous = tf.pad(token_ids[:, :-1], [[0, 0], [1, 0]])
-        buckets = (previous * self.MULTIPLIER + token_ids) % self.buckets
-        has_pair = tf.logical_and(tf.not_equal(previous, 0), tf.not_equal(token_ids, 0))
-        return tf.where(has_pair, buckets, -1)
+        return bigram_buckets(TF_OPS, token_ids, self.buckets, self.MULTIPLIER)
 
     def call(self, token_ids):
         buckets = self.bucket_ids(token_ids)
@@ -277,8 +240,7 @@ class HashedBigramEmbedding(keras.layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
-            "buckets": self.buckets,
-            "embed_dim": self.embed_dim,
+            **config_of(self),
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         }
 
@@ -335,15 +297,8 @@ class TransformerBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.embed_dim = int(embed_dim)
-        self.num_heads = int(num_heads)
-        self.ff_dim = int(ff_dim)
-        self.dropout = float(dropout)
-        self.key_dim = int(key_dim) if key_dim is not None else self.embed_dim // self.num_heads
-        if self.key_dim < 1:
-            raise ValueError(f"key_dim must be >= 1 (embed_dim={embed_dim}, num_heads={num_heads})")
+        keep_arguments(self, block_arguments(embed_dim, num_heads, ff_dim, dropout, key_dim, layer_norm_epsilon))
         self.activation = keras.activations.get(activation)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -401,15 +356,10 @@ class TransformerBlock(keras.layers.Layer):
         )
 
     def _split_heads(self, x):
-        # [batch, seq, heads * key_dim] -> [batch, heads, seq, key_dim]
-        batch, length = tf.shape(x)[0], tf.shape(x)[1]
-        x = tf.reshape(x, [batch, length, self.num_heads, self.key_dim])
-        return tf.transpose(x, [0, 2, 1, 3])
+        return split_heads(TF_OPS, x, self.num_heads, self.key_dim)
 
     def _merge_heads(self, x):
-        batch, length = tf.shape(x)[0], tf.shape(x)[2]
-        x = tf.transpose(x, [0, 2, 1, 3])
-        return tf.reshape(x, [batch, length, self.num_heads * self.key_dim])
+        return merge_heads(TF_OPS, x, self.num_heads, self.key_dim)
 
     def _add_and_norm(self, layer_norm, residual, update):
         """`layer_norm(residual + update)`, the sum and the norm in float32, returned in the
@@ -447,16 +397,4 @@ class TransformerBlock(keras.layers.Layer):
         return tf.TensorShape(input_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "embed_dim": self.embed_dim,
-                "num_heads": self.num_heads,
-                "ff_dim": self.ff_dim,
-                "dropout": self.dropout,
-                "key_dim": self.key_dim,
-                "activation": keras.activations.serialize(self.activation),
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-            }
-        )
-        return config
+        return {**super().get_config(), **config_of(self), "activation": keras.activations.serialize(self.activation)}
