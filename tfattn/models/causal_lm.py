@@ -35,6 +35,7 @@ from tfattn.models.translation import BOS_ID, CONFIG_FILE, EOS_ID, PAD_ID, UNK_I
 __all__ = [
     "GPT",
     "LanguageModelPreprocessor",
+    "VOCABULARY_LINES",
     "generate",
     "load_language_model",
     "packed_blocks",
@@ -47,6 +48,8 @@ __all__ = [
 END_OF_TEXT = EOS_ID
 VOCABULARY_FILE = "vocabulary.spm"
 DEFAULT_VOCAB_SIZE = 2000
+# Lines the vocabulary is learned from: enough to learn pieces from (streamed text: its first lines).
+VOCABULARY_LINES = 200_000
 
 
 class LanguageModelPreprocessor(tf.Module):
@@ -68,10 +71,10 @@ class LanguageModelPreprocessor(tf.Module):
         self.vocab_size = vocabulary.vocab_size
 
     @classmethod
-    def learn(cls, texts, vocab_size=DEFAULT_VOCAB_SIZE, context_length=256, max_lines=200_000):
+    def learn(cls, texts, vocab_size=DEFAULT_VOCAB_SIZE, context_length=256, max_lines=None):
         """Learn the vocabulary from the lines of `texts` (at most `max_lines` of them: enough
         to learn pieces from; deterministic)."""
-        lines = [line for text in texts for line in text.split("\n") if line.strip()][:max_lines]
+        lines = [line for text in texts for line in text.split("\n") if line.strip()][: max_lines or VOCABULARY_LINES]
         if not lines:
             raise ValueError("cannot learn a vocabulary: the texts hold no characters")
         return cls(SubwordVocabulary.learn(lines, vocab_size, lossless=True), context_length)
