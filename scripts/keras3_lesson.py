@@ -13,13 +13,15 @@ tokens, batch 64), and the validation texts are its split of the same seed, so t
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tfattn.quiet import start_tensorflow  # noqa: E402
+
+start_tensorflow()  # TensorFlow's start-up noise (CUDA probing on a CPU machine) filtered
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -70,6 +72,7 @@ def run(data, seed):
         dataset(train, shuffle=True),
         validation_data=dataset(validation, shuffle=False),
         epochs=EPOCHS,
+        shuffle=False,  # (the dataset shuffles itself; Keras 3 warns about shuffle=True for datasets)
         callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=PATIENCE, restore_best_weights=True)],
         verbose=2,
     )

@@ -272,3 +272,65 @@ def test_the_validation_part_is_the_end_of_the_text_or_its_own_file(text_file, t
     config = LanguageModelConfig(data=str(text_file), validation_data=str(other)).resolve()
     train, validation = LanguageModelTask(config).prepare_training()
     assert "".join(train.documents) == text and validation.documents == ["ROMEO:\nAy.\n"]
+
+
+def test_each_epoch_cuts_the_training_stream_at_a_new_offset():
+    """The in-memory blocks: consecutive tokens (labels one ahead), as many every epoch, starting at
+    a seeded random offset that changes from epoch to epoch, the same offsets for the same seed."""
+    from tfattn.tasks.language_model import LanguageModelConfig, LanguageModelTask
+
+    ids = np.arange(1, 108, dtype=np.int32)  # 106 predicted tokens: 13 blocks of 8 fit at offset 0
+    task = LanguageModelTask(LanguageModelConfig(data="unused.txt", block_size=8, batch_size=4, seed=3).resolve())
+
+    def epochs(count):
+        order, blocks, _ = task._in_memory_order(ids)
+        assert blocks == 12 and order.batches_per_epoch == 3
+        drawn = []
+        for _ in range(count):
+            inputs, labels = (np.concatenate(part) for part in zip(*[(x.numpy(), y.numpy()) for x, y in order.dataset]))
+            np.testing.assert_array_equal(labels, inputs + 1)
+            np.testing.assert_array_equal(inputs - inputs[:, :1], np.tile(np.arange(8), (12, 1)))
+            starts = np.sort(inputs[:, 0])
+            np.testing.assert_array_equal(np.diff(starts), 8)  # every block of the epoch, none twice
+            drawn.append(int(starts[0]) - 1)
+        return drawn
+
+    offsets = epochs(6)
+    assert all(0 <= offset < 8 for offset in offsets) and len(set(offsets)) > 1
+    assert epochs(6) == offsets  # seeded
+
+
+@pytest.mark.slow
+def test_an_interrupted_lm_run_resumes_to_the_uninterrupted_result(text_file, tmp_path, capsys):
+    """In memory, each epoch's offset is drawn per iterator: the resumed run replays the finished
+    epochs' iterators, so it trains on the same blocks and logs the same losses."""
+    from conftest import InterruptTraining
+
+    from tfattn.tasks.language_model import LanguageModelConfig
+    from tfattn.training.loop import train
+
+    def config(run_dir):
+        return LanguageModelConfig(
+            data=str(text_file),
+            run_dir=str(run_dir),
+            vocab_size=400,
+            block_size=32,
+            embed_dim=16,
+            num_heads=2,
+            ff_dim=32,
+            num_blocks=1,
+            batch_size=16,
+            epochs=3,
+            dropout=0.0,  # (a resumed run draws other dropout masks)
+        )
+
+    def losses(run_dir):
+        with open(run_dir / "history.csv", newline="") as handle:
+            return [(float(row["loss"]), float(row["val_loss"])) for row in csv.DictReader(handle)]
+
+    train(config(tmp_path / "whole"))
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "resumed"), callbacks=[InterruptTraining(1)])  # after epoch 2, before its backup
+    train(config(tmp_path / "resumed"))
+    assert "resuming the interrupted run" in capsys.readouterr().out
+    assert losses(tmp_path / "resumed") == [pytest.approx(row, rel=1e-5) for row in losses(tmp_path / "whole")]

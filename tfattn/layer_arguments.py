@@ -10,6 +10,7 @@ __all__ = [
     "block_arguments",
     "config_of",
     "embedding_arguments",
+    "fresh_initializer",
     "keep_arguments",
 ]
 
@@ -64,3 +65,9 @@ def keep_arguments(layer, arguments):
 def config_of(layer):
     """The layer's kept arguments (their current values), for its `get_config`."""
     return {name: getattr(layer, name) for name in layer._argument_names}
+
+
+def fresh_initializer(initializer):
+    """A new instance of a Keras initializer (either Keras): one per weight, because a reused
+    unseeded instance repeats its values."""
+    return initializer.__class__.from_config(initializer.get_config())

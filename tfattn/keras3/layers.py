@@ -31,6 +31,7 @@ from tfattn.layer_arguments import (
     block_arguments,
     config_of,
     embedding_arguments,
+    fresh_initializer,
     keep_arguments,
 )
 
@@ -104,8 +105,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.supports_masking = self.mask_zero
 
     def _fresh_initializer(self):
-        # One initializer instance per table: a reused unseeded instance repeats its values.
-        return self.embeddings_initializer.__class__.from_config(self.embeddings_initializer.get_config())
+        return fresh_initializer(self.embeddings_initializer)
 
     def build(self, input_shape):
         length = input_shape[-1]

@@ -13,6 +13,7 @@ from tfattn.layer_arguments import (
     block_arguments,
     config_of,
     embedding_arguments,
+    fresh_initializer,
     keep_arguments,
 )
 from tfattn.layers.tf_ops import TF_OPS
@@ -143,8 +144,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.supports_masking = self.mask_zero
 
     def _fresh_initializer(self):
-        # One initializer instance per table: a reused unseeded instance repeats its values.
-        return self.embeddings_initializer.__class__.from_config(self.embeddings_initializer.get_config())
+        return fresh_initializer(self.embeddings_initializer)
 
     def build(self, input_shape):
         self.token_embeddings = self.add_weight(

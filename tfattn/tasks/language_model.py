@@ -7,16 +7,31 @@ blocks of `--block-size` tokens (the model's context). Every epoch logs the vali
 `val_nats_per_token`, `val_perplexity` and `val_bits_per_char`; the run folder is every tfattn
 run's (`config.json`, `model/`, `history.csv`, `validation_scores.json`, `validation_report.txt`),
 resumed after an interruption as every run is.
+
+With `--stream`, .txt files larger than memory are read and tokenized by `tf.data` as training
+goes (`tfattn.data.text.stream_token_blocks`); the vocabulary is learned from their first lines,
+and an epoch is an estimated pass over them.
 """
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from tfattn.data.examples import DataError
-from tfattn.data.text import TextCorpus, read_text_corpus, split_validation
+from tfattn.data.text import (
+    StreamedText,
+    TextCorpus,
+    check_streamed_text,
+    first_lines,
+    read_text_corpus,
+    split_validation,
+    stream_token_blocks,
+)
+from tfattn.layer_arguments import POSITIONALS
 from tfattn.runs.folders import MODEL_DIR
 from tfattn.tasks.base import Task, numbered_path
 from tfattn.tasks.config import FIELD_HELP, POSITIVE_INT, RunConfig, check_numeric_options, checked_option
@@ -32,19 +47,21 @@ LM_HELP = {
     "limit": "train on the first this many characters of --data (smoke tests)",
     "validation_limit": "score on the first this many characters of the validation text",
     "max_length": "does not apply to lm: the context is --block-size",
-    "stream": "does not apply to lm yet: the text is read into memory",
-    "shuffle_buffer": "does not apply to lm (streaming only)",
+    "stream": "stream the training text from --data (.txt files, a folder or a glob; each file one document) "
+    "instead of reading it into memory; needs --validation-data; tfattn's GPT only",
+    "shuffle_buffer": "with --stream: blocks in the shuffle buffer (default 10000)",
     "separator": "split .txt files into documents at this text, e.g. '\\n\\n' for blank lines (default: a file "
     "is one document); the end-of-text token goes between documents",
     "time_budget": "stop training after this many seconds",
 }
-POSITIONALS = ("learned", "sinusoidal")
 SAMPLE_TOKENS = 60  # the greedy sample of the validation report
 GENERATE_LENGTH_HELP = "most tokens generated per prompt (default: half the model's context)"
 
 
-# The from-scratch GPT's sizes (the fields left at None), and the learning rates. Chosen on the
-# validation part of Tiny Shakespeare (BENCHMARKS.md "Language model").
+# The from-scratch GPT's sizes (the fields left at None), the learning rates and weight decays, and
+# (in LanguageModelConfig) its dropout: chosen on the validation part of Tiny Shakespeare, where tied
+# embeddings, dropout 0.2, weight decay 0.1 and the higher rate keep the small model from
+# overfitting the small text (BENCHMARKS.md "Language model").
 GPT_DEFAULTS = {
     "vocab_size": 2000,
     "embed_dim": 128,
@@ -52,15 +69,24 @@ GPT_DEFAULTS = {
     "ff_dim": 512,
     "num_blocks": 4,
     "positional": "learned",
-    "tie_embeddings": False,
+    "tie_embeddings": True,
 }
-LEARNING_RATES = {"gpt": 1e-3, "backbone": 5e-5}
+LEARNING_RATES = {"gpt": 2e-3, "backbone": 5e-5}
+WEIGHT_DECAYS = {"gpt": 0.1, "backbone": 0.01}
+# The default warmup: 5% of the steps, but at least the 128 steps the 32-epoch Tiny Shakespeare run
+# warmed up for (and at most half the run). An 8-epoch run warming up for 5% (32 steps) reached
+# the peak rate 2e-3 too early and stalled near the unigram loss for epochs.
+WARMUP_FRACTION, WARMUP_STEPS = 0.05, 128
 LM_HELP.update(
     {
         "backbone": "fine-tune a Hugging Face TF causal LM (GPT-2 family; hub name or folder) instead of training "
         "tfattn's GPT from scratch",
         "learning_rate": f"peak AdamW learning rate (default {LEARNING_RATES['gpt']:g} from scratch, "
         f"{LEARNING_RATES['backbone']:g} with --backbone)",
+        "warmup_fraction": f"share of the steps warming the learning rate up (default {WARMUP_FRACTION:g}, but at "
+        f"least {WARMUP_STEPS} steps and at most half the run)",
+        "weight_decay": f"AdamW weight decay (default {WEIGHT_DECAYS['gpt']:g} from scratch, "
+        f"{WEIGHT_DECAYS['backbone']:g} with --backbone)",
         **{
             name: f"from scratch: {what} (default {GPT_DEFAULTS[name]})"
             for name, what in (
@@ -95,11 +121,12 @@ class LanguageModelConfig(RunConfig):
     num_blocks: int | None = None
     positional: str | None = None
     tie_embeddings: bool | None = None
-    dropout: float = 0.1
+    dropout: float = 0.2
+    weight_decay: float | None = None
     batch_size: int = 32
     epochs: int = 10
     learning_rate: float | None = None
-    warmup_fraction: float = 0.05
+    warmup_fraction: float | None = None
     patience: int = 3
 
     @classmethod
@@ -116,10 +143,16 @@ class LanguageModelConfig(RunConfig):
         if not self.data:
             raise ValueError("--data is required: a .txt file (or .jsonl, .csv, .tsv with a text column)")
         check_numeric_options(self)
-        for option, value in (("max_length", self.max_length), ("stream", self.stream)):
-            if value:
-                other = "--block-size" if option == "max_length" else "files read into memory"
-                raise ValueError(f"--{option.replace('_', '-')} does not apply to lm; use {other}")
+        if self.max_length:
+            raise ValueError("--max-length does not apply to lm; use --block-size")
+        if self.stream:
+            for option, value in (("backbone", self.backbone), ("separator", self.separator), ("limit", self.limit)):
+                if value:
+                    raise ValueError(f"--{option} reads the text into memory; it does not go with --stream")
+            if not self.validation_data:
+                raise ValueError(
+                    "--stream needs --validation-data: a text file read into memory (streams are not split)"
+                )
         if self.backbone:
             for name in GPT_DEFAULTS:
                 if getattr(self, name) is not None:
@@ -127,8 +160,12 @@ class LanguageModelConfig(RunConfig):
             defaults = {}
         else:
             defaults = {name: value for name, value in GPT_DEFAULTS.items() if getattr(self, name) is None}
-        rate = LEARNING_RATES["backbone" if self.backbone else "gpt"] if self.learning_rate is None else None
-        config = replace(self, **defaults, **({"learning_rate": rate} if rate else {}))
+        family = "backbone" if self.backbone else "gpt"
+        if self.learning_rate is None:
+            defaults["learning_rate"] = LEARNING_RATES[family]
+        if self.weight_decay is None:
+            defaults["weight_decay"] = WEIGHT_DECAYS[family]
+        config = replace(self, **defaults)
         if not self.backbone:
             if config.positional not in POSITIONALS:
                 raise ValueError(f"--positional must be one of {', '.join(POSITIONALS)}, got {config.positional!r}")
@@ -241,24 +278,39 @@ class LanguageModelTask(Task):
         c = self.config
         if c.backbone:
             self._check_block_size(c.backbone, c.block_size)
+        validation = self._read(c.validation_data) if c.validation_data else None
+        if c.stream:
+            from tfattn.data.streaming import expand_data_files
+
+            files = expand_data_files(c.data)
+            print(f"checking {len(files)} text file(s) before streaming them ...", flush=True)
+            train = check_streamed_text(files)
+            return train, _head(validation, c.validation_limit) if c.validation_limit else validation
         corpus = self._read(c.data)
         if c.limit:
             corpus = _head(corpus, c.limit)
-        if c.validation_data:
-            train, validation = corpus, self._read(c.validation_data)
+        if validation is not None:
+            train = corpus
         else:
             train, validation = split_validation(corpus, c.validation_fraction)
         return train, _head(validation, c.validation_limit) if c.validation_limit else validation
 
     def data_sources(self):
         c = self.config
-        return _data_files(c.data) + (_data_files(c.validation_data) if c.validation_data else [])
+        if c.stream:
+            from tfattn.data.streaming import expand_data_files
+
+            train_files = [str(path) for path in expand_data_files(c.data)]
+        else:
+            train_files = _data_files(c.data)
+        return train_files + (_data_files(c.validation_data) if c.validation_data else [])
 
     def fit(self, run_dir, prepared, strategy, callbacks=()):
         """Learn the vocabulary, build the GPT in `strategy`'s scope, train it on the packed
         blocks, save it, and score the saved model on the validation text."""
         from tfattn.models.causal_lm import (
             GPT,
+            VOCABULARY_LINES,
             LanguageModelPreprocessor,
             build_gpt,
             generate,
@@ -268,7 +320,7 @@ class LanguageModelTask(Task):
         from tfattn.runs.folders import finish_training, mark_trained, write_report
         from tfattn.training.losses import MaskedCrossEntropy
         from tfattn.training.metrics import LanguageModelScores, TokenCrossEntropy
-        from tfattn.training.phases import EpochOrder, compile_and_fit
+        from tfattn.training.phases import compile_and_fit
 
         c = self.config
         train_text, validation_text = prepared
@@ -279,7 +331,12 @@ class LanguageModelTask(Task):
             encode = language_model.encode_stream
         else:
             # Deterministic: a resumed run learns the same vocabulary again.
-            preprocessor = LanguageModelPreprocessor.learn(train_text.documents, c.vocab_size, c.block_size)
+            vocabulary_text = (
+                ["".join(first_lines(train_text.files, VOCABULARY_LINES))]
+                if isinstance(train_text, StreamedText)
+                else train_text.documents
+            )
+            preprocessor = LanguageModelPreprocessor.learn(vocabulary_text, c.vocab_size, c.block_size)
             with strategy.scope():
                 trained = build_gpt(
                     GPT(
@@ -294,36 +351,32 @@ class LanguageModelTask(Task):
                     )
                 )
             language_model, encode = trained, preprocessor.encode_stream
-        train_ids, validation_ids = encode(train_text.documents), encode(validation_text.documents)
-        inputs, labels = packed_blocks(train_ids, c.block_size)
-        if not len(inputs):
-            raise DataError(
-                f"{c.data}: its {len(train_ids):,} tokens make no training block of --block-size {c.block_size}; "
-                "lower --block-size or give more text"
-            )
+        validation_ids = encode(validation_text.documents)
+        if isinstance(train_text, StreamedText):
+            order, blocks, described = self._streamed_order(train_text, preprocessor, vocabulary_text[0])
+        else:
+            order, blocks, described = self._in_memory_order(encode(train_text.documents))
         print(
-            f"lm: {train_text.characters:,} training characters ({len(train_ids):,} tokens, {len(inputs):,} blocks of "
-            f"{c.block_size}) / {validation_text.characters:,} validation characters ({len(validation_ids):,} tokens)"
-        )
-        train_data = (
-            tf.data.Dataset.from_tensor_slices((inputs, labels))
-            .shuffle(len(inputs), seed=c.seed, reshuffle_each_iteration=True)
-            .batch(c.batch_size)
+            f"lm: {train_text.characters:,} training characters ({described}) / "
+            f"{validation_text.characters:,} validation characters ({len(validation_ids):,} tokens)"
         )
         validation_inputs, validation_labels = packed_blocks(validation_ids, c.block_size, keep_tail=True)
         validation_data = tf.data.Dataset.from_tensor_slices((validation_inputs, validation_labels)).batch(c.batch_size)
         tokens_per_character = (len(validation_ids) - 1) / validation_text.characters
         model = trained
         print(f"{c.backbone or 'GPT'}: {model.count_params():,} weights")
+        if c.warmup_fraction is None:
+            steps = c.epochs * order.batches_per_epoch
+            c = replace(c, warmup_fraction=min(0.5, max(WARMUP_FRACTION, WARMUP_STEPS / steps)))
         compile_and_fit(
             model,
-            EpochOrder(train_data, math.ceil(len(inputs) / c.batch_size)),
+            order,
             run_dir,
             c,
             loss=MaskedCrossEntropy(c.label_smoothing, first_label=0),  # a pretrained vocabulary's id 0 is real
             make_metrics=lambda: [TokenCrossEntropy()],
             monitor=self.monitor,
-            examples_per_epoch=len(inputs),
+            examples_per_epoch=blocks,
             strategy=strategy,
             validation_data=validation_data,
             validation_callback=LanguageModelScores(tokens_per_character),
@@ -344,6 +397,76 @@ class LanguageModelTask(Task):
         print(summary)
         finish_training(run_dir, summary)
         return scores
+
+    def _in_memory_order(self, train_ids):
+        """`(EpochOrder, blocks, description)` of the training stream's blocks.
+
+        Every epoch cuts the stream at a new random offset (seeded), as nanoGPT draws random
+        windows: a token is seen at other positions and after other contexts from epoch to epoch,
+        instead of in the same block every time, which keeps a small model on a small text from
+        learning its blocks by heart. The blocks are then shuffled; each epoch has as many.
+        """
+        from tfattn.training.phases import EpochOrder
+
+        c = self.config
+        size, predicted = c.block_size, len(train_ids) - 1
+        full = predicted // size
+        if not full:
+            raise DataError(
+                f"{c.data}: its {len(train_ids):,} tokens make no training block of --block-size {c.block_size}; "
+                "lower --block-size or give more text"
+            )
+        # One block fewer than fit at offset 0, so every offset up to size - 1 gives as many.
+        blocks = full - 1 if full > 1 else full
+        offsets = min(size - 1, predicted - blocks * size) + 1
+        ids, window = np.asarray(train_ids, np.int32), np.arange(size + 1)
+        # Epochs are numbered as their iterators are read; a resumed run replays the iterators of
+        # the epochs done unread (EpochOrder), counting them through `on_replay`, so it goes on
+        # with the offsets the uninterrupted run drew.
+        iterators = itertools.count()
+
+        def epoch_batches():
+            draw = np.random.default_rng([c.seed, next(iterators)])
+            starts = int(draw.integers(offsets)) + size * draw.permutation(blocks)
+            for first in range(0, blocks, c.batch_size):
+                rows = ids[starts[first : first + c.batch_size, None] + window]
+                yield rows[:, :-1], rows[:, 1:]
+
+        # (Built in Python: the same blocks cut by tf.data ops stalled seconds between epochs.)
+        spec = tf.TensorSpec([None, size], tf.int32)
+        train_data = tf.data.Dataset.from_generator(epoch_batches, output_signature=(spec, spec))
+        described = f"{len(train_ids):,} tokens, {blocks:,} blocks of {size} at a new offset each epoch"
+        order = EpochOrder(train_data, math.ceil(blocks / c.batch_size), on_replay=lambda: next(iterators))
+        return order, blocks, described
+
+    def _streamed_order(self, text, preprocessor, sample):
+        """`(StreamOrder, blocks, description)` of streamed .txt files: an epoch is one pass over
+        them, its length estimated from the tokens per character of the vocabulary `sample`."""
+        from tfattn.models.causal_lm import END_OF_TEXT
+        from tfattn.training.phases import StreamOrder
+
+        c = self.config
+        tokens_per_character = len(preprocessor.tokenize([sample])[0]) / max(len(sample), 1)
+        blocks = max(1, round(text.characters * tokens_per_character / (c.block_size + 1)))
+
+        def make_dataset(input_context):
+            stream = stream_token_blocks(
+                text.files,
+                preprocessor.vocabulary.tokenize,
+                END_OF_TEXT,
+                c.block_size,
+                worker_index=input_context.input_pipeline_id,
+                num_workers=input_context.num_input_pipelines,
+            )
+            batch_size = input_context.get_per_replica_batch_size(c.batch_size)
+            shuffled = stream.shuffle(c.shuffle_buffer or 1, seed=c.seed)
+            return shuffled.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+        described = (
+            f"streamed from {len(text.files)} file(s); a pass is about {blocks:,} blocks of {c.block_size}, "
+            "estimated from the vocabulary's sample"
+        )
+        return StreamOrder(make_dataset, max(1, blocks // c.batch_size)), blocks, described
 
     @staticmethod
     def _check_block_size(backbone, block_size):

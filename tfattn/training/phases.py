@@ -24,8 +24,11 @@ class EpochOrder:
     `StreamOrder` is the same interface for data streamed from files.
     """
 
-    def __init__(self, dataset, batches_per_epoch, examples=None):
+    def __init__(self, dataset, batches_per_epoch, examples=None, on_replay=None):
         self.dataset = with_epoch_length(dataset, batches_per_epoch)
+        # Called for each iterator replayed unread: a dataset that draws its epoch from Python
+        # state, not from tf.data's own seeds, advances that state there.
+        self.on_replay = on_replay
         self.batches_per_epoch = batches_per_epoch
         # `(features, labels)` the dataset was made of, for passes outside the epoch order
         # (e.g. computing a frozen encoder's outputs once: `tfattn.tasks.frozen`).
@@ -43,6 +46,8 @@ class EpochOrder:
         while self.drawn < self.phase_start + epochs_done:
             iter(self.dataset)
             self.drawn += 1
+            if self.on_replay:
+                self.on_replay()
         return self.dataset
 
     def record(self, history):
