@@ -432,7 +432,8 @@ class LanguageModelTask(Task):
                 rows = ids[starts[first : first + c.batch_size, None] + window]
                 yield rows[:, :-1], rows[:, 1:]
 
-        # (Built in Python: the same blocks cut by tf.data ops stalled seconds between epochs.)
+        # (Drawn in Python, where `on_replay` can count the epochs a resumed run skips; a batch is
+        # one numpy fancy index.)
         spec = tf.TensorSpec([None, size], tf.int32)
         train_data = tf.data.Dataset.from_generator(epoch_batches, output_signature=(spec, spec))
         described = f"{len(train_ids):,} tokens, {blocks:,} blocks of {size} at a new offset each epoch"
