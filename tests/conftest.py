@@ -63,6 +63,11 @@ def conll_valid() -> Path:
     return _shared_file("conll2003/valid.txt")
 
 
+@pytest.fixture(scope="session")
+def cifar10_tar() -> Path:
+    return _shared_file("cifar10/train.tar")
+
+
 class InterruptTraining(keras.callbacks.Callback):
     """Raises KeyboardInterrupt as `epoch` begins (`when="begin"`) or ends (`when="end"`), to
     test that a rerun resumes."""

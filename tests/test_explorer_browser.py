@@ -2,6 +2,9 @@
 without a console error or a request, its controls change what it draws, and every map shows its
 uniformity on an absolute colour scale unless the stretched one is chosen."""
 
+import base64
+import io
+
 import numpy as np
 import pytest
 from browser import (
@@ -16,7 +19,9 @@ from browser import (
 from matplotlib.image import imread
 from selenium.webdriver.support.ui import Select
 from test_explorer_page import TOKENS, synthetic_payload, synthetic_run
+from test_image_explorer import LABELS, fake_explanation
 
+from tfattn.explorer import image_explorer_page
 from tfattn.explorer.page import decode_view, write_page
 from tfattn.plotting import attention_uniformity
 
@@ -343,3 +348,113 @@ def test_offline_check_sees_a_request_the_page_makes(driver, tmp_path):
     driver.execute_script("return new Promise(resolve => setTimeout(resolve, 200))")  # let the request start
     with pytest.raises(AssertionError, match="example.com"):
         assert_offline_and_clean(driver, page)
+
+
+# The image page: a fake ViT's 32x32 image, 8x8 patches of 4 pixels, 3 layers of 4 heads, drawn 8x.
+IMAGE_SCALE = 8
+# The overlay's darkest red and its opacity at the top of the colour scale (explorer.js HEAT, OVERLAY_ALPHA).
+TOP_RED, TOP_ALPHA = np.array([189, 0, 38]), 0.75
+
+
+@pytest.fixture(scope="module")
+def image_page(tmp_path_factory):
+    """(explanation, path) of the image page."""
+    explanation, _ = fake_explanation(image_size=32, num_layers=3, num_heads=4)
+    page = image_explorer_page([explanation], title="cat/0001.jpg")
+    return explanation, page.save(tmp_path_factory.mktemp("image") / "image.html")
+
+
+def canvas_pixels(driver, canvas):
+    """The RGB pixels uint8 [height, width, 3] a canvas element holds."""
+    url = driver.execute_script("return arguments[0].toDataURL('image/png')", canvas)
+    pixels = imread(io.BytesIO(base64.b64decode(url.split(",", 1)[1])), format="png")
+    return np.rint(pixels[..., :3] * 255).astype(np.int64)
+
+
+def patch_centre(pixels, patch, cols=8, side=4 * IMAGE_SCALE):
+    """A canvas's pixel at the centre of a patch (row-major index), away from the patch borders."""
+    row, col = divmod(patch, cols)
+    return pixels[row * side + side // 2, col * side + side // 2]
+
+
+@pytest.mark.slow
+def test_image_page_draws_the_image_and_its_attention_and_follows_the_controls(driver, image_page):
+    explanation, path = image_page
+    open_page(driver, path)
+    assert driver.find_element("tag name", "h1").text == "cat/0001.jpg"
+    probabilities = by_testid(driver, "probability")
+    assert [row.text.split("\n")[0] for row in probabilities] == LABELS
+    assert "predicted" in probabilities[explanation.prediction["predicted"]].get_attribute("class")
+
+    # The image, pixel for pixel, enlarged 8 times without smoothing.
+    image = canvas_pixels(driver, element(driver, "image-canvas"))
+    assert image.shape == (32 * IMAGE_SCALE, 32 * IMAGE_SCALE, 3)
+    np.testing.assert_array_equal(
+        image[IMAGE_SCALE // 2 :: IMAGE_SCALE, IMAGE_SCALE // 2 :: IMAGE_SCALE], explanation.image
+    )
+
+    # Default: raw attention of the last layer, mean of its heads, laid over the image.
+    caption = element(driver, "overlay-caption").text
+    assert caption.startswith("Raw attention of the class token (per head), layer 2, mean of its 4 heads")
+    overlay = canvas_pixels(driver, element(driver, "overlay-canvas"))
+    assert (np.abs(overlay - image).sum(axis=-1) > 30).mean() > 0.05  # a visible share of the image is tinted
+    raw = decode_view(embedded_run(driver)["views"]["raw"], num_keys=64)  # [3, 4, 1, 64], the bytes drawn
+    expected = attention_uniformity(raw[2].mean(axis=0))
+    assert shown_uniformity(driver) == pytest.approx(expected, abs=UNIFORMITY_TOLERANCE)
+    thumbs = by_testid(driver, "image-thumb")
+    assert len(thumbs) == 3 * 4
+    for thumb in thumbs:
+        pixels = canvas_pixels(driver, thumb.find_element("tag name", "canvas"))
+        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # the image and its tint, not a blank square
+        layer, head = int(thumb.get_attribute("data-layer")), int(thumb.get_attribute("data-head"))
+        value = attention_uniformity(raw[layer, head])
+        assert float(thumb.get_attribute("data-uniformity")) == pytest.approx(value, abs=UNIFORMITY_TOLERANCE)
+
+    # One head on its own range: its largest patch dark red at 75%, its smallest untouched.
+    Select(driver.find_element("id", "head-select")).select_by_value("0")
+    Select(driver.find_element("id", "scale-select")).select_by_value("stretched")
+    assert "layer 2, head 0" in element(driver, "overlay-caption").text
+    overlay = canvas_pixels(driver, element(driver, "overlay-canvas"))
+    stored = raw[2, 0, 0]
+    top, bottom = int(stored.argmax()), int(stored.argmin())
+    blended = TOP_ALPHA * TOP_RED + (1 - TOP_ALPHA) * patch_centre(image, top)
+    np.testing.assert_allclose(patch_centre(overlay, top), blended, atol=2)
+    np.testing.assert_array_equal(patch_centre(overlay, bottom), patch_centre(image, bottom))
+
+    # Rollout: one map per layer, so no head to choose, and another overlay.
+    Select(driver.find_element("id", "view-select")).select_by_value("rollout")
+    assert not driver.find_element("id", "head-select").is_enabled()
+    assert len(by_testid(driver, "image-thumb")) == 3
+    assert element(driver, "overlay-caption").text.startswith("Attention rollout of the class token, layer 2, one map")
+    rollout = canvas_pixels(driver, element(driver, "overlay-canvas"))
+    assert not np.array_equal(rollout, overlay)
+    Select(driver.find_element("id", "layer-select")).select_by_value("0")
+    assert "layer 0, one map for all heads" in element(driver, "overlay-caption").text
+    assert not np.array_equal(canvas_pixels(driver, element(driver, "overlay-canvas")), rollout)
+
+    # Gradient-weighted: per head again; a thumbnail click picks its layer and head.
+    Select(driver.find_element("id", "view-select")).select_by_value("gradient")
+    assert driver.find_element("id", "head-select").is_enabled() and len(by_testid(driver, "image-thumb")) == 12
+    click(driver, element(driver, "image-thumb", layer=1, head=3))
+    assert Select(driver.find_element("id", "layer-select")).first_selected_option.text == "layer 1"
+    assert Select(driver.find_element("id", "head-select")).first_selected_option.text == "head 3"
+    assert "layer 1, head 3" in element(driver, "overlay-caption").text
+    assert "selected" in element(driver, "image-thumb", layer=1, head=3).get_attribute("class")
+
+    # Mean attention distance: a dot per layer and head at the payload's value; a click picks it.
+    dots = by_testid(driver, "distance-dot")
+    shown = {(int(dot.get_attribute("data-layer")), int(dot.get_attribute("data-head"))): dot for dot in dots}
+    assert sorted(shown) == [(layer, head) for layer in range(3) for head in range(4)]
+    for (layer, head), dot in shown.items():
+        assert float(dot.get_attribute("data-distance")) == pytest.approx(explanation.distances[layer, head], abs=1e-4)
+    assert element(driver, "distance-caption").text == "Dashed: attending evenly to every patch, 16.5 px."
+    click(driver, shown[(0, 2)])
+    assert "layer 0, head 2" in element(driver, "overlay-caption").text
+    assert_offline_and_clean(driver, path)
+
+
+def embedded_run(driver):
+    """The page's first run, as its script reads it from the payload."""
+    return driver.execute_script(
+        "return JSON.parse(document.getElementById('tfattn-explorer-data').textContent).runs[0]"
+    )

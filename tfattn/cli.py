@@ -18,6 +18,10 @@ tfattn evaluate --run runs/translate [--data pairs.tsv] [--beam 4]   (sacreBLEU 
 tfattn train lm --data tiny_shakespeare.txt --block-size 128 --run-dir runs/lm
 tfattn generate --run runs/lm "ROMEO:" [--max-new-tokens 100] [--beam 4 | --temperature 0.8 --top-p 0.9 --seed 1]
 tfattn evaluate --run runs/lm [--data text.txt]   (loss, perplexity, bits per character)
+tfattn train images --data cifar10/train.tar [--model vit|cnn | --backbone google/vit-base-patch16-224]
+tfattn predict --run runs/images cat.jpg ship.png
+tfattn attention --run runs/images cat.jpg --html cat.html [--out cat.png]
+tfattn export --run runs/images --out exported/images   (encoded image bytes in)
 
 The command line names no task: `train NAME` and every command on a run folder go through the
 task registry (`tfattn.tasks.registry`, the contract in `tfattn.tasks.base`).

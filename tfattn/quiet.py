@@ -20,6 +20,8 @@ NATIVE_NOISE = re.compile(
     # Multi-worker start-up, and Keras's epoch-length assertion, which sharding drops (Keras
     # has read the length already).
     r"|grpc_server_lib\.cc.*Started server with target|`assert_cardinality` transformation is currently not handled"
+    # libjpeg on a truncated file, before tfattn's own line naming it.
+    r"|Improper call to JPEG library in state|Input file read error"
 )
 # Python-side framework warnings that repeat and say nothing about the user's run.
 REPEATED_NOISE = re.compile(

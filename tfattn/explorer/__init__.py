@@ -15,6 +15,11 @@ Example:
 
 In a notebook, a page displays itself inline (`page` as the cell's last line).
 
+Images: `explain_image` and `image_explorer_page` (`tfattn.explorer.images`) draw a Vision
+Transformer's class-token attention over the image's patches (raw per head, rollout,
+gradient-weighted) and each head's mean attention distance in the same page;
+`plot_image_attention` writes the same as a PNG.
+
 The command line: `tfattn attention --run RUN "text" --html out.html [--compare OTHER_RUN]`.
 """
 
@@ -24,20 +29,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfattn.explorer.explain import VIEW_LABELS, Explanation, explain, explain_generation, family_name
+from tfattn.explorer.images import (
+    IMAGE_VIEW_LABELS,
+    ImageExplanation,
+    explain_image,
+    image_explorer_page,
+    mean_attention_distance,
+    plot_image_attention,
+)
 from tfattn.explorer.page import PAYLOAD_FORMAT, render_page, write_page
 from tfattn.models.task_models import TaskModel
 
 __all__ = [
     "FAITHFULNESS",
+    "IMAGE_VIEW_LABELS",
     "VIEW_LABELS",
     "Explanation",
     "ExplorerPage",
+    "ImageExplanation",
     "explain",
     "explain_generation",
+    "explain_image",
     "explore",
     "explorer_page",
     "faithfulness_legend",
     "family_name",
+    "image_explorer_page",
+    "mean_attention_distance",
+    "plot_image_attention",
 ]
 
 # AOPC comprehensiveness of each token ranking per family, on 500 AG News validation texts

@@ -15,9 +15,10 @@ The payload, format "tfattn-attention-explorer/1":
       "format": "tfattn-attention-explorer/1",
       "title": str,
       "legend": str | null,          # which aggregation ranked tokens best for this family, with the figure
-      "runs": [RUN, ...],            # 1 run, or 2 for a comparison: runs[0] the main run, runs[1] the other
+      "runs": [RUN, ...],            # 1 run, or 2 for a comparison: runs[0] the main run, runs[1] the other;
+                                     # either every run is an IMAGE_RUN or none is
       "difference": bool             # both runs have identical query_tokens, key_tokens and layers:
-                                     # a difference map runs[0] - runs[1] is meaningful
+                                     # a difference map runs[0] - runs[1] is meaningful (false for images)
     }
 
     RUN = {
@@ -52,6 +53,25 @@ The payload, format "tfattn-attention-explorer/1":
       "scales": [float],             # one per matrix, L*heads of them, layer-major: each matrix's max
       "data": str                    # base64 of uint8 [L, heads, Tq, Tk], C order;
                                      # value = byte / 255 * scales[layer * heads + head]
+    }
+
+    IMAGE_RUN = {                    # an image classifier's view of one image (`tfattn.explorer.images`)
+      "name": str,
+      "family": str,
+      "kind": "image",
+      "image": {"height": int, "width": int,
+                "data": str},        # base64 of uint8 [height, width, 3] (RGB), C order
+      "grid": [int, int],            # rows, cols of patches: P = rows * cols, row-major like the model's tokens
+      "patch_size": int,             # pixels per patch side; the grid covers rows x cols patches of the
+                                     # image from its top-left corner
+      "notes": [str],
+      "layers": [int],               # L entries
+      "num_heads": int,              # H
+      "prediction": {"type": "label", ...},   # as in RUN
+      "views": {NAME: VIEW},         # "raw", "rollout", "gradient": the class token's attention over the
+                                     # patches, VIEWs of Tq = 1, Tk = P (heads: H, or 1 for rollout)
+      "unavailable": {NAME: str},
+      "distances": [[float]]         # L x H: each head's mean attention distance, pixels (>= 0)
     }
 """
 
@@ -215,8 +235,13 @@ def _check_payload(payload):
     runs = payload["runs"]
     if not isinstance(runs, list) or len(runs) not in (1, 2):
         raise ValueError("payload runs must be a list of 1 run, or 2 for a comparison")
+    images = [isinstance(run, dict) and run.get("kind") == "image" for run in runs]
+    if any(images) and not all(images):
+        raise ValueError("payload runs mix images and texts: a page shows runs of one kind")
     for number, run in enumerate(runs):
-        _check_run(run, f"runs[{number}]")
+        (_check_image_run if images[number] else _check_run)(run, f"runs[{number}]")
+    if payload["difference"] and any(images):
+        raise ValueError("payload difference is true for image runs; the page draws no difference of images")
     if payload["difference"]:
         keys = ["query_tokens", "key_tokens", "layers"]
         if len(runs) != 2 or any(list(runs[0][key]) != list(runs[1][key]) for key in keys):
@@ -253,6 +278,65 @@ def _check_run(run, where):
         raise ValueError(f"{where} has no views, and no unavailable views saying why")
     for name, view in run["views"].items():
         _check_view(view, f"{where}.views[{name!r}]", len(run["layers"]), run["num_heads"], num_queries * num_keys)
+
+
+def _check_image_run(run, where):
+    """`_check_payload` for one IMAGE_RUN, named `where` in messages."""
+    _require(run, where, ["name", "family", "kind", "image", "grid", "patch_size", "notes", "layers", "num_heads"])
+    _require(run, where, ["prediction", "views", "unavailable", "distances"])
+    if not run["layers"] or run["num_heads"] < 1:
+        raise ValueError(f"{where} needs at least one layer and one head")
+    image = run["image"]
+    _require(image, f"{where}.image", ["height", "width", "data"])
+    height, width = image["height"], image["width"]
+    if not all(isinstance(size, numbers.Integral) and size >= 1 for size in (height, width)):
+        raise ValueError(f"{where}.image height and width must be integers >= 1, got {height!r} x {width!r}")
+    try:
+        size = len(base64.b64decode(image["data"], validate=True))
+    except binascii.Error as error:
+        raise ValueError(f"{where}.image data is not base64: {error}") from None
+    if size != height * width * 3:
+        raise ValueError(
+            f"{where}.image data holds {size} bytes, expected height x width x 3 = {height} x {width} x 3 = "
+            f"{height * width * 3}"
+        )
+    grid, patch_size = run["grid"], run["patch_size"]
+    if (
+        not isinstance(grid, list | tuple)
+        or len(grid) != 2
+        or not all(isinstance(value, numbers.Integral) and value >= 1 for value in [*grid, patch_size])
+    ):
+        raise ValueError(
+            f"{where}: grid must be [rows, cols] and patch_size an integer, all >= 1; got {grid!r}, {patch_size!r}"
+        )
+    rows, cols = grid
+    if rows * patch_size > height or cols * patch_size > width:
+        raise ValueError(
+            f"{where}: a {rows} x {cols} grid of {patch_size}-pixel patches does not fit the {height} x {width} image"
+        )
+    prediction = run["prediction"]
+    if prediction.get("type") != "label":
+        raise ValueError(f"{where}.prediction type is {prediction.get('type')!r}, expected 'label' for an image")
+    if len(prediction["probabilities"]) != len(prediction["labels"]):
+        raise ValueError(f"{where}.prediction: one probability per label expected")
+    if not 0 <= prediction["predicted"] < len(prediction["labels"]):
+        raise ValueError(f"{where}.prediction: predicted {prediction['predicted']} is not a label index")
+    if not run["views"] and not run["unavailable"]:
+        raise ValueError(f"{where} has no views, and no unavailable views saying why")
+    for name, view in run["views"].items():
+        _check_view(view, f"{where}.views[{name!r}]", len(run["layers"]), run["num_heads"], rows * cols)
+    distances = run["distances"]
+    shape_ok = isinstance(distances, list) and len(distances) == len(run["layers"])
+    if not shape_ok or any(not isinstance(layer, list) or len(layer) != run["num_heads"] for layer in distances):
+        raise ValueError(
+            f"{where}.distances must be layers x heads = {len(run['layers'])} x {run['num_heads']} numbers"
+        )
+    for layer in distances:
+        for value in layer:
+            if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"{where}.distances holds {value!r}; a mean attention distance is a finite number >= 0"
+                )
 
 
 def _check_view(view, where, num_layers, num_heads, cells):

@@ -9,12 +9,15 @@ from tfattn.layers.transformer import (
     scaled_dot_product_attention,
     sinusoidal_position_encoding,
 )
+from tfattn.layers.vision import PATCH_TOKENIZERS, PatchEmbedding
 
 __all__ = [
     "AdditiveAttention",
     "BahdanauAttention",
     "TransformerDecoderBlock",
     "FitTokenIds",
+    "PATCH_TOKENIZERS",
+    "PatchEmbedding",
     "HashedBigramEmbedding",
     "TokenAndPositionEmbedding",
     "TransformerBlock",

@@ -11,7 +11,8 @@ configs through a table of known model types:
 - the few Keras built-ins such a description may hold, by module and class name
   (`KERAS_BUILTINS`);
 - Hugging Face architectures only of the BERT family (`HF_MODEL_TYPES`), with no `auto_map`
-  (remote code).
+  (remote code); Hugging Face image classifiers (`tfattn.models.hf_vision`) only of the ViT and
+  DeiT types (`HF_IMAGE_MODEL_TYPES`, `check_hf_image_config`), with no `auto_map` either.
 
 Anything else is refused with one line naming the file and the class (`UnsafeModelConfig`), and
 nothing in the description is turned into an object.
@@ -29,7 +30,15 @@ from pathlib import Path
 
 import tf_keras as keras
 
-__all__ = ["HF_MODEL_TYPES", "KERAS_BUILTINS", "UnsafeModelConfig", "check_hf_config", "check_model_config"]
+__all__ = [
+    "HF_IMAGE_MODEL_TYPES",
+    "HF_MODEL_TYPES",
+    "KERAS_BUILTINS",
+    "UnsafeModelConfig",
+    "check_hf_config",
+    "check_hf_image_config",
+    "check_model_config",
+]
 
 # Keras built-ins by module, as tf-keras writes them into a config (a layer's dtype policy under
 # mixed precision, initializers and regularizers of layers): data, no code of their own.
@@ -47,6 +56,9 @@ HF_MODEL_TYPES = frozenset(
     {"albert", "bert", "camembert", "convbert", "distilbert", "electra", "layoutlm", "mobilebert", "mpnet"}
     | {"rembert", "roberta", "roberta-prelayernorm", "tapas", "xlm-roberta"}
 )
+# Hugging Face model types `HuggingFaceImageClassifier` loads: image classifiers with TensorFlow
+# classes whose tokens are a class token (DeiT: and a distillation token) then the patches.
+HF_IMAGE_MODEL_TYPES = frozenset({"deit", "vit"})
 TFATTN_PACKAGE = "tfattn"
 
 
@@ -104,6 +116,22 @@ def check_hf_config(hf_config, source: str | Path) -> None:
         raise UnsafeModelConfig(
             f"{source}: refusing Hugging Face model type {model_type!r}: tfattn rebuilds only "
             f"{', '.join(sorted(HF_MODEL_TYPES))}"
+        )
+    if hf_config.get("auto_map"):
+        raise UnsafeModelConfig(f"{source}: refusing a Hugging Face config with auto_map (code from a hub repository)")
+
+
+def check_hf_image_config(hf_config, source: str | Path) -> None:
+    """Raise `UnsafeModelConfig` unless `hf_config` (a Hugging Face `config.json` value) describes
+    a ViT or DeiT model with no remote code (`auto_map`); `source` (the folder or hub name) is
+    named in the message."""
+    if not isinstance(hf_config, dict):
+        raise UnsafeModelConfig(f"{source}: config.json is not a JSON object")
+    model_type = hf_config.get("model_type")
+    if model_type not in HF_IMAGE_MODEL_TYPES:
+        raise UnsafeModelConfig(
+            f"{source}: refusing Hugging Face model type {model_type!r}: tfattn fine-tunes only image classifiers "
+            f"of type {', '.join(sorted(HF_IMAGE_MODEL_TYPES))}"
         )
     if hf_config.get("auto_map"):
         raise UnsafeModelConfig(f"{source}: refusing a Hugging Face config with auto_map (code from a hub repository)")

@@ -82,6 +82,9 @@ NUMERIC_OPTIONS = {
     "label_smoothing": FRACTION,
     "token_dropout": FRACTION,
     "bigram_buckets": NON_NEGATIVE_INT,
+    "image_size": Bound(int, "an integer >= 2", low=2),
+    "patch_size": POSITIVE_INT,
+    "cnn_width": POSITIVE_INT,
 }
 # How the from-scratch model splits text: whole words, or WordPiece sub-words learned from the
 # training texts (`tfattn.models.wordpiece.learn_wordpiece_vocabulary`).

@@ -14,6 +14,7 @@ TASKS = {
     "ner": "tfattn.tasks.ner:NerTask",
     "translate": "tfattn.tasks.translation:TranslationTask",
     "lm": "tfattn.tasks.language_model:LanguageModelTask",  # causal language model (GPT)
+    "images": "tfattn.tasks.images:ImageClassificationTask",  # Vision Transformer, CNN, Hugging Face ViT/DeiT
 }
 
 

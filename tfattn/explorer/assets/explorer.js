@@ -12,9 +12,14 @@
  * is shown beside it, computed here on the values drawn, as `attention_uniformity` in
  * tfattn/plotting.py computes it.
  *
+ * Runs of kind "image" (a Vision Transformer's view of one image) get their own page
+ * (ImageExplorer): the image with the class token's attention over its patches laid on it, a
+ * thumbnail per layer and head, and each head's mean attention distance.
+ *
  * One `state` object holds what the controls say; any change redraws everything from it
- * (Explorer.render). Hovering a token only toggles CSS classes, so it stays fast with thousands
- * of lines. Text from the payload is only ever set as text, never parsed as HTML.
+ * (Explorer.render, ImageExplorer.render). Hovering a token only toggles CSS classes, so it
+ * stays fast with thousands of lines. Text from the payload is only ever set as text, never
+ * parsed as HTML.
  */
 "use strict";
 
@@ -80,7 +85,10 @@ function main() {
     if (payload.format !== PAYLOAD_FORMAT) {
       throw new Error(`the payload's format is ${payload.format}; this page reads ${PAYLOAD_FORMAT}`);
     }
-    new Explorer(root, payload).render();
+    // A page shows runs of one kind: texts (Explorer) or images (ImageExplorer).
+    const images = payload.runs.filter((run) => run.kind === "image").length;
+    if (images && images !== payload.runs.length) throw new Error("the payload mixes image and text runs");
+    (images ? new ImageExplorer(root, payload) : new Explorer(root, payload)).render();
     document.body.dataset.ready = "true";
   } catch (error) {
     root.replaceChildren(el("p", { class: "error" }, `The explorer could not draw this page: ${error.message}`));
@@ -429,13 +437,16 @@ class Explorer {
 /** A run of the payload with each VIEW's base64 data decoded to bytes once. */
 function decodeRun(run) {
   const views = {};
-  for (const [name, view] of Object.entries(run.views)) {
-    const binary = atob(view.data);
-    const bytes = new Uint8Array(binary.length);
-    for (let index = 0; index < binary.length; index++) bytes[index] = binary.charCodeAt(index);
-    views[name] = { ...view, bytes };
-  }
+  for (const [name, view] of Object.entries(run.views)) views[name] = { ...view, bytes: base64Bytes(view.data) };
   return { ...run, views };
+}
+
+/** The bytes a base64 string stands for. */
+function base64Bytes(text) {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let index = 0; index < binary.length; index++) bytes[index] = binary.charCodeAt(index);
+  return bytes;
 }
 
 /** One stored [Tq, Tk] matrix as floats: value = byte / 255 * its scale. */
@@ -738,6 +749,570 @@ function drawHeatmap(svg, run, matrix, colorOf, formatValue = format) {
     );
   });
   svg.replaceChildren(...parts);
+}
+
+/*
+ * Image runs: a Vision Transformer's class-token attention over the patches of one image.
+ */
+
+// The image is drawn at a whole multiple of its size near this many pixels (a 32x32 image 8x),
+// without smoothing, so each pixel and patch stays a sharp square.
+const IMAGE_TARGET = 256;
+// The overlay: clear at 0, yellow to dark red towards the top of the colour scale, at most this opaque.
+const HEAT = [
+  [255, 255, 178],
+  [254, 204, 92],
+  [253, 141, 60],
+  [240, 59, 32],
+  [189, 0, 38],
+];
+const OVERLAY_ALPHA = 0.75;
+// The mean attention distance chart: its size and the margins its axes' labels take.
+const CHART_WIDTH = 380;
+const CHART_HEIGHT = 240;
+const CHART_MARGIN = { left: 52, right: 12, top: 12, bottom: 40 };
+// The colour scales of the overlays: the absolute one's top is the view's largest value, since
+// the class token's weights are spread over many patches (1/64 each, evenly, on an 8x8 grid).
+const IMAGE_SCALES = {
+  absolute: "absolute (0 to the view's largest value)",
+  stretched: SCALES.stretched,
+};
+const IMAGE_VIEW_NAMES = {
+  raw: "Raw attention of the class token (per head)",
+  rollout: "Attention rollout of the class token",
+  gradient: "Gradient-weighted attention of the class token (per head)",
+};
+
+/** The page of image runs: header, controls, one panel per run; `render` redraws them from `state`. */
+class ImageExplorer {
+  constructor(root, payload) {
+    this.payload = payload;
+    this.runs = payload.runs.map(decodeImageRun);
+    this.layers = [...new Set(this.runs.flatMap((run) => run.layers))].sort((a, b) => a - b);
+    this.viewNames = [
+      ...new Set(this.runs.flatMap((run) => [...Object.keys(run.views), ...Object.keys(run.unavailable)])),
+    ];
+    this.numHeads = Math.max(...this.runs.map((run) => run.num_heads));
+    this.state = {
+      // The last layer: the one the class token leaves for the classifier.
+      layer: this.layers[this.layers.length - 1],
+      view: this.viewNames.find((name) => this.runs.some((run) => run.views[name])) ?? this.viewNames[0],
+      head: "mean", // "mean" (of every head) or a head's index as a string
+      scale: "absolute", // "absolute" or "stretched" (SCALES)
+    };
+    document.title = payload.title;
+    root.replaceChildren(this.buildHeader(), this.buildControls(), this.buildPanels());
+  }
+
+  /** Title, and per run its name, prediction and notes. */
+  buildHeader() {
+    return el(
+      "header",
+      { class: "page-header" },
+      el("h1", {}, this.payload.title),
+      el("div", { class: "summaries" }, ...this.runs.map(imageRunSummary)),
+    );
+  }
+
+  /** Layer, view, head and colour scale. */
+  buildControls() {
+    const state = this.state;
+    const select = (id, options, onChange, title) => {
+      const element = el("select", title ? { id, title } : { id }, ...options);
+      element.addEventListener("change", () => {
+        onChange(element.value);
+        this.render();
+      });
+      return element;
+    };
+    this.layerSelect = select(
+      "layer-select",
+      this.layers.map((layer) => el("option", { value: layer }, `layer ${layer}`)),
+      (value) => (state.layer = Number(value)),
+    );
+    const missing = [];
+    this.viewSelect = select(
+      "view-select",
+      this.viewNames.map((name) => {
+        const option = el("option", { value: name }, this.viewLabel(name));
+        const reasons = this.runs
+          .filter((run) => run.unavailable[name] !== undefined)
+          .map((run) => (this.runs.length > 1 ? `${run.name}: ${run.unavailable[name]}` : run.unavailable[name]));
+        if (reasons.length) missing.push(`${this.viewLabel(name)} is not available (${reasons.join("; ")}).`);
+        if (!this.runs.some((run) => run.views[name])) {
+          option.disabled = true;
+          option.title = reasons.join("; ");
+        }
+        return option;
+      }),
+      (value) => (state.view = value),
+    );
+    this.headSelect = select(
+      "head-select",
+      [
+        el("option", { value: "mean" }, "mean of all heads"),
+        ...range(this.numHeads).map((head) => el("option", { value: head }, `head ${head}`)),
+      ],
+      (value) => (state.head = value),
+    );
+    this.scaleSelect = select(
+      "scale-select",
+      Object.entries(IMAGE_SCALES).map(([name, label]) => el("option", { value: name }, label)),
+      (value) => (state.scale = value),
+      "absolute: maps of a view are comparable; stretched: small differences look large",
+    );
+    const section = el(
+      "section",
+      { class: "controls-bar" },
+      el(
+        "div",
+        { class: "controls" },
+        el("label", {}, "Layer ", this.layerSelect),
+        el("label", {}, "View ", this.viewSelect),
+        el("label", {}, "Head ", this.headSelect),
+        el("label", {}, "Colour ", this.scaleSelect),
+      ),
+    );
+    if (missing.length) {
+      section.append(
+        el("ul", { class: "notes", "data-testid": "unavailable-views" }, ...missing.map((line) => el("li", {}, line))),
+      );
+    }
+    return section;
+  }
+
+  /** One panel per run: the image and its overlay, every layer and head, the distance chart. */
+  buildPanels() {
+    this.panels = this.runs.map((run, index) => {
+      const size = imageScale(run);
+      const panel = {
+        run,
+        message: el("p", { class: "panel-message", "data-testid": "panel-message" }),
+        uniformity: el("p", { class: "uniformity", "data-testid": "uniformity" }),
+        image: el("canvas", {
+          class: "image-canvas",
+          "data-testid": "image-canvas",
+          width: run.image.width * size,
+          height: run.image.height * size,
+        }),
+        overlay: el("canvas", {
+          class: "image-canvas overlay",
+          "data-testid": "overlay-canvas",
+          width: run.image.width * size,
+          height: run.image.height * size,
+        }),
+        caption: el("p", { class: "caption", "data-testid": "overlay-caption" }),
+        grid: el("div", { class: "model-view", "data-testid": "image-grid" }),
+        chart: svgEl("svg", { class: "distance-chart", "data-testid": "distance-chart" }),
+      };
+      panel.overlay.addEventListener("mousemove", (event) => showPatchValue(panel, event));
+      const figure = (title, name, ...content) =>
+        el("div", { class: `figure ${name}` }, el("h3", {}, title), ...content);
+      panel.attentionFigures = [
+        figure(
+          "Attention over the image",
+          "image-figure",
+          panel.caption,
+          el("div", { class: "image-pair" }, panel.image, panel.overlay),
+          panel.uniformity,
+        ),
+        figure(
+          "Every layer and head",
+          "grid-figure",
+          el(
+            "p",
+            { class: "hint" },
+            "This view for every layer and head, with its uniformity; click one to enlarge it.",
+          ),
+          el("div", { class: "scroll" }, panel.grid),
+        ),
+      ];
+      panel.element = el(
+        "section",
+        { class: "run-panel", "data-testid": "run-panel", "data-run": index },
+        el("h2", {}, run.name, " ", el("span", { class: "family" }, run.family)),
+        panel.message,
+        el(
+          "div",
+          { class: "figures" },
+          ...panel.attentionFigures,
+          figure(
+            "Mean attention distance",
+            "distance-figure",
+            el(
+              "p",
+              { class: "hint" },
+              "How far each head looks: the attention-weighted distance from each patch to the patches it " +
+                "attends to, in pixels, averaged over patches. One dot per head; low = local, like a " +
+                "convolution; near the dashed line = as far as attending evenly everywhere. " +
+                "Click a dot to see that head.",
+            ),
+            panel.chart,
+            distanceLegend(run),
+          ),
+        ),
+      );
+      return panel;
+    });
+    return el("div", { class: "panels" }, ...this.panels.map((panel) => panel.element));
+  }
+
+  /** Redraw everything from `this.state`. */
+  render() {
+    const state = this.state;
+    this.layerSelect.value = state.layer;
+    this.viewSelect.value = state.view;
+    this.headSelect.value = state.head;
+    this.scaleSelect.value = state.scale;
+    // Rollout has one map per layer: no head to choose.
+    this.headSelect.disabled = !this.runs.some((run) => run.views[state.view]?.heads > 1);
+    for (const panel of this.panels) this.renderPanel(panel);
+  }
+
+  /** One run's figures for the current state, or a line saying why its attention cannot be drawn. */
+  renderPanel(panel) {
+    const run = panel.run;
+    const view = run.views[this.state.view];
+    const layerIndex = run.layers.indexOf(this.state.layer);
+    drawImage(panel.image, run);
+    drawDistanceChart(panel.chart, run, this.state, (layer, head) => this.pick(panel, layer, head));
+    let problem = null;
+    if (!view) {
+      const reason = run.unavailable[this.state.view] ?? "it was not computed";
+      problem = `${this.viewLabel(this.state.view)} is not available for this run: ${reason}.`;
+    } else if (layerIndex < 0) {
+      problem = `${run.name} has no layer ${this.state.layer} (it has layers ${run.layers.join(", ")}).`;
+    } else if (view.heads > 1 && this.state.head !== "mean" && Number(this.state.head) >= view.heads) {
+      problem = `${run.name} has no head ${this.state.head} (it has ${view.heads}).`;
+    }
+    showMessage(panel, problem ?? "");
+    for (const figure of panel.attentionFigures) figure.hidden = Boolean(problem);
+    if (problem) return;
+
+    const heads = view.heads === 1 || this.state.head === "mean" ? range(view.heads) : [Number(this.state.head)];
+    const map = patchMap(run, view, layerIndex, heads);
+    const { low, high } = colourRange(view, map, this.state);
+    drawOverlay(panel.overlay, run, map.values, low, high);
+    panel.shown = map.values;
+    const value = uniformity(map);
+    panel.uniformity.dataset.value = value.toFixed(6);
+    panel.uniformity.textContent =
+      `Uniformity of this map: ${value.toFixed(3)} (the entropy of the class token's weights over the ` +
+      `${map.cols.length} patches, over log ${map.cols.length}; 1 = spread evenly, 0 = on one patch).`;
+    panel.caption.textContent =
+      `${view.label}, layer ${this.state.layer}, ${imageHeadsText(view, heads)}: the class token's attention to ` +
+      `each patch (its weight on itself left out); ${imageScaleText(map, low, high, this.state)}.`;
+    drawImageGrid(panel.grid, run, view, this.state, (layer, head) => this.pick(panel, layer, head));
+  }
+
+  /** A thumbnail or a chart dot was clicked: select its layer (and head), and show the enlarged map. */
+  pick(panel, layer, head) {
+    this.state.layer = layer;
+    if (panel.run.views[this.state.view]?.heads > 1) this.state.head = String(head);
+    this.render();
+    panel.overlay.scrollIntoView({ block: "nearest" });
+    panel.overlay.classList.remove("flash");
+    void panel.overlay.getBoundingClientRect();
+    panel.overlay.classList.add("flash");
+  }
+
+  viewLabel(name) {
+    const view = this.runs.map((run) => run.views[name]).find(Boolean);
+    return view ? view.label : (IMAGE_VIEW_NAMES[name] ?? name);
+  }
+}
+
+/** An image run with its views' bytes decoded, and its pixels on a canvas of the image's own size. */
+function decodeImageRun(run) {
+  const decoded = decodeRun(run);
+  const { width, height } = run.image;
+  const rgb = base64Bytes(run.image.data);
+  const pixels = new ImageData(width, height);
+  for (let index = 0; index < width * height; index++) {
+    pixels.data.set([rgb[3 * index], rgb[3 * index + 1], rgb[3 * index + 2], 255], 4 * index);
+  }
+  decoded.source = document.createElement("canvas");
+  decoded.source.width = width;
+  decoded.source.height = height;
+  decoded.source.getContext("2d").putImageData(pixels, 0, 0);
+  decoded.patches = run.grid[0] * run.grid[1];
+  return decoded;
+}
+
+/** How many times the image is enlarged on the page: a whole number, 1 for an image at least IMAGE_TARGET wide. */
+function imageScale(run) {
+  return Math.max(1, Math.floor(IMAGE_TARGET / Math.max(run.image.width, run.image.height)));
+}
+
+/** A run's card in the header: name, family, prediction, notes. */
+function imageRunSummary(run) {
+  return el(
+    "article",
+    { class: "run-summary", "data-testid": "run-summary" },
+    el("h2", {}, run.name, " ", el("span", { class: "family" }, run.family)),
+    el(
+      "div",
+      { class: "text-and-prediction" },
+      el(
+        "p",
+        { class: "text" },
+        `A ${run.image.width}x${run.image.height} image cut into ${run.grid[0]}x${run.grid[1]} patches of ` +
+          `${run.patch_size}x${run.patch_size} pixels, plus the class token whose attention is drawn.`,
+      ),
+      labelPrediction(run.prediction),
+    ),
+    el("ul", { class: "notes", "data-testid": "run-notes" }, ...run.notes.map((note) => el("li", {}, note))),
+  );
+}
+
+/**
+ * The class token's attention over the patches of one layer, averaged over `heads`, as the
+ * matrix `uniformity` and `colourRange` read: {rows: [0], cols (patches), values, min, max}.
+ */
+function patchMap(run, view, layerIndex, heads) {
+  const values = new Float32Array(run.patches);
+  for (const head of heads) {
+    const matrix = layerIndex * view.heads + head;
+    const step = view.scales[matrix] / 255;
+    const bytes = view.bytes.subarray(matrix * run.patches, (matrix + 1) * run.patches);
+    bytes.forEach((byte, patch) => (values[patch] += (byte * step) / heads.length));
+  }
+  const max = values.reduce((largest, value) => Math.max(largest, value), 0);
+  const min = values.reduce((smallest, value) => Math.min(smallest, value), max);
+  return { rows: [0], cols: range(run.patches), values, min, max };
+}
+
+/** Draw the run's image on `canvas`, enlarged without smoothing to the canvas's size. */
+function drawImage(canvas, run) {
+  const context = canvas.getContext("2d");
+  context.imageSmoothingEnabled = false;
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  context.drawImage(run.source, 0, 0, canvas.width, canvas.height);
+}
+
+/** The image with one value per patch laid over it: clear at `low`, dark red and most opaque at `high`. */
+function drawOverlay(canvas, run, values, low, high, gridLines = true) {
+  drawImage(canvas, run);
+  const context = canvas.getContext("2d");
+  const scale = canvas.width / run.image.width;
+  const side = run.patch_size * scale;
+  const [rows, cols] = run.grid;
+  values.forEach((value, patch) => {
+    const t = Math.min(Math.max(position(value, low, high), 0), 1);
+    const [red, green, blue] = rgbValues(HEAT, t);
+    context.fillStyle = `rgba(${red},${green},${blue},${(OVERLAY_ALPHA * t).toFixed(3)})`;
+    context.fillRect((patch % cols) * side, Math.floor(patch / cols) * side, side, side);
+  });
+  if (!gridLines) return;
+  // Faint patch borders, so that each patch reads as one cell of the map.
+  context.strokeStyle = "rgba(255,255,255,0.35)";
+  context.lineWidth = 1;
+  context.beginPath();
+  for (let row = 1; row < rows; row++) {
+    context.moveTo(0, row * side + 0.5);
+    context.lineTo(cols * side, row * side + 0.5);
+  }
+  for (let col = 1; col < cols; col++) {
+    context.moveTo(col * side + 0.5, 0);
+    context.lineTo(col * side + 0.5, rows * side);
+  }
+  context.stroke();
+}
+
+/** The overlay's tooltip: the patch under the pointer and its value. */
+function showPatchValue(panel, event) {
+  const run = panel.run;
+  if (!panel.shown) return;
+  const box = panel.overlay.getBoundingClientRect();
+  const side = (run.patch_size * box.width) / run.image.width;
+  const col = Math.floor((event.clientX - box.left) / side);
+  const row = Math.floor((event.clientY - box.top) / side);
+  const inside = row >= 0 && col >= 0 && row < run.grid[0] && col < run.grid[1];
+  const value = inside ? panel.shown[row * run.grid[1] + col] : 0;
+  panel.overlay.title = inside ? `patch row ${row}, column ${col}: ${format(value)}` : "";
+}
+
+/** Every layer and head of a view as small overlays; clicking one calls onPick(layer, head). */
+function drawImageGrid(container, run, view, state, onPick) {
+  const width = THUMB_SIZE;
+  const height = Math.round((THUMB_SIZE * run.image.height) / run.image.width);
+  container.style.gridTemplateColumns = `auto repeat(${view.heads}, ${width + 6}px)`;
+  const cells = [el("span")];
+  for (const head of range(view.heads)) {
+    cells.push(el("span", { class: "grid-label" }, view.heads === 1 ? "all heads" : `head ${head}`));
+  }
+  run.layers.forEach((layer, layerIndex) => {
+    cells.push(el("span", { class: "grid-label" }, `layer ${layer}`));
+    for (const head of range(view.heads)) {
+      const canvas = el("canvas", { width, height });
+      const map = patchMap(run, view, layerIndex, [head]);
+      const { low, high } = colourRange(view, map, state);
+      drawOverlay(canvas, run, map.values, low, high, false);
+      const value = uniformity(map);
+      const chosen = view.heads === 1 || state.head === "mean" || Number(state.head) === head;
+      const thumb = el(
+        "button",
+        {
+          type: "button",
+          class: layer === state.layer && chosen ? "thumb selected" : "thumb",
+          "data-testid": "image-thumb",
+          "data-layer": layer,
+          "data-head": head,
+          "data-uniformity": value.toFixed(6),
+          title:
+            `layer ${layer}, ${view.heads === 1 ? "all heads" : `head ${head}`}: uniformity ` +
+            `${value.toFixed(3)} (1 = spread evenly); click to enlarge`,
+        },
+        canvas,
+        el("span", { class: "thumb-uniformity" }, value.toFixed(3)),
+      );
+      thumb.addEventListener("click", () => onPick(layer, head));
+      cells.push(thumb);
+    }
+  });
+  container.replaceChildren(...cells);
+}
+
+/**
+ * Mean attention distance per head (the keras.io "Investigating Vision Transformer
+ * representations" plot): x the layer, y pixels, one dot per head in its colour, the selected
+ * layer shaded, and a dashed line at the distance of a head that attends to every patch evenly.
+ * Clicking a dot calls onPick(layer, head).
+ */
+function drawDistanceChart(svg, run, state, onPick) {
+  const { left, right, top, bottom } = CHART_MARGIN;
+  const plotWidth = CHART_WIDTH - left - right;
+  const plotHeight = CHART_HEIGHT - top - bottom;
+  const even = evenAttentionDistance(run);
+  const largest = Math.max(even, ...run.distances.flat());
+  const yMax = niceCeiling(largest > 0 ? largest * 1.05 : 1);
+  const step = plotWidth / run.layers.length;
+  const x = (layerIndex) => left + (layerIndex + 0.5) * step;
+  const y = (value) => top + plotHeight * (1 - value / yMax);
+  // Heads of a layer side by side within its column, so that equal distances stay apart.
+  const spread = Math.min(step * 0.6, run.num_heads * 5);
+  const offset = (head) => (run.num_heads > 1 ? (head / (run.num_heads - 1) - 0.5) * spread : 0);
+  svg.setAttribute("width", CHART_WIDTH);
+  svg.setAttribute("height", CHART_HEIGHT);
+  const parts = [];
+  const selected = run.layers.indexOf(state.layer);
+  if (selected >= 0) {
+    const band = { class: "selected-layer", x: x(selected) - step / 2, y: top, width: step, height: plotHeight };
+    parts.push(svgEl("rect", band));
+  }
+  for (const tick of range(5).map((index) => (yMax * index) / 4)) {
+    parts.push(
+      svgEl("line", { class: "gridline", x1: left, x2: left + plotWidth, y1: y(tick), y2: y(tick) }),
+      svgEl("text", { x: left - 6, y: y(tick), "text-anchor": "end", "dominant-baseline": "central" }, tickLabel(tick)),
+    );
+  }
+  run.layers.forEach((layer, layerIndex) => {
+    parts.push(svgEl("text", { x: x(layerIndex), y: top + plotHeight + 14, "text-anchor": "middle" }, `${layer}`));
+  });
+  parts.push(
+    svgEl("line", { class: "axis", x1: left, x2: left + plotWidth, y1: top + plotHeight, y2: top + plotHeight }),
+    svgEl("line", { class: "axis", x1: left, x2: left, y1: top, y2: top + plotHeight }),
+    svgEl(
+      "line",
+      { class: "even-line", x1: left, x2: left + plotWidth, y1: y(even), y2: y(even) },
+      svgEl("title", {}, `a head attending evenly to every patch: ${even.toFixed(2)} pixels`),
+    ),
+    svgEl("text", { x: left + plotWidth / 2, y: CHART_HEIGHT - 6, "text-anchor": "middle" }, "layer"),
+    svgEl(
+      "text",
+      { x: 12, y: top + plotHeight / 2, transform: `rotate(-90 12 ${top + plotHeight / 2})`, "text-anchor": "middle" },
+      "mean attention distance (pixels)",
+    ),
+  );
+  run.layers.forEach((layer, layerIndex) => {
+    run.distances[layerIndex].forEach((distance, head) => {
+      const chosen = layer === state.layer && (state.head === "mean" || Number(state.head) === head);
+      const dot = svgEl(
+        "circle",
+        {
+          class: chosen ? "distance-dot selected" : "distance-dot",
+          "data-testid": "distance-dot",
+          "data-layer": layer,
+          "data-head": head,
+          "data-distance": distance,
+          cx: x(layerIndex) + offset(head),
+          cy: y(distance),
+          r: 4,
+          fill: headColor(head),
+        },
+        svgEl("title", {}, `layer ${layer}, head ${head}: ${distance.toFixed(2)} pixels`),
+      );
+      dot.addEventListener("click", () => onPick(layer, head));
+      parts.push(dot);
+    });
+  });
+  svg.replaceChildren(...parts);
+}
+
+/** The distance chart's key: each head's colour, and what the dashed line stands for. */
+function distanceLegend(run) {
+  const heads = range(run.num_heads).map((head) => {
+    const swatch = el("span", { class: "swatch" });
+    swatch.style.background = headColor(head);
+    return el("li", {}, swatch, `head ${head}`);
+  });
+  const even = evenAttentionDistance(run).toFixed(1);
+  return el(
+    "div",
+    { class: "distance-legend" },
+    el("ul", { class: "tag-legend" }, ...heads),
+    el(
+      "p",
+      { class: "caption", "data-testid": "distance-caption" },
+      `Dashed: attending evenly to every patch, ${even} px.`,
+    ),
+  );
+}
+
+/** The mean attention distance of a head that attends to every patch evenly: the mean distance
+ * between patch centres over every pair (a patch and itself included), as
+ * `distance_of_uniform_attention` in tfattn/explorer/images.py computes it. */
+function evenAttentionDistance(run) {
+  const [rows, cols] = run.grid;
+  let total = 0;
+  for (let a = 0; a < rows * cols; a++) {
+    for (let b = 0; b < rows * cols; b++) {
+      total += Math.hypot(Math.floor(a / cols) - Math.floor(b / cols), (a % cols) - (b % cols));
+    }
+  }
+  return (run.patch_size * total) / (rows * cols) ** 2;
+}
+
+/** The top of a chart's axis at least `value`: a round number whose quarters (the ticks) are round too. */
+function niceCeiling(value) {
+  const power = 10 ** Math.floor(Math.log10(value));
+  return [1, 1.2, 1.6, 2, 2.4, 3.2, 4, 6, 8, 10].map((step) => step * power).find((top) => top >= value * (1 - 1e-9));
+}
+
+/** An axis tick: "0", "2.5", "15" (no trailing zeros). */
+function tickLabel(value) {
+  return String(Number(value.toPrecision(4)));
+}
+
+/** "head 3", "mean of its 4 heads", or for rollout "one map for all heads". */
+function imageHeadsText(view, heads) {
+  if (view.heads === 1) return "one map for all heads";
+  return heads.length === 1 ? `head ${heads[0]}` : `mean of its ${heads.length} heads`;
+}
+
+/** The caption's words for the overlay's colour scale. */
+function imageScaleText(map, low, high, state) {
+  const [min, max] = formatRange(map.min, map.max);
+  if (state.scale === "stretched") {
+    return (
+      `colour stretched to this map's own range, ${min} (clear) to ${max} (dark red): ` +
+      "small differences look large"
+    );
+  }
+  return (
+    `colour from clear (0) to dark red (${format(high)}, the largest value of this view over its layers and ` +
+    `heads); this map's values run from ${min} to ${max}`
+  );
 }
 
 /** A run's card in the header: name, family, text, prediction, notes. */

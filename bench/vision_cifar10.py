@@ -1,0 +1,160 @@
+"""The Vision Transformer against the small CNN on CIFAR-10, at equal training time on this machine.
+
+Each variant is `tfattn train images --data ../shared/data/cifar10/train.tar` (the seeded,
+stratified 10% validation carve) with its options, run one after another in its own process
+with the whole machine. Every variant gets the same time budget: its epoch count is fitted to
+the budget from a measured step time (a few batches of random pixels through the same model,
+timed after a warm-up batch), so its learning-rate schedule runs to its end, and
+`--time-budget` stops it if the estimate was short. Writes each run's validation accuracy,
+epochs, wall time and curve (validation accuracy after each epoch, with the elapsed time).
+
+    python bench/vision_cifar10.py --budget 1800 --variants vit cnn --json bench/results/vision_cifar10.json
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from machine import cpu_model  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "cifar10" / "train.tar"
+TRAINING_IMAGES = 45_000  # the training part of the 50,000 after the 10% carve
+VARIANTS = {
+    "vit": [],  # the default: patches, 6 blocks of 128
+    "cnn": ["--model", "cnn"],
+    "vit_shifted": ["--tokenizer", "shifted"],
+    "vit_conv": ["--tokenizer", "conv"],
+}
+# Of the budget, the share the epochs are fitted to: the rest covers reading the tar, building
+# the model, validation passes and the final report.
+FITTED_SHARE = 0.85
+
+
+def seconds_per_epoch(options, batches=6):
+    """A training epoch's seconds for the variant's model, from timing `batches` steps."""
+    import numpy as np
+    import tf_keras as keras
+
+    from tfattn.tasks.images import ImageClassificationTask
+
+    config = _config(options)
+    task = ImageClassificationTask(config)
+    pixels = np.random.default_rng(0).integers(0, 256, [config.batch_size, 32, 32, 3]).astype(np.uint8)
+    labels = np.eye(10, dtype=np.float32)[np.arange(config.batch_size) % 10]
+
+    class Fake:  # what `_build_model` reads of the training images
+        images, label_names = pixels, [str(i) for i in range(10)]
+
+    import tensorflow as tf
+
+    model = task._build_model(Fake, tf.distribute.get_strategy())
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.train_on_batch(pixels, labels)  # traces the step
+    started = time.perf_counter()
+    for _ in range(batches):
+        model.train_on_batch(pixels, labels)
+    step = (time.perf_counter() - started) / batches
+    return step * TRAINING_IMAGES / config.batch_size, model.count_params()
+
+
+def _config(options):
+    from tfattn.tasks.images import ImageConfig
+
+    values = {"data": str(DATA)}
+    flags = list(options)
+    while flags:
+        flag, value = flags.pop(0), flags.pop(0)
+        values[flag[2:].replace("-", "_")] = value
+    config = ImageConfig(**values)
+    for name in ("patch_size", "embed_dim", "num_heads", "ff_dim", "num_blocks", "cnn_width"):
+        if getattr(config, name) is not None:
+            setattr(config, name, int(getattr(config, name)))
+    return config.resolve()
+
+
+def run_variant(name, budget, seed, folder):
+    options = VARIANTS[name]
+    calibration = subprocess.run(
+        [sys.executable, __file__, "--calibrate", name], check=True, capture_output=True, text=True
+    )
+    epoch_seconds, weights = (float(value) for value in calibration.stdout.split()[-2:])
+    epochs = max(1, int(budget * FITTED_SHARE // epoch_seconds))
+    run_dir = Path(folder) / name
+    command = [sys.executable, "-m", "tfattn.cli", "train", "images", "--data", str(DATA), "--run-dir", str(run_dir)]
+    command += [*options, "--seed", str(seed), "--epochs", str(epochs), "--time-budget", str(budget)]
+    print(f"{name}: about {epoch_seconds:.0f} s per epoch -> {epochs} epochs; {' '.join(command[2:])}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - started
+    scores = json.loads((run_dir / "validation_scores.json").read_text())
+    with open(run_dir / "history.csv", newline="") as handle:
+        history = list(csv.DictReader(handle))
+    return {
+        "variant": name,
+        "options": options,
+        "command": "tfattn train images --data ../shared/data/cifar10/train.tar "
+        + " ".join([*options, "--seed", str(seed), "--epochs", str(epochs), "--time-budget", str(budget)]),
+        "estimated_epoch_seconds": round(epoch_seconds),
+        "epochs_planned": epochs,
+        "epochs_run": len(history),
+        "wall_seconds": round(wall),
+        "validation_accuracy": round(scores["accuracy"], 4),
+        "validation_macro_f1": round(scores["macro_f1"], 4),
+        "weights": int(weights),
+        "curve": _curve(history),
+    }
+
+
+def _curve(history):
+    """Validation accuracy after each epoch, with the training seconds elapsed by then."""
+    elapsed, curve = 0.0, []
+    for epoch, row in enumerate(history, start=1):
+        elapsed += TRAINING_IMAGES / float(row["examples_per_second"])
+        curve.append({"epoch": epoch, "seconds": round(elapsed), "val_accuracy": round(float(row["val_accuracy"]), 4)})
+    return curve
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["vit", "cnn"])
+    parser.add_argument("--budget", type=float, default=1800, help="seconds of training per variant")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--calibrate", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.calibrate:
+        print(*seconds_per_epoch(VARIANTS[args.calibrate]))
+        return
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        runs = [run_variant(name, args.budget, args.seed, folder) for name in args.variants]
+    result = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "cpu": cpu_model(),
+        "budget_seconds": args.budget,
+        "seed": args.seed,
+        "runs": runs,
+    }
+    if args.json:
+        from result_file import write_result
+
+        write_result(result, args.json, started=started, echo_keys=["runs"])
+    else:
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
