@@ -8,7 +8,8 @@ timed after a warm-up batch), so its learning-rate schedule runs to its end, and
 `--time-budget` stops it if the estimate was short. Writes each run's validation accuracy,
 epochs, wall time and curve (validation accuracy after each epoch, with the elapsed time).
 
-    python bench/vision_cifar10.py --budget 1800 --variants vit cnn --json bench/results/vision_cifar10.json
+    python bench/vision_cifar10.py --budget 1800 --variants vit cnn --json bench/results/vision_cifar10.json \
+        [--keep runs/cifar10]
 """
 
 import argparse
@@ -133,13 +134,15 @@ def main():
     parser.add_argument("--budget", type=float, default=1800, help="seconds of training per variant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--keep", help="keep the run folders in this folder (default: a temporary one, removed)")
     parser.add_argument("--calibrate", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.calibrate:
         print(*seconds_per_epoch(VARIANTS[args.calibrate]))
         return
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = args.keep or temporary
         runs = [run_variant(name, args.budget, args.seed, folder) for name in args.variants]
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),

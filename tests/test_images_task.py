@@ -249,3 +249,16 @@ def test_a_hugging_face_vit_is_fine_tuned_explored_and_exported(image_folders, t
     )
     assert served["labels"].numpy()[0].decode() == predicted[0]
     assert float(served["probabilities"].numpy()[0].max()) == pytest.approx(float(predicted[1]), abs=1e-3)
+
+
+def test_limits_take_seeded_samples_of_every_class_not_the_first_files(image_folders):
+    """The files come sorted by class: the first 6 validation images would all be blue."""
+    from tfattn.tasks.images import ImageClassificationTask, ImageConfig
+
+    train_dir, _ = image_folders
+    config = ImageConfig(data=str(train_dir), validation_fraction=0.5, limit=9, validation_limit=6).resolve()
+    train, validation = ImageClassificationTask(config).prepare_training()
+    assert (len(train), len(validation)) == (9, 6)
+    assert len(set(validation.labels.tolist())) > 1 and len(set(train.labels.tolist())) > 1
+    again = ImageClassificationTask(config).prepare_training()[1]
+    assert again.files == validation.files  # the same seed, the same sample

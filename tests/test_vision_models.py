@@ -21,7 +21,13 @@ from tfattn.runs.manifest import DamagedRun
 
 @pytest.mark.parametrize(
     ("tokenizer", "weights"),
-    [("patches", 4), ("shifted", 6), ("conv", 6)],  # + projection / patch norm / two conv stages
+    # The class token and positions, + the projection / the patch norm / two conv stages. The
+    # harness's mixed-precision runs take a second or so each: the other tokenizers are slow tests.
+    [
+        ("patches", 4),
+        pytest.param("shifted", 6, marks=pytest.mark.slow),
+        pytest.param("conv", 6, marks=pytest.mark.slow),
+    ],
 )
 def test_patch_embedding_passes_the_layer_harness(tokenizer, weights):
     images = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)

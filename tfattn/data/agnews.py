@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfattn.data.examples import DataError, TextExamples, iter_utf8_lines
+from tfattn.data.examples import DataError, TextExamples, first_line, iter_utf8_lines
 from tfattn.hosts import host_resolves
 
 __all__ = ["AGNEWS_LABELS", "clean_agnews_text", "iter_agnews_rows", "read_agnews_csv", "load_agnews"]
@@ -147,7 +147,7 @@ def _load_tfds_agnews(split: str) -> TextExamples:
         dataset = tfds.load("ag_news_subset", split=split)
         records = [(record["title"], record["description"], record["label"]) for record in tfds.as_numpy(dataset)]
     except Exception as error:
-        raise DataError(f"{where}: {_one_line(error)}; offline? pass a local CSV path instead") from error
+        raise DataError(f"{where}: {first_line(error)}; offline? pass a local CSV path instead") from error
 
     texts = [
         clean_agnews_text(f"{title.decode('utf-8')} {description.decode('utf-8')}") for title, description, _ in records
@@ -158,10 +158,3 @@ def _load_tfds_agnews(split: str) -> TextExamples:
         label_names=list(AGNEWS_LABELS),
         source=f"tfds:ag_news_subset[{split}]",
     )
-
-
-def _one_line(error: Exception, limit: int = 200) -> str:
-    """The first line of an exception's message, shortened, for a one-line error report."""
-    lines = str(error).strip().splitlines()
-    reason = lines[0].strip() if lines else type(error).__name__
-    return reason if len(reason) <= limit else reason[: limit - 3] + "..."

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataError", "TextExamples", "iter_utf8_lines", "read_utf8_text", "stratified_split", "split_examples"]
+__all__ = [
+    "DataError",
+    "TextExamples",
+    "first_line",
+    "iter_utf8_lines",
+    "read_utf8_text",
+    "split_examples",
+    "stratified_split",
+]
 
 # Python's csv module refuses fields over 131,072 characters; a long text is data like any
 # other (it is truncated to the model's length when tokenized), so accept any size.
@@ -147,3 +155,10 @@ def read_utf8_text(path) -> str:
         raise DataError(f"{path}, line {line}: not valid UTF-8 (byte {bad.hex(' ')} at offset {error.start})") from None
     # A byte-order mark from spreadsheet exports would otherwise stick to the first label.
     return content.removeprefix("\ufeff")
+
+
+def first_line(error: Exception, limit: int = 200) -> str:
+    """The first line of an exception's message, shortened, for a one-line error report."""
+    lines = str(error).strip().splitlines()
+    reason = lines[0].strip() if lines else type(error).__name__
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."

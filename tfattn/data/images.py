@@ -20,8 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from tfattn.data.agnews import _one_line
-from tfattn.data.examples import DataError
+from tfattn.data.examples import DataError, first_line
 from tfattn.data.examples import stratified_split as stratified_indices
 from tfattn.hosts import host_resolves
 
@@ -227,7 +226,7 @@ def _tar_images(tar_path: Path) -> list[_FoundImage]:
                 elif member.isfile() and _is_image_name(parts[-1]):
                     images.append((parts, member.name, tar.extractfile(member).read()))
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-        raise DataError(f"{tar_path}: not a readable tar file ({_one_line(error)})") from None
+        raise DataError(f"{tar_path}: not a readable tar file ({first_line(error)})") from None
     if not images:
         raise DataError(f"{tar_path}: no images ({', '.join(IMAGE_SUFFIXES)} files) in this tar")
 
@@ -348,7 +347,7 @@ def _name_the_bad_file(encoded, locations, first, decode, error):
             decode(tf.constant(encoded[index]))
         except tf.errors.OpError:
             raise DataError(f"{locations[index]}: not a readable image (JPEG or PNG)") from None
-    raise DataError(f"decoding images failed: {_one_line(error)}") from None
+    raise DataError(f"decoding images failed: {first_line(error)}") from None
 
 
 def _warn_about_changes(shapes: np.ndarray, short_names: list[str], image_size: int):
@@ -393,7 +392,7 @@ def _read_tfds(spec: str, image_size: int, label_names: list[str] | None) -> Ima
         dataset, info = tfds.load("cifar10", split="train", as_supervised=True, with_info=True)
         batches = list(tfds.as_numpy(dataset.batch(5000)))
     except Exception as error:
-        raise DataError(f"{where}: {_one_line(error)}; {advice}") from error
+        raise DataError(f"{where}: {first_line(error)}; {advice}") from error
     images = np.concatenate([batch_images for batch_images, _ in batches])
     tfds_labels = np.concatenate([batch_labels for _, batch_labels in batches])
     tfds_names = list(info.features["label"].names)

@@ -34,12 +34,12 @@ from tfattn.models.safe_config import check_hf_image_config
 from tfattn.pretrained import PretrainedLoadError, check_checkpoint_folder, looks_local
 
 __all__ = [
-    "check_backbone",
     "DEFAULT_IMAGE_MEAN",
     "DEFAULT_IMAGE_STD",
     "IMAGE_CLASSIFIER_CLASSES",
     "PREPROCESSOR_FILE",
     "HuggingFaceImageClassifier",
+    "check_backbone",
 ]
 
 PREPROCESSOR_FILE = "preprocessor_config.json"

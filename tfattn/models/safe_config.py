@@ -109,29 +109,26 @@ def check_model_config(config, source: str | Path) -> None:
 def check_hf_config(hf_config, source: str | Path) -> None:
     """Raise `UnsafeModelConfig` unless `hf_config` describes a BERT-family architecture with no
     remote code (`auto_map`)."""
-    if not isinstance(hf_config, dict):
-        raise UnsafeModelConfig(f"{source}: hf_config is not a JSON object")
-    model_type = hf_config.get("model_type")
-    if model_type not in HF_MODEL_TYPES:
-        raise UnsafeModelConfig(
-            f"{source}: refusing Hugging Face model type {model_type!r}: tfattn rebuilds only "
-            f"{', '.join(sorted(HF_MODEL_TYPES))}"
-        )
-    if hf_config.get("auto_map"):
-        raise UnsafeModelConfig(f"{source}: refusing a Hugging Face config with auto_map (code from a hub repository)")
+    _check_hf_model_type(hf_config, source, HF_MODEL_TYPES, "hf_config", "tfattn rebuilds only")
 
 
 def check_hf_image_config(hf_config, source: str | Path) -> None:
     """Raise `UnsafeModelConfig` unless `hf_config` (a Hugging Face `config.json` value) describes
     a ViT or DeiT model with no remote code (`auto_map`); `source` (the folder or hub name) is
     named in the message."""
+    allowed = "tfattn fine-tunes only image classifiers of type"
+    _check_hf_model_type(hf_config, source, HF_IMAGE_MODEL_TYPES, "config.json", allowed)
+
+
+def _check_hf_model_type(hf_config, source, model_types, what, allowed):
+    """`UnsafeModelConfig` unless `hf_config` (named `what`) is a JSON object of one of
+    `model_types` without `auto_map`."""
     if not isinstance(hf_config, dict):
-        raise UnsafeModelConfig(f"{source}: config.json is not a JSON object")
+        raise UnsafeModelConfig(f"{source}: {what} is not a JSON object")
     model_type = hf_config.get("model_type")
-    if model_type not in HF_IMAGE_MODEL_TYPES:
+    if model_type not in model_types:
         raise UnsafeModelConfig(
-            f"{source}: refusing Hugging Face model type {model_type!r}: tfattn fine-tunes only image classifiers "
-            f"of type {', '.join(sorted(HF_IMAGE_MODEL_TYPES))}"
+            f"{source}: refusing Hugging Face model type {model_type!r}: {allowed} {', '.join(sorted(model_types))}"
         )
     if hf_config.get("auto_map"):
         raise UnsafeModelConfig(f"{source}: refusing a Hugging Face config with auto_map (code from a hub repository)")

@@ -639,7 +639,27 @@ function drawHeadView(svg, run, view, layerIndex, heads, hideSpecial) {
 
 /** The model view: a grid of layers x heads thumbnails; clicking one calls onPick(layer, head). */
 function drawModelView(container, run, view, state, onPick) {
-  container.style.gridTemplateColumns = `auto repeat(${view.heads}, ${THUMB_SIZE + 6}px)`;
+  drawThumbGrid(container, run, view, [THUMB_SIZE, THUMB_SIZE], onPick, {
+    testid: "model-thumb",
+    even: "uniform",
+    selected: (layer, head) => layer === state.layer && (view.heads === 1 || state.heads.has(head)),
+    paint(canvas, layerIndex, head) {
+      const matrix = shownMatrix(run, view, layerIndex, [head], state.hideSpecial);
+      const { low, high } = colourRange(view, matrix, state);
+      paintThumbnail(canvas, matrix, low, high);
+      return uniformity(matrix);
+    },
+  });
+}
+
+/**
+ * A grid of layers x heads thumbnails, each with its uniformity (the text page's model view, the
+ * image page's small overlays): `paint(canvas, layerIndex, head)` draws one and returns its
+ * uniformity, `selected(layer, head)` marks the chosen ones, `even` says what uniformity 1 means,
+ * and clicking one calls onPick(layer, head).
+ */
+function drawThumbGrid(container, run, view, [width, height], onPick, { testid, even, selected, paint }) {
+  container.style.gridTemplateColumns = `auto repeat(${view.heads}, ${width + 6}px)`;
   const cells = [el("span")];
   for (const head of range(view.heads)) {
     cells.push(el("span", { class: "grid-label" }, view.heads === 1 ? "all heads" : `head ${head}`));
@@ -647,24 +667,20 @@ function drawModelView(container, run, view, state, onPick) {
   run.layers.forEach((layer, layerIndex) => {
     cells.push(el("span", { class: "grid-label" }, `layer ${layer}`));
     for (const head of range(view.heads)) {
-      const canvas = el("canvas", { width: THUMB_SIZE, height: THUMB_SIZE });
-      const matrix = shownMatrix(run, view, layerIndex, [head], state.hideSpecial);
-      const { low, high } = colourRange(view, matrix, state);
-      paintThumbnail(canvas, matrix, low, high);
-      const value = uniformity(matrix);
-      const selected = layer === state.layer && (view.heads === 1 || state.heads.has(head));
+      const canvas = el("canvas", { width, height });
+      const value = paint(canvas, layerIndex, head);
       const thumb = el(
         "button",
         {
           type: "button",
-          class: selected ? "thumb selected" : "thumb",
-          "data-testid": "model-thumb",
+          class: selected(layer, head) ? "thumb selected" : "thumb",
+          "data-testid": testid,
           "data-layer": layer,
           "data-head": head,
           "data-uniformity": value.toFixed(6),
           title:
             `layer ${layer}, ${view.heads === 1 ? "all heads" : `head ${head}`}: uniformity ` +
-            `${value.toFixed(3)} (1 = uniform); click to enlarge`,
+            `${value.toFixed(3)} (1 = ${even}); click to enlarge`,
         },
         canvas,
         el("span", { class: "thumb-uniformity" }, value.toFixed(3)),
@@ -1134,43 +1150,19 @@ function showPatchValue(panel, event) {
 
 /** Every layer and head of a view as small overlays; clicking one calls onPick(layer, head). */
 function drawImageGrid(container, run, view, state, onPick) {
-  const width = THUMB_SIZE;
   const height = Math.round((THUMB_SIZE * run.image.height) / run.image.width);
-  container.style.gridTemplateColumns = `auto repeat(${view.heads}, ${width + 6}px)`;
-  const cells = [el("span")];
-  for (const head of range(view.heads)) {
-    cells.push(el("span", { class: "grid-label" }, view.heads === 1 ? "all heads" : `head ${head}`));
-  }
-  run.layers.forEach((layer, layerIndex) => {
-    cells.push(el("span", { class: "grid-label" }, `layer ${layer}`));
-    for (const head of range(view.heads)) {
-      const canvas = el("canvas", { width, height });
+  drawThumbGrid(container, run, view, [THUMB_SIZE, height], onPick, {
+    testid: "image-thumb",
+    even: "spread evenly",
+    selected: (layer, head) =>
+      layer === state.layer && (view.heads === 1 || state.head === "mean" || Number(state.head) === head),
+    paint(canvas, layerIndex, head) {
       const map = patchMap(run, view, layerIndex, [head]);
       const { low, high } = colourRange(view, map, state);
       drawOverlay(canvas, run, map.values, low, high, false);
-      const value = uniformity(map);
-      const chosen = view.heads === 1 || state.head === "mean" || Number(state.head) === head;
-      const thumb = el(
-        "button",
-        {
-          type: "button",
-          class: layer === state.layer && chosen ? "thumb selected" : "thumb",
-          "data-testid": "image-thumb",
-          "data-layer": layer,
-          "data-head": head,
-          "data-uniformity": value.toFixed(6),
-          title:
-            `layer ${layer}, ${view.heads === 1 ? "all heads" : `head ${head}`}: uniformity ` +
-            `${value.toFixed(3)} (1 = spread evenly); click to enlarge`,
-        },
-        canvas,
-        el("span", { class: "thumb-uniformity" }, value.toFixed(3)),
-      );
-      thumb.addEventListener("click", () => onPick(layer, head));
-      cells.push(thumb);
-    }
+      return uniformity(map);
+    },
   });
-  container.replaceChildren(...cells);
 }
 
 /**
