@@ -41,7 +41,7 @@ CNN_DEFAULTS = {"cnn_width": 32}
 MODELS = ("vit", "cnn")
 # Defaults of the fields every family has: from scratch, and fine-tuning a pretrained checkpoint.
 FAMILY_DEFAULTS = {
-    # 20 epochs: the ViT's take 5-6 minutes each on CIFAR-10 on 2 CPU cores, so under 2 hours.
+    # 20 epochs: the ViT's take about 5 minutes each on CIFAR-10 on 2 CPU cores, so under 2 hours.
     "scratch": {"batch_size": 128, "epochs": 20, "learning_rate": 1e-3, "weight_decay": 0.05, "patience": 5},
     "backbone": {"batch_size": 32, "epochs": 3, "learning_rate": 5e-5, "weight_decay": 0.01, "patience": 2},
 }

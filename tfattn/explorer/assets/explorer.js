@@ -420,11 +420,7 @@ class Explorer {
     this.state.layer = layer;
     if (panel.run.views[this.state.view].heads > 1) this.state.heads = new Set([head]);
     this.render();
-    panel.heatmap.scrollIntoView({ block: "nearest" });
-    // Restart the highlight animation, so that it plays again on every click.
-    panel.heatmap.classList.remove("flash");
-    void panel.heatmap.getBoundingClientRect();
-    panel.heatmap.classList.add("flash");
+    flash(panel.heatmap);
   }
 
   /** The label of view `name`: its VIEW's own, else a default name (views no run has). */
@@ -432,6 +428,14 @@ class Explorer {
     const view = this.runs.map((run) => run.views[name]).find(Boolean);
     return view ? view.label : (VIEW_NAMES[name] ?? name);
   }
+}
+
+/** Bring a picked map into view and play its highlight, restarted so that it plays on every click. */
+function flash(element) {
+  element.scrollIntoView({ block: "nearest" });
+  element.classList.remove("flash");
+  void element.getBoundingClientRect();
+  element.classList.add("flash");
 }
 
 /** A run of the payload with each VIEW's base64 data decoded to bytes once. */
@@ -1026,10 +1030,7 @@ class ImageExplorer {
     this.state.layer = layer;
     if (panel.run.views[this.state.view]?.heads > 1) this.state.head = String(head);
     this.render();
-    panel.overlay.scrollIntoView({ block: "nearest" });
-    panel.overlay.classList.remove("flash");
-    void panel.overlay.getBoundingClientRect();
-    panel.overlay.classList.add("flash");
+    flash(panel.overlay);
   }
 
   viewLabel(name) {
