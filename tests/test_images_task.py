@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -185,6 +186,8 @@ def test_a_cnn_run_trains_and_has_no_attention_to_draw(image_folders, tmp_path, 
         (["--tokenizer", "conv", "--patch-size", "1"], "--patch-size must be 2, 4, 8, ..., got 1"),
         (["--stream"], "--stream does not apply to images"),
         (["--backbone", "some/vit", "--embed-dim", "8"], "--embed-dim does not apply to --backbone"),
+        (["--model", "cnn", "--block-norm", "pre"], "--block-norm does not apply to --model cnn"),
+        (["--backbone", "some/vit", "--self-attention", "locality"], "--self-attention does not apply to --backbone"),
     ],
 )
 def test_options_that_do_not_fit_are_refused_in_one_line(options, message, tmp_path, capsys):
@@ -193,6 +196,21 @@ def test_options_that_do_not_fit_are_refused_in_one_line(options, message, tmp_p
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not run_dir.exists()
+
+
+def test_block_options_reach_every_block_of_the_vit(image_folders):
+    from tfattn.tasks.images import ImageClassificationTask, ImageConfig
+
+    class Train:  # what building the model reads of the training images
+        images, label_names = np.zeros([2, SIZE, SIZE, 3], np.uint8), ["a", "b"]
+
+    def blocks(**options):
+        config = ImageConfig(data="unused", image_size=SIZE, patch_size=4, num_blocks=2, **options).resolve()
+        model = ImageClassificationTask(config)._build_model(Train, tf.distribute.get_strategy())
+        return {(block.normalize_first, block.locality) for block in model.blocks}
+
+    assert blocks() == {(False, False)}  # the defaults: post-norm, full attention
+    assert blocks(block_norm="pre", self_attention="locality") == {(True, True)}
 
 
 def test_a_corrupt_image_is_named_before_the_run_folder_is_made(tmp_path, capsys):
@@ -237,6 +255,11 @@ def test_a_hugging_face_vit_is_fine_tuned_explored_and_exported(image_folders, t
         == 0
     )
     assert "newly initialized (trained from scratch): the head, 3 outputs" in capsys.readouterr().out
+    # The run holds its model: evaluating it needs the data, not the backbone it started from.
+    trained_score = json.loads((run_dir / "validation_scores.json").read_text())["accuracy"]
+    shutil.rmtree(checkpoint)
+    assert main(["evaluate", "--run", str(run_dir)]) == 0
+    assert json.loads((run_dir / "validation_scores.json").read_text())["accuracy"] == pytest.approx(trained_score)
     image = test_dir / "green" / "000.jpg"
     assert main(["attention", "--run", str(run_dir), str(image), "--html", str(tmp_path / "page.html")]) == 0
     assert '"family": "Hugging Face"' in (tmp_path / "page.html").read_text()

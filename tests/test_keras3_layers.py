@@ -70,13 +70,16 @@ def test_hashed_bigram_embedding_harness():
 
 
 @pytest.mark.slow  # (the embeddings' harness runs in the quick suite)
-def test_transformer_block_harness():
+@pytest.mark.parametrize(
+    "options", [{}, {"normalize_first": True, "locality": True}], ids=["post-norm", "pre-locality"]
+)
+def test_transformer_block_harness(options):
     run_layer_test(
         k3.TransformerBlock,
-        {"embed_dim": 8, "num_heads": 2, "ff_dim": 16, "dropout": 0.0},
+        {"embed_dim": 8, "num_heads": 2, "ff_dim": 16, "dropout": 0.0, **options},
         VECTORS,
         expected_output_shape=[(2, 6, 8), (2, 2, 6, 6)],
-        expected_num_trainable_weights=16,
+        expected_num_trainable_weights=16 + bool(options),  # (+ the locality's temperature)
         call_kwargs={"return_attention_scores": True},
         # A key bias adds the same amount to every logit of a query row: softmax ignores it.
         weights_without_gradient=("key/bias",),
@@ -143,6 +146,12 @@ EQUIVALENT_CALLS = {
     "block": (
         "TransformerBlock",
         {"embed_dim": 8, "num_heads": 2, "ff_dim": 16},
+        VECTORS,
+        {"padding_mask": MASK, "return_attention_scores": True},
+    ),
+    "block-pre-norm-locality": (
+        "TransformerBlock",
+        {"embed_dim": 8, "num_heads": 2, "ff_dim": 16, "normalize_first": True, "locality": True},
         VECTORS,
         {"padding_mask": MASK, "return_attention_scores": True},
     ),

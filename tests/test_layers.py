@@ -183,6 +183,107 @@ def test_transformer_block_layer():
     )
 
 
+@pytest.mark.slow
+def test_pre_norm_locality_block_layer():
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    run_layer_test(
+        TransformerBlock,
+        {"embed_dim": 8, "num_heads": 2, "ff_dim": 16, "dropout": 0.0, "normalize_first": True, "locality": True},
+        x,
+        expected_output_shape=[(2, 5, 8), (2, 2, 5, 5)],
+        expected_num_trainable_weights=17,  # the 16 above and the softmax temperature
+        call_kwargs={"return_attention_scores": True},
+        weights_without_gradient=("key/bias",),
+        float32_outputs=("1",),
+    )
+
+
+def _dense(layer, x):
+    return x @ layer.kernel.numpy() + layer.bias.numpy()
+
+
+def _layer_norm(layer, x, epsilon):
+    normed = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + epsilon)
+    return normed * layer.gamma.numpy() + layer.beta.numpy()
+
+
+def _block_by_hand(block, x):
+    """A ReLU `TransformerBlock`'s outputs and attention in numpy from its weights, by the
+    formulas of its docstring: post- or pre-norm, full or locality self-attention."""
+    batch, length, _ = x.shape
+
+    def heads(t):
+        return t.reshape(batch, length, block.num_heads, block.key_dim).transpose(0, 2, 1, 3)
+
+    def norm(layer, t):
+        return _layer_norm(layer, t, block.layer_norm_epsilon)
+
+    pre = block.normalize_first
+    h = norm(block.attention_layer_norm, x) if pre else x
+    q, k, v = (heads(_dense(layer, h)) for layer in (block.query_dense, block.key_dense, block.value_dense))
+    temperature = float(block.temperature.numpy()) if block.locality else math.sqrt(block.key_dim)
+    logits = q @ k.transpose(0, 1, 3, 2) / temperature
+    if block.locality:
+        logits = np.where(np.eye(length, dtype=bool), -np.inf, logits)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    update = _dense(block.output_dense, (weights @ v).transpose(0, 2, 1, 3).reshape(batch, length, -1))
+    x = x + update if pre else norm(block.attention_layer_norm, x + update)
+    h = norm(block.ff_layer_norm, x) if pre else x
+    ff = _dense(block.ff_output, np.maximum(_dense(block.ff_hidden, h), 0.0))
+    return (x + ff if pre else norm(block.ff_layer_norm, x + ff)), weights
+
+
+@pytest.mark.parametrize("normalize_first", [False, True])
+@pytest.mark.parametrize("locality", [False, True])
+def test_transformer_block_computes_its_docstring_formulas(normalize_first, locality):
+    x = np.random.default_rng(3).normal(size=(2, 5, 8)).astype("float32")
+    block = TransformerBlock(8, 2, 16, dropout=0.0, normalize_first=normalize_first, locality=locality)
+    block(x)
+    rng = np.random.default_rng(4)  # norms' scales and shifts away from 1 and 0, so a skipped norm shows
+    for norm in (block.attention_layer_norm, block.ff_layer_norm):
+        norm.gamma.assign(rng.uniform(0.5, 1.5, 8))
+        norm.beta.assign(rng.normal(0, 0.3, 8))
+    if locality:
+        assert block.temperature.numpy() == pytest.approx(2.0)  # starts at sqrt(key_dim = 4)
+        block.temperature.assign(1.3)  # a learned value is the one used
+    outputs, scores = block(x, return_attention_scores=True)
+    expected_outputs, expected_scores = _block_by_hand(block, x.astype(np.float64))
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
+    np.testing.assert_allclose(outputs, expected_outputs, atol=1e-4)
+    if locality:  # no token attends to itself
+        assert np.all(np.diagonal(scores.numpy(), axis1=-2, axis2=-1) == 0)
+
+
+def test_locality_temperature_learns_and_padding_still_holds():
+    block = TransformerBlock(8, 2, 16, dropout=0.0, locality=True)
+    x = tf.random.stateless_normal([2, 4, 8], seed=[0, 1])
+    mask = tf.constant([[True, True, True, False], [True, True, True, True]])
+    with tf.GradientTape() as tape:
+        outputs, scores = block(x, padding_mask=mask, return_attention_scores=True)
+        loss = tf.reduce_sum(outputs**2)
+    assert block.temperature in block.trainable_weights
+    assert float(tape.gradient(loss, block.temperature)) != 0.0
+    assert np.all(scores.numpy()[0, :, :, 3] == 0)  # the padded key
+    np.testing.assert_allclose(tf.reduce_sum(scores, -1), 1.0, atol=1e-6)
+
+
+def test_block_options_are_checked_and_decoders_refuse_them():
+    from tfattn.layers import TransformerDecoderBlock
+
+    with pytest.raises(ValueError, match="normalize_first must be True or False, got 'pre'"):
+        TransformerBlock(8, 2, 16, normalize_first="pre")
+    for option in ("normalize_first", "locality"):
+        with pytest.raises(ValueError, match=f"TransformerDecoderBlock has no {option} option"):
+            TransformerDecoderBlock(8, 2, 16, **{option: True})
+    # Saved configs of blocks written before these options load as post-norm, full attention.
+    config = TransformerBlock(8, 2, 16).get_config()
+    for option in ("normalize_first", "locality"):
+        del config[option]
+    restored = TransformerBlock.from_config(config)
+    assert (restored.normalize_first, restored.locality) == (False, False)
+
+
 def test_transformer_block_scores_shape_and_input_check():
     block = TransformerBlock(embed_dim=8, num_heads=4, ff_dim=16)
     y, scores = block(tf.zeros([3, 7, 8]), return_attention_scores=True)

@@ -16,10 +16,13 @@ __all__ = [
     "attend",
     "bigram_buckets",
     "causal_mask",
+    "locality_mask",
     "masked_softmax",
     "merge_heads",
+    "residual",
     "sinusoidal_position_encoding",
     "split_heads",
+    "sublayer_input",
 ]
 
 # Logit given to masked keys: exp() of it is 0 in float32, with no inf - inf = NaN.
@@ -70,6 +73,31 @@ def merge_heads(ops, x, num_heads, key_dim):
     x = ops.transpose(x, (0, 2, 1, 3))
     shape = ops.shape(x)
     return ops.reshape(x, (shape[0], shape[1], num_heads * key_dim))
+
+
+def sublayer_input(ops, layer_norm, x, normalize_first, dtype):
+    """What a block's sublayer (attention, feed-forward) reads: `x` itself (post-norm), or
+    `layer_norm(x)` computed in float32 (pre-norm), returned in `dtype`."""
+    if not normalize_first:
+        return x
+    return ops.cast(layer_norm(ops.cast(x, "float32")), dtype)
+
+
+def residual(ops, layer_norm, x, update, normalize_first, dtype):
+    """`x` after a sublayer's `update`: `layer_norm(x + update)` (post-norm) or `x + update`
+    (pre-norm). The sum and the norm are computed in float32 (a 16-bit mean and variance over
+    the features lose most of their digits), the result returned in `dtype`, the compute dtype
+    the next dense layer reads."""
+    total = ops.cast(x, "float32") + ops.cast(update, "float32")
+    return ops.cast(total if normalize_first else layer_norm(total), dtype)
+
+
+def locality_mask(ops, length):
+    """`[length, length]` booleans, False on the diagonal: locality self-attention (Lee et al.
+    2021, "Vision Transformer for Small-Size Datasets") keeps each token from attending to itself,
+    which otherwise draws much of its attention, so that it looks at the other tokens."""
+    positions = ops.arange(length)
+    return ops.not_equal(positions[:, None], positions[None, :])
 
 
 def causal_mask(ops, queries, keys):

@@ -146,9 +146,15 @@ def _cmd_train(args):
         args.strategy = "multiworker"
     elif getattr(args, "worker_index", None) is not None:
         raise ValueError("--worker-index needs --workers HOST:PORT,HOST:PORT,...")
-    config_class = task.config_class
-    config = config_class(**{f.name: getattr(args, f.name) for f in fields(config_class) if hasattr(args, f.name)})
-    task(config).train(overwrite=args.overwrite)
+    task(train_config(args)).train(overwrite=args.overwrite)
+
+
+def train_config(args):
+    """The (unresolved) config of a parsed `tfattn train TASK ...` command line: its task's fields."""
+    from tfattn.tasks.registry import task_class
+
+    config_class = task_class(args.task).config_class
+    return config_class(**{f.name: getattr(args, f.name) for f in fields(config_class) if hasattr(args, f.name)})
 
 
 def _texts_from(args):
@@ -288,7 +294,8 @@ def build_parser():
         serving.setdefault(cls.serve_command, {})[name] = cls
     for command, servers in serving.items():
         first_name, first = next(iter(servers.items()))
-        sub = commands.add_parser(command, help=first.serve_help)
+        helps = dict.fromkeys(cls.serve_help for cls in servers.values() if cls.serve_help)  # each once, in order
+        sub = commands.add_parser(command, help="; ".join(helps))
         first.add_run_argument(sub, RUN_HELP)
         _add_texts_arguments(sub)
         _add_task_options(sub, "serve", servers)

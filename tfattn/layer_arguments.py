@@ -8,6 +8,7 @@ __all__ = [
     "additive_arguments",
     "bigram_arguments",
     "block_arguments",
+    "check_decoder_block",
     "config_of",
     "embedding_arguments",
     "fresh_initializer",
@@ -38,7 +39,9 @@ def bigram_arguments(buckets, embed_dim):
     return _counts(buckets=buckets, embed_dim=embed_dim)
 
 
-def block_arguments(embed_dim, num_heads, ff_dim, dropout, key_dim, layer_norm_epsilon):
+def block_arguments(
+    embed_dim, num_heads, ff_dim, dropout, key_dim, layer_norm_epsilon, normalize_first=False, locality=False
+):
     """`TransformerBlock`'s (and the decoder block's) arguments; `key_dim` defaults to
     `embed_dim // num_heads`."""
     counts = _counts(embed_dim=embed_dim, num_heads=num_heads, ff_dim=ff_dim)
@@ -47,7 +50,26 @@ def block_arguments(embed_dim, num_heads, ff_dim, dropout, key_dim, layer_norm_e
         raise ValueError(f"key_dim must be >= 1 (embed_dim={embed_dim}, num_heads={num_heads})")
     if not 0 <= float(dropout) < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    return {**counts, "dropout": float(dropout), "key_dim": key_dim, "layer_norm_epsilon": float(layer_norm_epsilon)}
+    for name, value in (("normalize_first", normalize_first), ("locality", locality)):
+        if value not in (True, False):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    return {
+        **counts,
+        "dropout": float(dropout),
+        "key_dim": key_dim,
+        "layer_norm_epsilon": float(layer_norm_epsilon),
+        "normalize_first": bool(normalize_first),
+        "locality": bool(locality),
+    }
+
+
+def check_decoder_block(block):
+    """Refuses the encoder block's `normalize_first` and `locality` in a decoder block (either
+    Keras): its cached decoding projects keys from the inputs as they come, and its causal mask
+    is its own."""
+    for name in ("normalize_first", "locality"):
+        if getattr(block, name):
+            raise ValueError(f"{type(block).__name__} has no {name} option: it is TransformerBlock's (an encoder's)")
 
 
 def additive_arguments(units):

@@ -13,6 +13,8 @@ Decoding one step at a time from a cache (`start_cache`, `decode_step`) and `Fit
 TensorFlow input) stay with the tf-keras layers, which tfattn's tasks use.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -20,15 +22,19 @@ from tfattn.attention_math import (
     attend,
     bigram_buckets,
     causal_mask,
+    locality_mask,
     masked_softmax,
     merge_heads,
+    residual,
     sinusoidal_position_encoding,
     split_heads,
+    sublayer_input,
 )
 from tfattn.layer_arguments import (
     additive_arguments,
     bigram_arguments,
     block_arguments,
+    check_decoder_block,
     config_of,
     embedding_arguments,
     fresh_initializer,
@@ -202,9 +208,11 @@ class HashedBigramEmbedding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfattn")
 class TransformerBlock(keras.layers.Layer):
-    """Post-norm transformer encoder block: multi-head self-attention, then a feed-forward net,
-    `x -> LayerNorm(x + Dropout(SelfAttention(x))) -> LayerNorm(. + Dropout(FFN(.)))`. Padded
-    positions (the incoming Keras mask, or `padding_mask`) are never attended to.
+    """Transformer encoder block: multi-head self-attention, then a feed-forward net, post-norm
+    `x -> LayerNorm(x + Dropout(SelfAttention(x))) -> LayerNorm(. + Dropout(FFN(.)))`, or with
+    `normalize_first` pre-norm `x -> x + Dropout(SelfAttention(LayerNorm(x))) -> . +
+    Dropout(FFN(LayerNorm(.)))`. Padded positions (the incoming Keras mask, or `padding_mask`)
+    are never attended to.
 
     Args:
         embed_dim: size of the input and output vectors.
@@ -214,6 +222,9 @@ class TransformerBlock(keras.layers.Layer):
         key_dim: size of each head's queries, keys and values (default `embed_dim // num_heads`).
         activation: activation of the feed-forward hidden layer.
         layer_norm_epsilon: epsilon of both layer norms.
+        normalize_first: pre-norm instead of post-norm.
+        locality: locality self-attention: no token attends to itself, and the softmax
+            temperature is a learned weight starting at `sqrt(key_dim)`.
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call args:
@@ -238,10 +249,13 @@ class TransformerBlock(keras.layers.Layer):
         key_dim=None,
         activation="relu",
         layer_norm_epsilon=1e-6,
+        normalize_first=False,
+        locality=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        keep_arguments(self, block_arguments(embed_dim, num_heads, ff_dim, dropout, key_dim, layer_norm_epsilon))
+        arguments = (embed_dim, num_heads, ff_dim, dropout, key_dim, layer_norm_epsilon, normalize_first, locality)
+        keep_arguments(self, block_arguments(*arguments))
         self.activation = keras.activations.get(activation)
         self.supports_masking = True
 
@@ -271,6 +285,15 @@ class TransformerBlock(keras.layers.Layer):
         self.ff_output.build((*input_shape[:-1], self.ff_dim))
         self.attention_layer_norm.build(input_shape)
         self.ff_layer_norm.build(input_shape)
+        if self.locality:
+            # float32 under any policy (autocast off), as the logits it divides.
+            self.temperature = self.add_weight(
+                name="temperature",
+                shape=(),
+                initializer=keras.initializers.Constant(math.sqrt(self.key_dim)),
+                dtype="float32",
+                autocast=False,
+            )
 
     def _attention_projections(self, query_name, key_name, value_name, output_name, query_shape, key_shape):
         """The four built Dense layers of one multi-head attention: query, key and value
@@ -288,22 +311,28 @@ class TransformerBlock(keras.layers.Layer):
     def _merge_heads(self, x):
         return merge_heads(ops, x, self.num_heads, self.key_dim)
 
-    def _add_and_norm(self, layer_norm, residual, update):
-        """`layer_norm(residual + update)`, the sum and the norm in float32, returned in the
-        compute dtype (what the next dense layer reads)."""
-        normed = layer_norm(ops.cast(residual, "float32") + ops.cast(update, "float32"))
-        return ops.cast(normed, self.compute_dtype)
+    def _add_and_norm(self, layer_norm, x, update):
+        """`layer_norm(x + update)` in float32, in the compute dtype (a post-norm residual)."""
+        return residual(ops, layer_norm, x, update, False, self.compute_dtype)
 
-    def _attention_sublayer(self, x, keys, values, mask, training):
-        """Self-attention of queries `x` over `keys`/`values` (already split into heads), with its
-        dropout and add & norm. Returns `(outputs, scores)`."""
-        attended, scores = attend(ops, self._split_heads(self.query_dense(x)), keys, values, mask=mask)
+    def _sublayer_input(self, layer_norm, x):
+        return sublayer_input(ops, layer_norm, x, self.normalize_first, self.compute_dtype)
+
+    def _residual(self, layer_norm, x, update):
+        return residual(ops, layer_norm, x, update, self.normalize_first, self.compute_dtype)
+
+    def _attention_sublayer(self, x, keys, values, mask, training, queries=None, scale=None):
+        """Self-attention of `queries` (default `x`) over `keys`/`values` (already split into
+        heads), with its dropout and residual connection to `x`. Returns `(outputs, scores)`."""
+        queries = x if queries is None else queries
+        attended, scores = attend(ops, self._split_heads(self.query_dense(queries)), keys, values, mask, scale)
         update = self.attention_dropout(self.output_dense(self._merge_heads(attended)), training=training)
-        return self._add_and_norm(self.attention_layer_norm, x, update), scores
+        return self._residual(self.attention_layer_norm, x, update), scores
 
     def _feed_forward_sublayer(self, x, training):
-        update = self.ff_dropout(self.ff_output(self.ff_hidden(x)), training=training)
-        return self._add_and_norm(self.ff_layer_norm, x, update)
+        hidden = self.ff_hidden(self._sublayer_input(self.ff_layer_norm, x))
+        update = self.ff_dropout(self.ff_output(hidden), training=training)
+        return self._residual(self.ff_layer_norm, x, update)
 
     @staticmethod
     def _key_mask(padding_mask):
@@ -312,8 +341,14 @@ class TransformerBlock(keras.layers.Layer):
 
     def call(self, inputs, padding_mask=None, mask=None, training=None, return_attention_scores=False):
         padding_mask = mask if padding_mask is None else padding_mask
-        keys, values = self._split_heads(self.key_dense(inputs)), self._split_heads(self.value_dense(inputs))
-        x, scores = self._attention_sublayer(inputs, keys, values, self._key_mask(padding_mask), training)
+        attention_mask, scale = self._key_mask(padding_mask), None
+        if self.locality:
+            off_diagonal = locality_mask(ops, ops.shape(inputs)[1])[None, None]
+            attention_mask = off_diagonal if attention_mask is None else ops.logical_and(attention_mask, off_diagonal)
+            scale = 1.0 / self.temperature
+        h = self._sublayer_input(self.attention_layer_norm, inputs)
+        keys, values = self._split_heads(self.key_dense(h)), self._split_heads(self.value_dense(h))
+        x, scores = self._attention_sublayer(inputs, keys, values, attention_mask, training, queries=h, scale=scale)
         outputs = self._feed_forward_sublayer(x, training)
         return (outputs, scores) if return_attention_scores else outputs
 
@@ -354,6 +389,7 @@ class TransformerDecoderBlock(TransformerBlock):
 
     def __init__(self, embed_dim, num_heads, ff_dim, cross_attention=True, **kwargs):
         super().__init__(embed_dim, num_heads, ff_dim, **kwargs)
+        check_decoder_block(self)
         self.cross_attention = bool(cross_attention)
 
     def build(self, inputs_shape, encoder_outputs_shape=None):

@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfattn.attention_math import causal_mask, masked_softmax
-from tfattn.layer_arguments import additive_arguments, config_of, keep_arguments
+from tfattn.layer_arguments import additive_arguments, check_decoder_block, config_of, keep_arguments
 from tfattn.layers.tf_ops import TF_OPS
 from tfattn.layers.transformer import TransformerBlock, scaled_dot_product_attention
 
@@ -140,6 +140,7 @@ class TransformerDecoderBlock(TransformerBlock):
 
     def __init__(self, embed_dim, num_heads, ff_dim, cross_attention=True, **kwargs):
         super().__init__(embed_dim, num_heads, ff_dim, **kwargs)
+        check_decoder_block(self)
         self.cross_attention = bool(cross_attention)
 
     def build(self, input_shape, encoder_outputs_shape=None):

@@ -4,10 +4,21 @@ Everything here is a plain `tf_keras` layer (the Keras that TF-Hub, transformers
 Garden use), registered for deserialization under the package name "tfattn".
 """
 
+import math
+
 import tensorflow as tf
 import tf_keras as keras
 
-from tfattn.attention_math import attend, bigram_buckets, merge_heads, sinusoidal_position_encoding, split_heads
+from tfattn.attention_math import (
+    attend,
+    bigram_buckets,
+    locality_mask,
+    merge_heads,
+    residual,
+    sinusoidal_position_encoding,
+    split_heads,
+    sublayer_input,
+)
 from tfattn.layer_arguments import (
     bigram_arguments,
     block_arguments,
@@ -247,12 +258,15 @@ class HashedBigramEmbedding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfattn")
 class TransformerBlock(keras.layers.Layer):
-    """Post-norm transformer encoder block: multi-head self-attention, then a feed-forward net.
+    """Transformer encoder block: multi-head self-attention, then a feed-forward net.
 
-    `x -> LayerNorm(x + Dropout(SelfAttention(x))) -> LayerNorm(. + Dropout(FFN(.)))`.
-    Attention is computed by `scaled_dot_product_attention`, one call for all heads. Padded
-    positions (from the incoming Keras mask, or an explicit `padding_mask`) are never
-    attended to, so appending padding leaves the outputs at real positions unchanged.
+    Post-norm by default, `x -> LayerNorm(x + Dropout(SelfAttention(x))) -> LayerNorm(. +
+    Dropout(FFN(.)))`; with `normalize_first`, pre-norm as in ViT and GPT-2, `x -> x +
+    Dropout(SelfAttention(LayerNorm(x))) -> . + Dropout(FFN(LayerNorm(.)))` (the output is not
+    normalized: a stack of them ends with its own LayerNorm). Attention is computed by
+    `scaled_dot_product_attention`, one call for all heads. Padded positions (from the incoming
+    Keras mask, or an explicit `padding_mask`) are never attended to, so appending padding leaves
+    the outputs at real positions unchanged.
 
     Under a mixed precision policy the dense layers run in the compute dtype (bfloat16 or
     float16), while the attention softmax, both residual sums and both layer norms are computed
@@ -267,6 +281,10 @@ class TransformerBlock(keras.layers.Layer):
             defaults to `embed_dim // num_heads`.
         activation: activation of the feed-forward hidden layer.
         layer_norm_epsilon: epsilon of both layer norms.
+        normalize_first: pre-norm instead of post-norm (see above).
+        locality: locality self-attention (Lee et al. 2021, for ViTs on small datasets): no
+            token attends to itself, and the softmax temperature is a weight, learned, that
+            starts at the usual `sqrt(key_dim)`.
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call args:
@@ -294,10 +312,13 @@ class TransformerBlock(keras.layers.Layer):
         key_dim=None,
         activation="relu",
         layer_norm_epsilon=1e-6,
+        normalize_first=False,
+        locality=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        keep_arguments(self, block_arguments(embed_dim, num_heads, ff_dim, dropout, key_dim, layer_norm_epsilon))
+        arguments = (embed_dim, num_heads, ff_dim, dropout, key_dim, layer_norm_epsilon, normalize_first, locality)
+        keep_arguments(self, block_arguments(*arguments))
         self.activation = keras.activations.get(activation)
         self.supports_masking = True
 
@@ -341,6 +362,14 @@ class TransformerBlock(keras.layers.Layer):
             # Scoped so weights read "block_0/query/kernel", not a bare "kernel".
             with tf.name_scope(sublayer.name):
                 sublayer.build(shape)
+        if self.locality:
+            self.temperature = self.add_weight(
+                name="temperature",
+                shape=(),
+                initializer=keras.initializers.Constant(math.sqrt(self.key_dim)),
+                dtype="float32",
+                experimental_autocast=False,  # float32 under mixed precision, as the logits it divides
+            )
         super().build(input_shape)
 
     def _attention_projections(self, query_name, key_name, value_name, output_name):
@@ -361,11 +390,15 @@ class TransformerBlock(keras.layers.Layer):
     def _merge_heads(self, x):
         return merge_heads(TF_OPS, x, self.num_heads, self.key_dim)
 
-    def _add_and_norm(self, layer_norm, residual, update):
-        """`layer_norm(residual + update)`, the sum and the norm in float32, returned in the
-        compute dtype (what the next dense layer reads)."""
-        normed = layer_norm(tf.cast(residual, tf.float32) + tf.cast(update, tf.float32))
-        return tf.cast(normed, self.compute_dtype)
+    def _add_and_norm(self, layer_norm, x, update):
+        """`layer_norm(x + update)` in float32, in the compute dtype (a post-norm residual)."""
+        return residual(TF_OPS, layer_norm, x, update, False, self.compute_dtype)
+
+    def _sublayer_input(self, layer_norm, x):
+        return sublayer_input(TF_OPS, layer_norm, x, self.normalize_first, self.compute_dtype)
+
+    def _residual(self, layer_norm, x, update):
+        return residual(TF_OPS, layer_norm, x, update, self.normalize_first, self.compute_dtype)
 
     def call(self, inputs, padding_mask=None, mask=None, training=None, return_attention_scores=False):
         if padding_mask is None:
@@ -374,18 +407,24 @@ class TransformerBlock(keras.layers.Layer):
         if padding_mask is not None:
             # [batch, key] -> [batch, 1 (heads), 1 (queries), key]
             attention_mask = tf.cast(padding_mask, tf.bool)[:, None, None, :]
+        scale = None
+        if self.locality:
+            off_diagonal = locality_mask(TF_OPS, tf.shape(inputs)[1])[None, None]
+            attention_mask = off_diagonal if attention_mask is None else tf.logical_and(attention_mask, off_diagonal)
+            scale = 1.0 / self.temperature
 
-        q = self._split_heads(self.query_dense(inputs))
-        k = self._split_heads(self.key_dense(inputs))
-        v = self._split_heads(self.value_dense(inputs))
-        attended, scores = scaled_dot_product_attention(q, k, v, mask=attention_mask)
+        h = self._sublayer_input(self.attention_layer_norm, inputs)
+        q = self._split_heads(self.query_dense(h))
+        k = self._split_heads(self.key_dense(h))
+        v = self._split_heads(self.value_dense(h))
+        attended, scores = scaled_dot_product_attention(q, k, v, mask=attention_mask, scale=scale)
         attention_output = self.output_dense(self._merge_heads(attended))
         attention_output = self.attention_dropout(attention_output, training=training)
-        x = self._add_and_norm(self.attention_layer_norm, inputs, attention_output)
+        x = self._residual(self.attention_layer_norm, inputs, attention_output)
 
-        ff = self.ff_output(self.ff_hidden(x))
+        ff = self.ff_output(self.ff_hidden(self._sublayer_input(self.ff_layer_norm, x)))
         ff = self.ff_dropout(ff, training=training)
-        outputs = self._add_and_norm(self.ff_layer_norm, x, ff)
+        outputs = self._residual(self.ff_layer_norm, x, ff)
         if return_attention_scores:
             return outputs, scores
         return outputs

@@ -119,6 +119,10 @@ class VisionTransformer(_ImageModel):
         patch_size, tokenizer: see `tfattn.layers.PatchEmbedding`.
         embed_dim, num_heads, ff_dim, num_blocks: the encoder's sizes.
         dropout: inside the blocks and before the head.
+        normalize_first: pre-norm blocks (the original ViT's), with a LayerNorm after the last;
+            default post-norm (`TransformerBlock`).
+        locality: locality self-attention in every block (`TransformerBlock`), the small-data
+            fix that goes with `tokenizer="shifted"`.
     """
 
     kind = "vit"
@@ -135,6 +139,8 @@ class VisionTransformer(_ImageModel):
         num_blocks=6,
         dropout=0.1,
         tokenizer="patches",
+        normalize_first=False,
+        locality=False,
         **kwargs,
     ):
         super().__init__(num_classes, preprocessor, dropout, **kwargs)
@@ -147,10 +153,24 @@ class VisionTransformer(_ImageModel):
         self.embedding_dropout = keras.layers.Dropout(self.dropout_rate)
         self.blocks = [
             TransformerBlock(
-                self.embed_dim, self.num_heads, self.ff_dim, self.dropout_rate, activation="gelu", name=f"block_{i}"
+                self.embed_dim,
+                self.num_heads,
+                self.ff_dim,
+                self.dropout_rate,
+                activation="gelu",
+                normalize_first=normalize_first,
+                locality=locality,
+                name=f"block_{i}",
             )
             for i in range(self.num_blocks)
         ]
+        self.normalize_first, self.locality = self.blocks[0].normalize_first, self.blocks[0].locality
+        # Pre-norm blocks leave their sum unnormalized: the class token's vector is normed once, at the end.
+        self.final_norm = (
+            keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm", dtype="float32")
+            if self.normalize_first
+            else None
+        )
 
     @property
     def patch_grid(self):
@@ -168,7 +188,8 @@ class VisionTransformer(_ImageModel):
         for block in self.blocks:
             x, block_scores = block(x, training=training, return_attention_scores=True)
             scores.append(block_scores)
-        class_vector = self.head_dropout(x[:, 0], training=training)
+        class_vector = x[:, 0] if self.final_norm is None else self.final_norm(tf.cast(x[:, 0], tf.float32))
+        class_vector = self.head_dropout(class_vector, training=training)
         return {"logits": self.head(class_vector), "attention_scores": scores if output_attentions else None}
 
     def call(self, pixels, training=None):
@@ -177,6 +198,8 @@ class VisionTransformer(_ImageModel):
     def weight_layers(self):
         layers = {"patches": self.embedding, "head": self.head}
         layers.update({block.name: block for block in self.blocks})
+        if self.final_norm is not None:
+            layers["final_norm"] = self.final_norm
         return layers
 
     def get_config(self):
@@ -188,6 +211,8 @@ class VisionTransformer(_ImageModel):
             "ff_dim": self.ff_dim,
             "num_blocks": self.num_blocks,
             "tokenizer": self.tokenizer,
+            "normalize_first": self.normalize_first,
+            "locality": self.locality,
         }
 
 

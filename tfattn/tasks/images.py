@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfattn.evaluation import classification_metrics, write_evaluation
 from tfattn.layers.vision import PATCH_TOKENIZERS
 from tfattn.runs.folders import LABEL_MAP_FILE
 from tfattn.runs.manifest import MODEL_DIR
@@ -36,7 +37,11 @@ VIT_DEFAULTS = {
     "num_heads": 4,
     "ff_dim": 256,
     "num_blocks": 6,
+    "block_norm": "post",
+    "self_attention": "full",
 }
+BLOCK_NORMS = ("post", "pre")  # TransformerBlock's normalize_first off and on
+SELF_ATTENTIONS = ("full", "locality")  # TransformerBlock's locality off and on
 CNN_DEFAULTS = {"cnn_width": 32}
 MODELS = ("vit", "cnn")
 # Defaults of the fields every family has: from scratch, and fine-tuning a pretrained checkpoint.
@@ -77,6 +82,8 @@ IMAGE_HELP = {
             ("num_heads", "attention heads"),
             ("ff_dim", "feed-forward size"),
             ("num_blocks", "transformer blocks"),
+            ("block_norm", "post (post-norm blocks) or pre (pre-norm, as the original ViT, with a final norm)"),
+            ("self_attention", "full, or locality (no token attends to itself; a learned softmax temperature)"),
         )
     },
     "cnn_width": f"CNN: channels of its first stage (default {CNN_DEFAULTS['cnn_width']})",
@@ -101,6 +108,8 @@ class ImageConfig(RunConfig):
     num_heads: int | None = None
     ff_dim: int | None = None
     num_blocks: int | None = None
+    block_norm: str | None = None
+    self_attention: str | None = None
     cnn_width: int | None = None
     dropout: float = 0.1
     weight_decay: float | None = None
@@ -111,7 +120,12 @@ class ImageConfig(RunConfig):
 
     @staticmethod
     def field_choices():
-        return {"model": MODELS, "tokenizer": PATCH_TOKENIZERS}
+        return {
+            "model": MODELS,
+            "tokenizer": PATCH_TOKENIZERS,
+            "block_norm": BLOCK_NORMS,
+            "self_attention": SELF_ATTENTIONS,
+        }
 
     def resolve(self):
         """A checked copy with the defaults filled in; options that do not apply to the chosen
@@ -135,8 +149,14 @@ class ImageConfig(RunConfig):
         defaults.update({name: value for name, value in family.items() if getattr(self, name) is None})
         config = replace(self, **defaults)
         if config.model == "vit" and not config.backbone:
-            if config.tokenizer not in PATCH_TOKENIZERS:
-                raise ValueError(f"--tokenizer must be one of {', '.join(PATCH_TOKENIZERS)}, got {config.tokenizer!r}")
+            for name, choices in (
+                ("tokenizer", PATCH_TOKENIZERS),
+                ("block_norm", BLOCK_NORMS),
+                ("self_attention", SELF_ATTENTIONS),
+            ):
+                if getattr(config, name) not in choices:
+                    flag = "--" + name.replace("_", "-")
+                    raise ValueError(f"{flag} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
             size = config.patch_size
             if config.image_size % size:
                 raise ValueError(f"--patch-size {size} must divide --image-size {config.image_size}")
@@ -173,7 +193,7 @@ class ImageClassificationTask(Task):
     )
     config_class = ImageConfig
     monitor = "val_accuracy"
-    serve_help = "classify texts (or images, with an image run) with a trained run"
+    serve_help = "with an image run: label, probability and file of each image file"
 
     @classmethod
     def add_arguments(cls, command, parser):
@@ -189,15 +209,20 @@ class ImageClassificationTask(Task):
         return read_images(spec, self.config.image_size, label_names=label_names)
 
     def prepare_training(self):
-        """The training and validation images, read and checked (and a backbone's folder checked)
-        before the run folder is touched."""
+        """The training and validation images, read and checked (and a backbone checked) before
+        the run folder is touched."""
+        if self.config.backbone:
+            from tfattn.models.hf_vision import check_backbone
+
+            check_backbone(self.config.backbone)
+        return self._read_splits()
+
+    def _read_splits(self):
+        """The run's training and validation images, as training made them: `evaluate` calls
+        this alone, since a finished run holds its model and needs no backbone."""
         from tfattn.data.images import split_images
 
         c = self.config
-        if c.backbone:
-            from tfattn.models.hf_vision import check_backbone
-
-            check_backbone(c.backbone)
         images = self._read(c.data)
         if c.validation_data:
             train, validation = images, self._read(c.validation_data, label_names=images.label_names)
@@ -228,8 +253,10 @@ class ImageClassificationTask(Task):
             if c.model == "cnn":
                 model = ConvNet(classes, preprocessor, width=c.cnn_width, dropout=c.dropout)
             else:
-                sizes = {name: getattr(c, name) for name in VIT_DEFAULTS}
-                model = VisionTransformer(classes, preprocessor, dropout=c.dropout, **sizes)
+                vit = {name: getattr(c, name) for name in VIT_DEFAULTS}
+                vit["normalize_first"] = vit.pop("block_norm") == "pre"
+                vit["locality"] = vit.pop("self_attention") == "locality"
+                model = VisionTransformer(classes, preprocessor, dropout=c.dropout, **vit)
             return build_image_model(model)
 
     def fit(self, run_dir, prepared, strategy, callbacks=()):
@@ -276,8 +303,6 @@ class ImageClassificationTask(Task):
         write_labels(run_dir, train.label_names)
         saved = self.load_model(run_dir)  # scored as evaluate, predict and export will load it
         report = self._report(saved, validation)
-        from tfattn.evaluation import write_evaluation
-
         write_evaluation(report, run_dir, "validation", config={"data": validation.source})
         summary = f"validation accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}"
         print(summary)
@@ -339,8 +364,6 @@ class ImageClassificationTask(Task):
         return np.concatenate(batches) if batches else np.zeros([0, len(self.label_names)], np.float32)
 
     def _report(self, model, images):
-        from tfattn.evaluation import classification_metrics
-
         predicted = self._probabilities(model, images.images).argmax(axis=-1)
         return classification_metrics(images.labels, predicted, images.label_names)
 
@@ -375,9 +398,7 @@ class ImageClassificationTask(Task):
     def evaluate(self, model, args):
         """Accuracy, macro-F1, per-class scores and the confusion matrix of `args.data` (default:
         the run's validation images)."""
-        from tfattn.evaluation import write_evaluation
-
-        images = self._read(args.data, label_names=self.label_names) if args.data else self.prepare_training()[1]
+        images = self._read(args.data, label_names=self.label_names) if args.data else self._read_splits()[1]
         images = replace(images, label_names=list(self.label_names))
         report = self._report(model, images)
 

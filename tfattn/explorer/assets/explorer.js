@@ -143,23 +143,8 @@ class Explorer {
       this.render();
     });
 
-    const missing = []; // "view: reason" lines shown under the controls
-    this.viewSelect = el(
-      "select",
-      { id: "view-select" },
-      ...this.viewNames.map((name) => {
-        const option = el("option", { value: name }, this.viewLabel(name));
-        const reasons = this.runs
-          .filter((run) => run.unavailable[name] !== undefined)
-          .map((run) => (this.runs.length > 1 ? `${run.name}: ${run.unavailable[name]}` : run.unavailable[name]));
-        if (reasons.length) missing.push(`${this.viewLabel(name)} is not available (${reasons.join("; ")}).`);
-        if (!this.runs.some((run) => run.views[name])) {
-          option.disabled = true;
-          option.title = reasons.join("; ");
-        }
-        return option;
-      }),
-    );
+    const views = viewOptions(this.runs, this.viewNames, VIEW_NAMES);
+    this.viewSelect = el("select", { id: "view-select" }, ...views.options);
     this.viewSelect.addEventListener("change", () => {
       state.view = this.viewSelect.value;
       this.render();
@@ -223,13 +208,7 @@ class Explorer {
       });
       controls.append(el("label", {}, "Runs ", this.runSelect));
     }
-    const section = el("section", { class: "controls-bar" }, controls);
-    if (missing.length) {
-      section.append(
-        el("ul", { class: "notes", "data-testid": "unavailable-views" }, ...missing.map((line) => el("li", {}, line))),
-      );
-    }
-    return section;
+    return el("section", { class: "controls-bar" }, controls, ...views.notes);
   }
 
   /** One panel per run, each with its head view, model view and heatmap. */
@@ -423,11 +402,39 @@ class Explorer {
     flash(panel.heatmap);
   }
 
-  /** The label of view `name`: its VIEW's own, else a default name (views no run has). */
   viewLabel(name) {
-    const view = this.runs.map((run) => run.views[name]).find(Boolean);
-    return view ? view.label : (VIEW_NAMES[name] ?? name);
+    return viewLabel(this.runs, name, VIEW_NAMES);
   }
+}
+
+/** The label of view `name`: its VIEW's own, else `defaults`' name for it (views no run has). */
+function viewLabel(runs, name, defaults) {
+  const view = runs.map((run) => run.views[name]).find(Boolean);
+  return view ? view.label : (defaults[name] ?? name);
+}
+
+/**
+ * The view select's options, each disabled where no run has its view, and `notes`: a list of
+ * the views some run lacks, with its reasons (no list when every run has every view).
+ */
+function viewOptions(runs, names, defaults) {
+  const missing = [];
+  const options = names.map((name) => {
+    const option = el("option", { value: name }, viewLabel(runs, name, defaults));
+    const reasons = runs
+      .filter((run) => run.unavailable[name] !== undefined)
+      .map((run) => (runs.length > 1 ? `${run.name}: ${run.unavailable[name]}` : run.unavailable[name]));
+    if (reasons.length) missing.push(`${viewLabel(runs, name, defaults)} is not available (${reasons.join("; ")}).`);
+    if (!runs.some((run) => run.views[name])) {
+      option.disabled = true;
+      option.title = reasons.join("; ");
+    }
+    return option;
+  });
+  const notes = missing.length
+    ? [el("ul", { class: "notes", "data-testid": "unavailable-views" }, ...missing.map((line) => el("li", {}, line)))]
+    : [];
+  return { options, notes };
 }
 
 /** Bring a picked map into view and play its highlight, restarted so that it plays on every click. */
@@ -850,23 +857,8 @@ class ImageExplorer {
       this.layers.map((layer) => el("option", { value: layer }, `layer ${layer}`)),
       (value) => (state.layer = Number(value)),
     );
-    const missing = [];
-    this.viewSelect = select(
-      "view-select",
-      this.viewNames.map((name) => {
-        const option = el("option", { value: name }, this.viewLabel(name));
-        const reasons = this.runs
-          .filter((run) => run.unavailable[name] !== undefined)
-          .map((run) => (this.runs.length > 1 ? `${run.name}: ${run.unavailable[name]}` : run.unavailable[name]));
-        if (reasons.length) missing.push(`${this.viewLabel(name)} is not available (${reasons.join("; ")}).`);
-        if (!this.runs.some((run) => run.views[name])) {
-          option.disabled = true;
-          option.title = reasons.join("; ");
-        }
-        return option;
-      }),
-      (value) => (state.view = value),
-    );
+    const views = viewOptions(this.runs, this.viewNames, IMAGE_VIEW_NAMES);
+    this.viewSelect = select("view-select", views.options, (value) => (state.view = value));
     this.headSelect = select(
       "head-select",
       [
@@ -881,7 +873,7 @@ class ImageExplorer {
       (value) => (state.scale = value),
       "absolute: maps of a view are comparable; stretched: small differences look large",
     );
-    const section = el(
+    return el(
       "section",
       { class: "controls-bar" },
       el(
@@ -892,13 +884,8 @@ class ImageExplorer {
         el("label", {}, "Head ", this.headSelect),
         el("label", {}, "Colour ", this.scaleSelect),
       ),
+      ...views.notes,
     );
-    if (missing.length) {
-      section.append(
-        el("ul", { class: "notes", "data-testid": "unavailable-views" }, ...missing.map((line) => el("li", {}, line))),
-      );
-    }
-    return section;
   }
 
   /** One panel per run: the image and its overlay, every layer and head, the distance chart. */
@@ -1034,8 +1021,7 @@ class ImageExplorer {
   }
 
   viewLabel(name) {
-    const view = this.runs.map((run) => run.views[name]).find(Boolean);
-    return view ? view.label : (IMAGE_VIEW_NAMES[name] ?? name);
+    return viewLabel(this.runs, name, IMAGE_VIEW_NAMES);
   }
 }
 
