@@ -5,11 +5,13 @@ stratified 10% validation carve) with its options, run one after another in its 
 with the whole machine. Every variant gets the same time budget: its epoch count is fitted to
 the budget from a measured step time (a few batches of random pixels through the same model,
 timed after a warm-up batch), so its learning-rate schedule runs to its end, and
-`--time-budget` stops it if the estimate was short. Writes each run's validation accuracy,
-epochs, wall time and curve (validation accuracy after each epoch, with the elapsed time).
+`--time-budget` stops it if the estimate was short (`--epochs N` sets the count instead).
+Writes each run's validation accuracy, epochs, wall time and curve (validation accuracy after
+each epoch, with the elapsed time).
 
     python bench/vision_cifar10.py --budget 1800 --variants vit cnn --json bench/results/vision_cifar10.json \
         [--keep runs/cifar10]
+    python bench/vision_cifar10.py --budget 7200 --epochs 20 --variants vit   # the 2-hour target run
 """
 
 import argparse
