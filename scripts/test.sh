@@ -19,6 +19,5 @@ scripts/setup_env.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # Two processes (pytest-xdist), a test module's tests in one of them (their module fixtures are
-# built once): the suite waits on subprocesses, kernels and files much of the time. Modules go
-# out in collection order, the longest first (tests/conftest.py, LONG_MODULES).
-exec .venv/bin/python -m pytest -q -rs --durations=25 -n 2 --dist loadfile --no-loadscope-reorder "$@"
+# built once): the suite waits on subprocesses, kernels and files much of the time.
+exec .venv/bin/python -m pytest -q -rs --durations=25 -n 2 --dist loadfile "$@"

@@ -106,21 +106,10 @@ def tiny_bert_dir(minilm_dir, tmp_path_factory) -> Path:
 
 # Docstring Examples (collected from tfattn/ by --doctest-modules) that export a model: `slow`, like
 # the tests that do (the package's own files are not the place for test marks).
-SLOW_DOCTESTS = {"tfattn.serving.translators"}
-
-
-# The modules whose tests take minutes in all (notebooks run top to bottom, the GPU suite's smoke
-# run, several processes training together, killed and resumed runs), longest first. They are
-# collected first, and scripts/test.sh hands whole modules to its two pytest-xdist workers in
-# collection order (`--dist loadfile --no-loadscope-reorder`): the long ones start at once and
-# the short ones fill in after, instead of one long module starting last while the other worker
-# idles.
-LONG_MODULES = ("test_notebooks.py", "test_multiworker.py", "test_gpu_suite.py", "test_faults.py")
+SLOW_DOCTESTS = {"tfattn.serving.translators", "tfattn.serving.language_models"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if isinstance(item, DoctestItem) and item.name in SLOW_DOCTESTS:
             item.add_marker(pytest.mark.slow)
-    first = {name: rank for rank, name in enumerate(LONG_MODULES)}
-    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: the rest keep their order
