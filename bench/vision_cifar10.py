@@ -133,8 +133,8 @@ def main():
     parser.add_argument(
         "--epochs",
         type=int,
-        help="run this many epochs instead of fitting them to the budget (the step-time estimate runs high: "
-        "386 s a ViT epoch against 271-327 s measured); --time-budget still stops the run",
+        help="run this many epochs instead of fitting them to the budget (the step-time estimate runs high for "
+        "the ViT: BENCHMARKS.md); --time-budget still stops the run",
     )
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--keep", help="keep the run folders in this folder (default: a temporary one, removed)")

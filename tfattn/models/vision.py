@@ -164,7 +164,7 @@ class VisionTransformer(_ImageModel):
             )
             for i in range(self.num_blocks)
         ]
-        self.normalize_first, self.locality = self.blocks[0].normalize_first, self.blocks[0].locality
+        self.normalize_first, self.locality = bool(normalize_first), bool(locality)  # (checked by the blocks)
         # Pre-norm blocks leave their sum unnormalized: the class token's vector is normed once, at the end.
         self.final_norm = (
             keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm", dtype="float32")
