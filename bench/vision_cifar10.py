@@ -136,8 +136,8 @@ def main():
     parser.add_argument(
         "--epochs",
         type=int,
-        help="run this many epochs instead of fitting them to the budget (the step-time estimate runs high for "
-        "the ViT: BENCHMARKS.md); --time-budget still stops the run",
+        help="run this many epochs instead of fitting them to the budget (the step-time estimate can be off by "
+        "15%%: BENCHMARKS.md); --time-budget still stops the run",
     )
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--keep", help="keep the run folders in this folder (default: a temporary one, removed)")
@@ -154,12 +154,12 @@ def main():
         "seed": args.seed,
         "runs": [],
     }
+    from result_file import write_result
+
     with tempfile.TemporaryDirectory() as temporary:
         for name in args.variants:
             result["runs"].append(run_variant(name, args.budget, args.seed, args.keep or temporary, args.epochs))
             if args.json:  # after every variant: an interrupted series keeps the runs it finished
-                from result_file import write_result
-
                 write_result(result, args.json, started=started, echo_keys=["runs"])
     if not args.json:
         print(json.dumps(result, indent=2))

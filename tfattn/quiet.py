@@ -14,7 +14,7 @@ NATIVE_NOISE = re.compile(
     r"failed call to cuInit|Could not find cuda drivers|oneDNN custom operations are on"
     r"|This TensorFlow binary is optimized|To enable the following instructions|Unable to register cu\w+ factory"
     r"|computation placer already registered|TF-TRT Warning|All log messages before absl::InitializeLog"
-    r"|oneDNN supports DT_INT(32|64) only on platforms with AVX-512"  # CPUs without AVX-512
+    r"|oneDNN supports DT_INT(32|64) only on platforms with AVX-512"  # printed even on AMD EPYCs with AVX-512
     # SentencePiece loading a language model's lossless (identity-normalized) vocabulary.
     r"|precompiled_charsmap is empty\. use identity normalization"
     # Multi-worker start-up, and Keras's epoch-length assertion, which sharding drops (Keras
