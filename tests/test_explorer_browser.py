@@ -3,6 +3,7 @@ without a console error or a request, its controls change what it draws, and eve
 uniformity on an absolute colour scale unless the stretched one is chosen."""
 
 import base64
+import dataclasses
 import io
 
 import numpy as np
@@ -360,6 +361,7 @@ TOP_RED, TOP_ALPHA = np.array([189, 0, 38]), 0.75
 def image_page(tmp_path_factory):
     """(explanation, path) of the image page."""
     explanation, _ = fake_explanation(image_size=32, num_layers=3, num_heads=4)
+    explanation = dataclasses.replace(explanation, tokenizer="conv")  # the from-scratch ViT's default
     page = image_explorer_page([explanation], title="cat/0001.jpg")
     return explanation, page.save(tmp_path_factory.mktemp("image") / "image.html")
 
@@ -382,6 +384,10 @@ def test_image_page_draws_the_image_and_its_attention_and_follows_the_controls(d
     explanation, path = image_page
     open_page(driver, path)
     assert driver.find_element("tag name", "h1").text == "cat/0001.jpg"
+    assert (
+        "A 32x32 image turned into 8x8 tokens by a convolutional tokenizer, one for each 4x4-pixel cell (each sees "
+        "the pixels around its cell too), plus the class token whose attention is drawn."
+    ) in element(driver, "run-summary").text
     probabilities = by_testid(driver, "probability")
     assert [row.text.split("\n")[0] for row in probabilities] == LABELS
     assert "predicted" in probabilities[explanation.prediction["predicted"]].get_attribute("class")

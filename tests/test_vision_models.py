@@ -92,6 +92,21 @@ def _tiny_vit(**kwargs):
     return VisionTransformer(3, ImagePreprocessor(8), **{**options, **kwargs})
 
 
+@pytest.mark.parametrize(
+    ("tokenizer", "tokens"),
+    [
+        ("patches", "cut into 2x2 patches of 4x4 pixels"),
+        ("conv", "turned into 2x2 tokens by a convolutional tokenizer, one for each 4x4-pixel cell"),
+    ],
+)
+def test_the_explorer_page_says_how_the_vit_made_its_tokens(tokenizer, tokens):
+    from tfattn.explorer.images import explain_image
+
+    model = build_image_model(_tiny_vit(tokenizer=tokenizer))
+    image = np.random.default_rng(2).integers(0, 256, [8, 8, 3]).astype(np.uint8)
+    assert explain_image(model, image, ["a", "b", "c"]).to_payload()["tokens"].startswith(tokens)
+
+
 def test_vit_attention_is_the_class_token_and_patches_softmax():
     model = build_image_model(_tiny_vit())
     pixels = np.random.default_rng(1).integers(0, 256, [2, 8, 8, 3]).astype(np.uint8)

@@ -114,6 +114,16 @@ def distance_of_uniform_attention(grid: Sequence[int], patch_size: int) -> float
     return float(patch_distances(grid, patch_size).mean())
 
 
+# How the page's header says the tokens were made, by `PatchEmbedding` tokenizer (Hugging Face ViTs
+# and DeiTs cut patches): a conv-tokenizer token is drawn on its cell but sees past it.
+TOKEN_DESCRIPTIONS = {
+    "patches": "cut into {rows}x{cols} patches of {size}x{size} pixels",
+    "shifted": "cut into {rows}x{cols} patches of {size}x{size} pixels, each stacked with its four half-patch shifts",
+    "conv": "turned into {rows}x{cols} tokens by a convolutional tokenizer, one for each {size}x{size}-pixel "
+    "cell (each sees the pixels around its cell too)",
+}
+
+
 @dataclass
 class ImageExplanation:
     """One model's view of one image (see the module docstring); `to_payload` makes the page's
@@ -131,6 +141,7 @@ class ImageExplanation:
     distances: np.ndarray  # float [len(layers), num_heads]: mean attention distance, pixels
     notes: list = field(default_factory=list)
     unavailable: dict = field(default_factory=dict)  # name -> why it is missing
+    tokenizer: str = "patches"  # a key of TOKEN_DESCRIPTIONS
 
     def with_layers(self, layers: Sequence[int]) -> "ImageExplanation":
         """The same explanation restricted to the given model layer indices (rollout still
@@ -168,6 +179,9 @@ class ImageExplanation:
             },
             "grid": [int(size) for size in self.grid],
             "patch_size": int(self.patch_size),
+            "tokens": TOKEN_DESCRIPTIONS[self.tokenizer].format(
+                rows=int(self.grid[0]), cols=int(self.grid[1]), size=int(self.patch_size)
+            ),
             "notes": list(self.notes),
             "layers": list(self.layers),
             "num_heads": int(self.num_heads),
@@ -262,6 +276,7 @@ def explain_image(
         # Over the patches: the leading tokens but one are cut, and that one is left out as the class token.
         distances=mean_attention_distance(attention[:, :, lead - 1 :, lead - 1 :], grid, int(model.patch_size)),
         unavailable=unavailable,
+        tokenizer=getattr(model, "tokenizer", "patches"),
     )
     return explanation if layers is None else explanation.with_layers(layers)
 

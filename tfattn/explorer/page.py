@@ -64,6 +64,8 @@ The payload, format "tfattn-attention-explorer/1":
       "grid": [int, int],            # rows, cols of patches: P = rows * cols, row-major like the model's tokens
       "patch_size": int,             # pixels per patch side; the grid covers rows x cols patches of the
                                      # image from its top-left corner
+      "tokens": str,                 # optional: how the tokens were made, e.g. "cut into 8x8 patches of
+                                     # 4x4 pixels" (the default wording)
       "notes": [str],
       "layers": [int],               # L entries
       "num_heads": int,              # H

@@ -28,11 +28,14 @@ from tfattn.tasks.config import FIELD_HELP, RunConfig, check_numeric_options
 
 __all__ = ["ImageClassificationTask", "ImageConfig"]
 
-# The from-scratch models' sizes (the fields left at None). The ViT's: 4x4 patches of 32x32 images
-# (an 8x8 grid), 6 blocks of width 128, 4 heads: about 0.8M weights, a size that trains on CPUs.
+# The from-scratch models' sizes (the fields left at None). The ViT's: 32x32 images to an 8x8 grid
+# of tokens (patch size 4), 6 blocks of width 128, 4 heads: about 0.9M weights, a size that trains
+# on CPUs. The tokens come from the convolutional tokenizer, not cut patches: on CIFAR-10 it was
+# 8.6 points ahead of plain 4x4 patches at equal training time (BENCHMARKS.md, "The small-data
+# options"); `--tokenizer patches` is the original ViT's.
 VIT_DEFAULTS = {
     "patch_size": 4,
-    "tokenizer": "patches",
+    "tokenizer": "conv",
     "embed_dim": 128,
     "num_heads": 4,
     "ff_dim": 256,
@@ -46,7 +49,8 @@ CNN_DEFAULTS = {"cnn_width": 32}
 MODELS = ("vit", "cnn")
 # Defaults of the fields every family has: from scratch, and fine-tuning a pretrained checkpoint.
 FAMILY_DEFAULTS = {
-    # 20 epochs: the ViT's take about 5 minutes each on CIFAR-10 on 2 CPU cores, so under 2 hours.
+    # 20 epochs: a ViT epoch of CIFAR-10 takes 3.5 minutes on 2 cores of an AMD EPYC with AVX-512,
+    # about 6 on one without (BENCHMARKS.md), so 70 minutes to 2 hours.
     "scratch": {"batch_size": 128, "epochs": 20, "learning_rate": 1e-3, "weight_decay": 0.05, "patience": 5},
     "backbone": {"batch_size": 32, "epochs": 3, "learning_rate": 5e-5, "weight_decay": 0.01, "patience": 2},
 }
@@ -65,7 +69,8 @@ IMAGE_HELP = {
     "image_size": "side in pixels images are read at (other sizes are resized; default 32)",
     "augment": "random crop (of the image padded by 4 pixels) and horizontal flip of training images (default on)",
     "batch_size": "default 128 from scratch, 32 with --backbone",
-    "epochs": "default 20 from scratch (under 2 hours for CIFAR-10's ViT on 2 CPU cores), 3 with --backbone",
+    "epochs": "default 20 from scratch (70 minutes to 2 hours for CIFAR-10's ViT on 2 CPU cores, by CPU), "
+    "3 with --backbone",
     "learning_rate": "peak AdamW learning rate (default 1e-3 from scratch, 5e-5 with --backbone)",
     "weight_decay": "AdamW weight decay (default 0.05 from scratch, 0.01 with --backbone)",
     "patience": "epochs without a better validation accuracy before stopping (default 5, 2 with --backbone)",
@@ -76,8 +81,12 @@ IMAGE_HELP = {
     **{
         name: f"ViT: {what} (default {VIT_DEFAULTS[name]})"
         for name, what in (
-            ("patch_size", "side in pixels of a patch"),
-            ("tokenizer", "patches (ViT), shifted (shifted patch tokenization) or conv (a convolutional tokenizer)"),
+            ("patch_size", "side in pixels of a patch (conv: the image is halved log2 of it times)"),
+            (
+                "tokenizer",
+                "conv (a convolutional tokenizer), patches (the original ViT's) or shifted (shifted patch "
+                "tokenization)",
+            ),
             ("embed_dim", "token vector size"),
             ("num_heads", "attention heads"),
             ("ff_dim", "feed-forward size"),

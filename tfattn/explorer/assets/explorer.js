@@ -1059,8 +1059,10 @@ function imageRunSummary(run) {
       el(
         "p",
         { class: "text" },
-        `A ${run.image.width}x${run.image.height} image cut into ${run.grid[0]}x${run.grid[1]} patches of ` +
-          `${run.patch_size}x${run.patch_size} pixels, plus the class token whose attention is drawn.`,
+        `A ${run.image.width}x${run.image.height} image ` +
+          (run.tokens ||
+            `cut into ${run.grid[0]}x${run.grid[1]} patches of ${run.patch_size}x${run.patch_size} pixels`) +
+          ", plus the class token whose attention is drawn.",
       ),
       labelPrediction(run.prediction),
     ),
