@@ -50,7 +50,8 @@ MODELS = ("vit", "cnn")
 # Defaults of the fields every family has: from scratch, and fine-tuning a pretrained checkpoint.
 FAMILY_DEFAULTS = {
     # 20 epochs: a ViT epoch of CIFAR-10 takes 3.5 minutes on 2 cores of an AMD EPYC with AVX-512,
-    # about 6 on one without (BENCHMARKS.md), so 70 minutes to 2 hours.
+    # an estimated 6 on one without (its patch epochs took 4.7-6.0; BENCHMARKS.md), so 70 minutes
+    # to about 2 hours.
     "scratch": {"batch_size": 128, "epochs": 20, "learning_rate": 1e-3, "weight_decay": 0.05, "patience": 5},
     "backbone": {"batch_size": 32, "epochs": 3, "learning_rate": 5e-5, "weight_decay": 0.01, "patience": 2},
 }
